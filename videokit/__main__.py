@@ -1,0 +1,5 @@
+"""`python -m videokit` runs the command line."""
+
+from videokit.cli.app import main
+
+main()

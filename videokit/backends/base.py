@@ -1,0 +1,77 @@
+"""The backend seam: what the pipeline needs from anything that can edit and animate frames.
+
+Requests and results are the wire models in :mod:`videokit.protocol`, so an in-process backend and a
+remote endpoint are interchangeable. A backend reports the remote job ids it creates through the
+:class:`JobContext` *before* it waits on them, so the manifest can record them and a resumed render
+can re-attach instead of paying twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
+
+__all__ = ["Backend", "JobAttempt", "JobContext", "Stage"]
+
+Stage = Literal["edit", "animate"]
+
+
+@dataclass
+class JobAttempt:
+    """One submission of a job to a backend, as recorded in the manifest."""
+
+    job_id: str
+    status: str = "submitted"
+    execution_ms: int | None = None
+    delay_ms: int | None = None
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+async def _ignore_submitted(job_id: str) -> None:
+    return None
+
+
+def _ignore_progress(fraction: float, message: str | None) -> None:
+    return None
+
+
+@dataclass
+class JobContext:
+    """What the pipeline hands a backend for one job.
+
+    ``resume_job_id`` is the id of a job this scene submitted in an earlier run that never reported
+    back; a remote backend should re-attach to it rather than submit again.
+    """
+
+    scene: str
+    stage: Stage
+    resume_job_id: str | None = None
+    on_submitted: Callable[[str], Awaitable[None]] = _ignore_submitted
+    on_progress: Callable[[float, str | None], None] = _ignore_progress
+    attempts: list[JobAttempt] = field(default_factory=list)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that runs edit and animate jobs.
+
+    ``identity(stage)`` names the model and engine that produce a stage's output; it is part of
+    every
+    cache key, so results from different models are never mixed up.
+    """
+
+    name: str
+
+    def identity(self, stage: Stage) -> str: ...
+
+    def concurrency(self, stage: Stage) -> int: ...
+
+    async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult: ...
+
+    async def animate(self, request: AnimateRequest, ctx: JobContext) -> AnimateResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Media plumbing: ffmpeg processes, probing, stitching, frames and contact sheets."""

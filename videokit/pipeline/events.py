@@ -1,0 +1,164 @@
+"""Typed render events: what the runner tells the CLI progress display and ``--json`` consumers.
+
+Every event is a small pydantic model with a ``type`` tag, so ``event.model_dump_json()`` is one
+line
+of machine-readable output and a consumer can dispatch on ``type``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CostUpdated",
+    "Event",
+    "EventHandler",
+    "JobSubmitted",
+    "RenderDone",
+    "RenderStarted",
+    "SceneCached",
+    "SceneDone",
+    "SceneFailed",
+    "SceneProgress",
+    "SceneQueued",
+    "SceneSkipped",
+    "SceneStarted",
+    "StitchDone",
+    "StitchProgress",
+    "StitchStarted",
+]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RenderStarted(_Event):
+    type: Literal["render_started"] = "render_started"
+    story: str
+    backend: str
+    workdir: str
+    scenes: list[str]
+    jobs: dict[str, int]
+
+
+class SceneQueued(_Event):
+    type: Literal["scene_queued"] = "scene_queued"
+    scene: str
+    frames: int
+    waits_for: str | None = None
+
+
+class SceneStarted(_Event):
+    type: Literal["scene_started"] = "scene_started"
+    scene: str
+    stage: Literal["edit", "animate"]
+
+
+class JobSubmitted(_Event):
+    type: Literal["job_submitted"] = "job_submitted"
+    scene: str
+    stage: Literal["edit", "animate"]
+    job_id: str
+    resumed: bool = False
+
+
+class SceneProgress(_Event):
+    type: Literal["scene_progress"] = "scene_progress"
+    scene: str
+    stage: Literal["edit", "animate"]
+    fraction: float
+    message: str | None = None
+
+
+class SceneCached(_Event):
+    type: Literal["scene_cached"] = "scene_cached"
+    scene: str
+    stage: Literal["edit", "animate"]
+
+
+class SceneDone(_Event):
+    type: Literal["scene_done"] = "scene_done"
+    scene: str
+    clip: str
+    last_frame: str
+    seconds: float
+    cost_usd: float
+    cached: bool
+
+
+class SceneFailed(_Event):
+    type: Literal["scene_failed"] = "scene_failed"
+    scene: str
+    stage: Literal["edit", "animate"] | None
+    error: str
+
+
+class SceneSkipped(_Event):
+    type: Literal["scene_skipped"] = "scene_skipped"
+    scene: str
+    reason: str
+
+
+class CostUpdated(_Event):
+    type: Literal["cost"] = "cost"
+    scene: str
+    stage: Literal["edit", "animate"]
+    cost_usd: float
+    total_usd: float
+
+
+class StitchStarted(_Event):
+    type: Literal["stitch_started"] = "stitch_started"
+    frames: int
+    output: str
+
+
+class StitchProgress(_Event):
+    type: Literal["stitch_progress"] = "stitch_progress"
+    done: int
+    total: int
+
+
+class StitchDone(_Event):
+    type: Literal["stitch_done"] = "stitch_done"
+    output: str
+    frames: int
+    method: str
+    seconds: float
+    cached: bool = False
+
+
+class RenderDone(_Event):
+    type: Literal["render_done"] = "render_done"
+    final: str | None
+    contact_sheet: str | None
+    manifest: str
+    seconds: float
+    cost_usd: float
+    rendered: list[str]
+    cached: list[str]
+
+
+Event = Annotated[
+    RenderStarted
+    | SceneQueued
+    | SceneStarted
+    | JobSubmitted
+    | SceneProgress
+    | SceneCached
+    | SceneDone
+    | SceneFailed
+    | SceneSkipped
+    | CostUpdated
+    | StitchStarted
+    | StitchProgress
+    | StitchDone
+    | RenderDone,
+    Field(discriminator="type"),
+]
+
+EventHandler = Callable[[Event], None]

@@ -1,0 +1,131 @@
+"""What a render would do, without doing it: cache hits, jobs to submit, GPU time and cost.
+
+``videokit plan`` prints this. A scene's cache key depends on the bytes of its input frame, so a
+scene can only be predicted as a hit when everything upstream of it is a hit too (its input is then
+already in the cache); otherwise it will re-render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from videokit.backends.base import Backend, Stage
+from videokit.costs import CostModel
+from videokit.pipeline.cache import CacheStore, cache_key
+from videokit.pipeline.requests import animate_request, edit_request
+from videokit.protocol import AnimateRequest, EditRequest
+from videokit.story.plan import ScenePlan, StoryPlan
+
+__all__ = ["Forecast", "SceneForecast", "forecast"]
+
+Outcome = Literal["cached", "render", "none"]
+
+
+@dataclass
+class SceneForecast:
+    scene: str
+    edit: Outcome
+    animate: Outcome
+    reason: str | None = None
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Forecast:
+    scenes: dict[str, SceneForecast] = field(default_factory=dict)
+    # Every job of the story on GPU endpoints, ignoring this backend's cache.
+    full_gpu_seconds: float = 0.0
+    full_cost_usd: float = 0.0
+
+    def jobs(self, stage: Stage) -> int:
+        return sum(1 for s in self.scenes.values() if getattr(s, stage) == "render")
+
+    def cached(self, stage: Stage) -> int:
+        return sum(1 for s in self.scenes.values() if getattr(s, stage) == "cached")
+
+    @property
+    def gpu_seconds(self) -> float:
+        return sum(s.gpu_seconds for s in self.scenes.values())
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.scenes.values())
+
+
+def forecast(
+    plan: StoryPlan,
+    backend: Backend,
+    workdir: Path,
+    *,
+    costs: CostModel | None = None,
+    force: bool = False,
+) -> Forecast:
+    """Predict, scene by scene, what ``render`` would reuse and what it would submit."""
+    costs = costs or CostModel()
+    store = CacheStore(workdir / "cache")
+    last: dict[str, bytes | None] = {}
+    edited: dict[str, bytes | None] = {}
+    result = Forecast()
+    for scene_id in plan.graph.topological():
+        scene = plan.scenes[scene_id]
+        source = scene.source
+        image: bytes | None
+        reason: str | None = None
+        if source.kind == "reference":
+            image = plan.references[0].read_bytes()
+        elif source.kind == "file":
+            assert source.path is not None
+            image = source.path.read_bytes()
+        else:
+            assert source.scene is not None
+            image = (last if source.kind == "scene" else edited)[source.scene]
+            if image is None:
+                reason = f"starts from '{source.scene}', which will render"
+        guess = SceneForecast(scene_id, edit="none", animate="render", reason=reason)
+        if scene.edit is not None:
+            guess.edit = "render"
+            entry = None
+            if image is not None and not force:
+                request = edit_request(scene, image)
+                entry = store.get("edit", cache_key(backend.identity("edit"), request))
+            if entry is not None:
+                guess.edit = "cached"
+                image = entry.file("image.png").read_bytes()
+            else:
+                # The input may not exist yet; the estimate does not depend on its pixels.
+                seconds = costs.estimate_seconds(edit_request(scene, image or b"\0"))
+                guess.gpu_seconds += seconds
+                guess.cost_usd += costs.cost("edit", seconds)
+                image = None
+        edited[scene_id] = image
+        stand_in = image if image is not None else b"\0"
+        animate = animate_request(scene, stand_in)
+        for stage, job in _requests(scene, stand_in, animate):
+            seconds = costs.estimate_seconds(job)
+            result.full_gpu_seconds += seconds
+            result.full_cost_usd += costs.cost(stage, seconds)
+        entry = None
+        if image is not None and not force:
+            entry = store.get("animate", cache_key(backend.identity("animate"), animate))
+        if entry is not None:
+            guess.animate = "cached"
+            last[scene_id] = entry.file("last.png").read_bytes()
+        else:
+            seconds = costs.estimate_seconds(animate)
+            guess.gpu_seconds += seconds
+            guess.cost_usd += costs.cost("animate", seconds)
+            last[scene_id] = None
+        result.scenes[scene_id] = guess
+    return result
+
+
+def _requests(
+    scene: ScenePlan, image: bytes, animate: AnimateRequest
+) -> list[tuple[Stage, EditRequest | AnimateRequest]]:
+    jobs: list[tuple[Stage, EditRequest | AnimateRequest]] = [("animate", animate)]
+    if scene.edit is not None:
+        jobs.append(("edit", edit_request(scene, image)))
+    return jobs

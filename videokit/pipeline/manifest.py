@@ -1,0 +1,109 @@
+"""``manifest.json``: what a render did, scene by scene, written atomically after every change.
+
+It records, per scene, the input hash, seed and parameters, the cache key of each stage, remote job
+ids (recorded *before* waiting on a job, so a resumed render can re-attach instead of paying again),
+every attempt with its cost, timings and outputs. It never holds secrets: only request parameters
+(without media) go in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FinalRecord", "Manifest", "SceneRecord", "StageRecord"]
+
+MANIFEST_VERSION = 1
+
+
+class AttemptRecord(BaseModel):
+    job_id: str
+    status: str
+    execution_ms: int | None = None
+    delay_ms: int | None = None
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+class StageRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    key: str
+    status: Literal["submitted", "done", "failed"] = "submitted"
+    job_id: str | None = None
+    cached: bool = False
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    seconds: float | None = None
+    cost_usd: float = 0.0
+    outputs: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class SceneRecord(BaseModel):
+    status: Literal["pending", "running", "done", "failed", "skipped"] = "pending"
+    source: str
+    input_sha256: str | None = None
+    seed: int
+    params: dict[str, Any] = Field(default_factory=dict)
+    edit: StageRecord | None = None
+    animate: StageRecord | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)
+    seconds: float | None = None
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+class FinalRecord(BaseModel):
+    path: str
+    key: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    method: str
+    seconds: float
+    formula: str
+
+
+class Manifest(BaseModel):
+    version: int = MANIFEST_VERSION
+    videokit: str = ""
+    title: str = ""
+    story: str | None = None
+    backend: str = ""
+    updated: str = ""
+    scenes: dict[str, SceneRecord] = Field(default_factory=dict)
+    timeline: list[str] = Field(default_factory=list)
+    final: FinalRecord | None = None
+    contact_sheet: str | None = None
+    cost_usd: float = 0.0
+    seconds: float | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """The manifest at ``path``, or an empty one if it is missing or unreadable."""
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except (OSError, ValueError):
+            return cls()
+
+    def save(self, path: Path) -> None:
+        with _SAVE_LOCK:
+            self.updated = datetime.now(UTC).isoformat(timespec="seconds")
+            self.cost_usd = round(sum(s.cost_usd for s in self.scenes.values()), 6)
+            text = json.dumps(self.model_dump(mode="json"), indent=2)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with tmp.open("w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+
+
+_SAVE_LOCK = threading.Lock()

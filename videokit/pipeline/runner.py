@@ -1,0 +1,741 @@
+"""The render pipeline: one async core that runs a story's scene graph and stitches the result.
+
+Every scene is a task that waits only for the frame it starts from, so independent branches run at
+the same time, bounded per stage by the backend's concurrency. Each stage's result goes into the
+content-addressed cache and the manifest is rewritten after every change, which is what makes
+re-renders free for unchanged scenes and lets a killed render resume where it stopped.
+``Pipeline.run()`` is a thin synchronous wrapper over ``Pipeline.arun()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videokit import __version__
+from videokit.backends import create_backend
+from videokit.backends.base import Backend, JobContext, Stage
+from videokit.config import Settings
+from videokit.errors import ConfigError, RenderError, StoryError, VideoKitError
+from videokit.media.contact_sheet import ContactCell, make_contact_sheet
+from videokit.media.probe import extract_frame
+from videokit.media.stitch import AudioTrack, Segment, stitch
+from videokit.pipeline.cache import CacheEntry, CacheStore, cache_key
+from videokit.pipeline.events import (
+    CostUpdated,
+    Event,
+    EventHandler,
+    JobSubmitted,
+    RenderDone,
+    RenderStarted,
+    SceneCached,
+    SceneDone,
+    SceneFailed,
+    SceneProgress,
+    SceneQueued,
+    SceneSkipped,
+    SceneStarted,
+    StitchDone,
+    StitchProgress,
+    StitchStarted,
+)
+from videokit.pipeline.manifest import FinalRecord, Manifest, SceneRecord, StageRecord
+from videokit.pipeline.requests import animate_request, edit_request, request_params
+from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
+from videokit.story.loader import load_story
+from videokit.story.model import Scene, Story
+from videokit.story.plan import ScenePlan, StoryPlan, plan_story
+
+__all__ = ["Pipeline", "RenderResult", "SceneOutput"]
+
+
+@dataclass(frozen=True)
+class SceneOutput:
+    """What one scene produced. Paths point into the work directory."""
+
+    id: str
+    clip: Path
+    first_frame: Path
+    last_frame: Path
+    edited_frame: Path | None
+    seed: int
+    frames: int
+    cached: bool
+    seconds: float
+    cost_usd: float
+    job_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The outcome of :meth:`Pipeline.run`."""
+
+    workdir: Path
+    final_video: Path | None
+    contact_sheet: Path | None
+    manifest: Path
+    scenes: dict[str, SceneOutput]
+    frames: int | None
+    seconds: float
+    cost_usd: float
+
+    @property
+    def rendered(self) -> list[str]:
+        return [s.id for s in self.scenes.values() if not s.cached]
+
+    @property
+    def cached(self) -> list[str]:
+        return [s.id for s in self.scenes.values() if s.cached]
+
+
+class _UpstreamFailed(Exception):
+    def __init__(self, scene: str) -> None:
+        super().__init__(scene)
+        self.scene = scene
+
+
+StoryInput = Story | str | os.PathLike[str] | Sequence[Scene]
+
+
+def _coerce_story(story: StoryInput, *, reference: str | Path | None, title: str | None) -> Story:
+    if isinstance(story, Story):
+        return story
+    if isinstance(story, str | os.PathLike):
+        return load_story(Path(story))
+    scenes = list(story)
+    if reference is None:
+        raise StoryError(
+            "a list of scenes needs a reference image",
+            hint="Pipeline(scenes, reference='me.png'), or build a videokit.Story",
+        )
+    return Story(title=title or "untitled", reference=reference, scenes=scenes)
+
+
+class Pipeline:
+    """Render a story: ``Pipeline("story.yaml").run()``.
+
+    ``story`` is a :class:`Story`, a path to a YAML story, or a list of :class:`Scene` (then give
+    ``reference``). ``backend`` is a backend object or name (default: from ``VIDEOKIT_BACKEND``,
+    else the CPU preview). ``out`` is the work directory (default ``out/<story-name>``). ``force``
+    ignores the cache; ``only`` renders just these scenes (ignoring their cache) and what they need.
+    """
+
+    def __init__(
+        self,
+        story: StoryInput,
+        *,
+        backend: Backend | str | None = None,
+        out: str | Path | None = None,
+        force: bool = False,
+        only: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        on_event: EventHandler | None = None,
+        reference: str | Path | None = None,
+        title: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.story = _coerce_story(story, reference=reference, title=title)
+        self.settings = settings or Settings.resolve(concurrency=concurrency)
+        if concurrency is not None and self.settings.concurrency != concurrency:
+            self.settings = Settings(self.settings.backend, self.settings.out_dir, concurrency)
+        self._backend = backend
+        self._created: Backend | None = None
+        self.out = Path(out) if out is not None else None
+        self.force = force
+        self.only = list(only) if only else None
+        self.on_event = on_event
+
+    @property
+    def workdir(self) -> Path:
+        return self.out or self.settings.out_dir / self.story.slug()
+
+    def plan(self) -> StoryPlan:
+        """Check everything and return the plan; submits nothing. Raises :class:`StoryError`."""
+        plan = plan_story(self.story)
+        unknown = [s for s in self.only or [] if s not in plan.scenes]
+        if unknown:
+            raise StoryError(
+                f"--only names unknown scene(s): {', '.join(unknown)}",
+                hint=f"scenes are: {', '.join(plan.scenes)}",
+            )
+        return plan
+
+    def backend(self) -> Backend:
+        """The backend this pipeline renders with (created on first use, then reused)."""
+        if isinstance(self._backend, Backend):
+            return self._backend
+        if self._created is None:
+            self._created = create_backend(self._backend, self.settings)
+        return self._created
+
+    def run(self) -> RenderResult:
+        """Render synchronously; see :meth:`arun`."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun())
+        raise VideoKitError(
+            "Pipeline.run() was called inside a running event loop",
+            hint="use `await pipeline.arun()` there",
+        )
+
+    async def arun(self) -> RenderResult:
+        """Render the story: every scene (cached where possible), then the final video."""
+        plan = self.plan()  # bad input fails here, before a backend even exists
+        backend = self.backend()
+        try:
+            workdir = self.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+            with _exclusive(workdir):
+                render = _Render(self, plan, backend, workdir)
+                return await render.execute()
+        finally:
+            if backend is self._created:
+                # A backend we created holds connections bound to this event loop: close it here.
+                self._created = None
+                await backend.aclose()
+
+
+@contextmanager
+def _exclusive(workdir: Path) -> Iterator[None]:
+    # The kernel drops flock locks when a process dies, so a SIGKILLed render never blocks resume.
+    with (workdir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another videokit render is using {workdir}",
+                hint="wait for it to finish, or render into another directory with --out",
+            ) from None
+        yield
+
+
+class _Render:
+    def __init__(self, pipeline: Pipeline, plan: StoryPlan, backend: Backend, workdir: Path):
+        self.pipeline = pipeline
+        self.plan = plan
+        self.backend = backend
+        self.workdir = workdir
+        self.cache = CacheStore(workdir / "cache")
+        self.manifest_path = workdir / "manifest.json"
+        self.manifest = Manifest.load(self.manifest_path)
+        self.outputs: dict[str, SceneOutput] = {}
+        self.failures: dict[str, BaseException] = {}
+        self.total_cost = 0.0
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._emit_lock = threading.Lock()
+        limit = pipeline.settings.concurrency
+        self._slots: dict[Stage, asyncio.Semaphore] = {
+            stage: asyncio.Semaphore(limit or backend.concurrency(stage))
+            for stage in ("edit", "animate")
+        }
+        self._last: dict[str, asyncio.Future[bytes]] = {}
+        self._edited: dict[str, asyncio.Future[bytes]] = {}
+        only = pipeline.only
+        graph = plan.graph
+        if only:
+            self.needed = set(only).union(*(graph.ancestors(s) for s in only))
+            self.forced = set(only)
+        else:
+            self.needed = set(plan.scenes)
+            self.forced = set(plan.scenes) if pipeline.force else set()
+
+    # -- events ---------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        handler = self.pipeline.on_event
+        if handler is None:
+            return
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.emit, event)
+            return
+        with self._emit_lock:
+            handler(event)
+
+    def save(self) -> None:
+        self.manifest.save(self.manifest_path)
+
+    # -- the render -----------------------------------------------------------------------------
+    async def execute(self) -> RenderResult:
+        started = time.monotonic()
+        plan = self.plan
+        story = plan.story
+        self.manifest.videokit = __version__
+        self.manifest.title = story.title
+        self.manifest.story = str(story.source) if story.source else None
+        self.manifest.backend = self.backend.name
+        self.manifest.timeline = [e.scene for e in plan.timeline]
+        order = [s for s in plan.graph.topological() if s in self.needed]
+        jobs = {
+            "edit": sum(1 for s in order if plan.scenes[s].edit is not None),
+            "animate": len(order),
+        }
+        self.emit(
+            RenderStarted(
+                story=story.title,
+                backend=self.backend.name,
+                workdir=str(self.workdir),
+                scenes=order,
+                jobs=jobs,
+            )
+        )
+        for scene_id in order:
+            self._last[scene_id] = self._loop.create_future()
+            self._edited[scene_id] = self._loop.create_future()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for scene_id in order:
+                    group.create_task(self._scene(plan.scenes[scene_id]), name=scene_id)
+        finally:
+            for future in (*self._last.values(), *self._edited.values()):
+                if future.done() and not future.cancelled():
+                    future.exception()  # mark as retrieved: failures are reported once, below
+            self.save()
+
+        if self.failures:
+            raise RenderError(self.failures)
+
+        final: Path | None = None
+        frames: int | None = None
+        if self.pipeline.only is None:
+            final, frames = await asyncio.to_thread(self._stitch)
+        sheet = await asyncio.to_thread(self._contact_sheet)
+        seconds = time.monotonic() - started
+        self.manifest.seconds = round(seconds, 3)
+        self.save()
+        result = RenderResult(
+            workdir=self.workdir,
+            final_video=final,
+            contact_sheet=sheet,
+            manifest=self.manifest_path,
+            scenes=dict(self.outputs),
+            frames=frames,
+            seconds=seconds,
+            cost_usd=self.total_cost,
+        )
+        self.emit(
+            RenderDone(
+                final=str(final) if final else None,
+                contact_sheet=str(sheet) if sheet else None,
+                manifest=str(self.manifest_path),
+                seconds=round(seconds, 3),
+                cost_usd=round(self.total_cost, 6),
+                rendered=result.rendered,
+                cached=result.cached,
+            )
+        )
+        return result
+
+    async def _input_frame(self, scene: ScenePlan) -> bytes:
+        source = scene.source
+        if source.kind == "reference":
+            return self.plan.references[0].read_bytes()
+        if source.kind == "file":
+            assert source.path is not None
+            return source.path.read_bytes()
+        assert source.scene is not None
+        futures = self._last if source.kind == "scene" else self._edited
+        try:
+            return await futures[source.scene]
+        except _UpstreamFailed as exc:
+            raise _UpstreamFailed(exc.scene) from None
+        except Exception:
+            raise _UpstreamFailed(source.scene) from None
+
+    async def _scene(self, scene: ScenePlan) -> None:
+        started = time.monotonic()
+        record = self.manifest.scenes.get(scene.id)
+        self.emit(SceneQueued(scene=scene.id, frames=scene.frames, waits_for=scene.source.scene))
+        stage: Stage | None = None
+        try:
+            image = await self._input_frame(scene)
+            forced = scene.id in self.forced
+            edit_entry: CacheEntry | None = None
+            edit_cost = 0.0
+            edit_cached = True
+            if scene.edit is not None:
+                stage = "edit"
+                edit = edit_request(scene, image)
+                record = self._record(scene, record)
+                edit_entry, edit_cost, edit_cached = await self._stage(scene, "edit", edit, forced)
+                image = edit_entry.file("image.png").read_bytes()
+            self._edited[scene.id].set_result(image)
+            stage = "animate"
+            animate = animate_request(scene, image)
+            record = self._record(scene, record, animate)
+            entry, cost, cached = await self._stage(scene, "animate", animate, forced)
+            if not entry.file("first.png").exists():
+                first = await asyncio.to_thread(_first_frame, entry.file("clip.mp4"))
+                self.cache.add_file(entry, "first.png", first)
+            output = self._materialize(
+                scene, entry, edit_entry, edit_cached and cached, started, cost + edit_cost
+            )
+            self._last[scene.id].set_result(entry.file("last.png").read_bytes())
+        except asyncio.CancelledError:
+            for futures in (self._last, self._edited):
+                if not futures[scene.id].done():
+                    futures[scene.id].cancel()
+            raise
+        except _UpstreamFailed as exc:
+            self._fail_futures(scene.id, exc)
+            self._set_status(scene, "skipped", f"upstream scene '{exc.scene}' failed")
+            self.emit(SceneSkipped(scene=scene.id, reason=f"upstream scene '{exc.scene}' failed"))
+            return
+        except Exception as exc:
+            self._fail_futures(scene.id, _UpstreamFailed(scene.id))
+            self.failures[scene.id] = exc
+            self._set_status(scene, "failed", str(exc))
+            self.emit(SceneFailed(scene=scene.id, stage=stage, error=str(exc)))
+            return
+        self.outputs[scene.id] = output
+        self.emit(
+            SceneDone(
+                scene=scene.id,
+                clip=str(output.clip),
+                last_frame=str(output.last_frame),
+                seconds=round(output.seconds, 3),
+                cost_usd=round(output.cost_usd, 6),
+                cached=output.cached,
+            )
+        )
+
+    def _fail_futures(self, scene_id: str, exc: BaseException) -> None:
+        for futures in (self._last, self._edited):
+            if not futures[scene_id].done():
+                futures[scene_id].set_exception(exc)
+
+    def _set_status(self, scene: ScenePlan, status: str, error: str | None) -> None:
+        record = self.manifest.scenes.get(scene.id)
+        if record is None:
+            record = SceneRecord(source=scene.source.describe(), seed=scene.seed)
+            self.manifest.scenes[scene.id] = record
+        record.status = status  # type: ignore[assignment]
+        record.error = error
+        self.save()
+
+    def _record(
+        self,
+        scene: ScenePlan,
+        record: SceneRecord | None,
+        animate: AnimateRequest | None = None,
+    ) -> SceneRecord:
+        if record is None:
+            record = SceneRecord(source=scene.source.describe(), seed=scene.seed)
+        record.status = "running"
+        record.source = scene.source.describe()
+        record.seed = scene.seed
+        record.error = None
+        if animate is not None:
+            record.params = request_params(animate)
+            record.input_sha256 = animate.image.fingerprint().removeprefix("sha256:")
+            if scene.frames_note:
+                record.params["frames_note"] = scene.frames_note
+        self.manifest.scenes[scene.id] = record
+        return record
+
+    async def _stage(
+        self,
+        scene: ScenePlan,
+        stage: Stage,
+        request: EditRequest | AnimateRequest,
+        forced: bool,
+    ) -> tuple[CacheEntry, float, bool]:
+        identity = self.backend.identity(stage)
+        key = cache_key(identity, request)
+        record = self.manifest.scenes[scene.id]
+        previous: StageRecord | None = getattr(record, stage)
+        if not forced:
+            entry = self.cache.get(stage, key)
+            if entry is not None:
+                setattr(
+                    record,
+                    stage,
+                    StageRecord(
+                        key=key,
+                        status="done",
+                        cached=True,
+                        job_id=entry.meta.get("job_id"),
+                        outputs={n: str(entry.file(n)) for n in entry.meta["files"]},
+                    ),
+                )
+                self.save()
+                self.emit(SceneCached(scene=scene.id, stage=stage))
+                return entry, 0.0, True
+        resume = None
+        if previous is not None and previous.key == key and previous.status == "submitted":
+            resume = previous.job_id
+        stage_record = StageRecord(key=key, job_id=resume)
+        setattr(record, stage, stage_record)
+        self.save()
+
+        async def submitted(job_id: str) -> None:
+            stage_record.job_id = job_id
+            self.save()  # before any waiting: a resumed render re-attaches to this job
+            self.emit(
+                JobSubmitted(scene=scene.id, stage=stage, job_id=job_id, resumed=job_id == resume)
+            )
+
+        def progress(fraction: float, message: str | None) -> None:
+            self.emit(
+                SceneProgress(scene=scene.id, stage=stage, fraction=fraction, message=message)
+            )
+
+        ctx = JobContext(
+            scene=scene.id,
+            stage=stage,
+            resume_job_id=resume,
+            on_submitted=submitted,
+            on_progress=progress,
+        )
+        async with self._slots[stage]:
+            self.emit(SceneStarted(scene=scene.id, stage=stage))
+            started = time.monotonic()
+            try:
+                result: EditResult | AnimateResult
+                if isinstance(request, EditRequest):
+                    result = await self.backend.edit(request, ctx)
+                else:
+                    result = await self.backend.animate(request, ctx)
+            except Exception as exc:
+                stage_record.status = "failed"
+                stage_record.error = str(exc)
+                self._record_attempts(stage_record, ctx)
+                raise
+            seconds = time.monotonic() - started
+        cost = self._record_attempts(stage_record, ctx)
+        files = _result_files(result)
+        meta = {
+            "identity": identity,
+            "model": result.model,
+            "seed": result.seed,
+            "inference_ms": result.inference_ms,
+            "job_id": stage_record.job_id,
+            "frames": getattr(result, "frames", None),
+            "params": request_params(request),
+        }
+        entry = await asyncio.to_thread(self.cache.put, stage, key, files, meta)
+        stage_record.status = "done"
+        stage_record.seconds = round(seconds, 3)
+        stage_record.outputs = {name: str(entry.file(name)) for name in files}
+        self.save()
+        if cost:
+            self.total_cost += cost
+            self.emit(
+                CostUpdated(scene=scene.id, stage=stage, cost_usd=cost, total_usd=self.total_cost)
+            )
+        return entry, cost, False
+
+    def _record_attempts(self, stage_record: StageRecord, ctx: JobContext) -> float:
+        from videokit.pipeline.manifest import AttemptRecord
+
+        stage_record.attempts = [
+            AttemptRecord(
+                job_id=a.job_id,
+                status=a.status,
+                execution_ms=a.execution_ms,
+                delay_ms=a.delay_ms,
+                cost_usd=a.cost_usd,
+                error=a.error,
+            )
+            for a in ctx.attempts
+        ]
+        stage_record.cost_usd = round(sum(a.cost_usd for a in ctx.attempts), 6)
+        return stage_record.cost_usd
+
+    def _materialize(
+        self,
+        scene: ScenePlan,
+        entry: CacheEntry,
+        edit_entry: CacheEntry | None,
+        cached: bool,
+        started: float,
+        cost: float,
+    ) -> SceneOutput:
+        folder = self.workdir / "scenes" / scene.id
+        folder.mkdir(parents=True, exist_ok=True)
+        clip = _link(entry.file("clip.mp4"), folder / "clip.mp4")
+        first = _link(entry.file("first.png"), folder / "first.png")
+        last = _link(entry.file("last.png"), folder / "last.png")
+        edited = _link(edit_entry.file("image.png"), folder / "edit.png") if edit_entry else None
+        if edit_entry is None:
+            (folder / "edit.png").unlink(missing_ok=True)
+        record = self.manifest.scenes[scene.id]
+        job_ids = {
+            stage: rec.job_id
+            for stage, rec in (("edit", record.edit), ("animate", record.animate))
+            if rec is not None and rec.job_id
+        }
+        seconds = time.monotonic() - started
+        record.status = "done"
+        record.seconds = round(seconds, 3)
+        record.cost_usd = round(cost, 6)
+        record.outputs = {
+            "clip": _rel(clip, self.workdir),
+            "first_frame": _rel(first, self.workdir),
+            "last_frame": _rel(last, self.workdir),
+            **({"edited_frame": _rel(edited, self.workdir)} if edited else {}),
+        }
+        self.save()
+        return SceneOutput(
+            id=scene.id,
+            clip=clip,
+            first_frame=first,
+            last_frame=last,
+            edited_frame=edited,
+            seed=scene.seed,
+            frames=int(entry.meta.get("frames") or scene.frames),
+            cached=cached,
+            seconds=seconds,
+            cost_usd=cost,
+            job_ids=job_ids,
+        )
+
+    # -- stitching and the contact sheet --------------------------------------------------------
+    def _stitch(self) -> tuple[Path, int]:
+        plan = self.plan
+        output = plan.output or self.workdir / "final.mp4"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        segments: list[Segment] = []
+        for entry in plan.timeline:
+            scene_output = self.outputs[entry.scene]
+            if scene_output.frames != entry.frames:
+                raise VideoKitError(
+                    f"scene '{entry.scene}': the backend returned {scene_output.frames} frames, "
+                    f"the story asked for {entry.frames}",
+                    hint="the endpoint may run an old worker; redeploy it",
+                )
+            segments.append(
+                Segment(
+                    path=scene_output.clip,
+                    frames=scene_output.frames,
+                    drop_head=entry.drop_head,
+                    crossfade=entry.crossfade,
+                )
+            )
+        audio = AudioTrack(plan.audio, fade_out_s=plan.audio_fade_out) if plan.audio else None
+        key = _stitch_key(segments, audio, plan)
+        previous = self.manifest.final
+        if previous is not None and previous.key == key and output.exists():
+            self.emit(
+                StitchDone(
+                    output=str(output),
+                    frames=previous.frames,
+                    method=previous.method,
+                    seconds=0.0,
+                    cached=True,
+                )
+            )
+            return output, previous.frames
+        self.emit(StitchStarted(frames=plan.final_frames, output=str(output)))
+        report = stitch(
+            segments,
+            output,
+            fps=plan.fps,
+            width=plan.width,
+            height=plan.height,
+            audio=audio,
+            crf=plan.crf,
+            preset=plan.preset,
+            on_progress=lambda done, total: self.emit(StitchProgress(done=done, total=total)),
+        )
+        self.manifest.final = FinalRecord(
+            path=str(output),
+            key=key,
+            frames=report.frames,
+            fps=report.fps,
+            width=report.width,
+            height=report.height,
+            method=report.method,
+            seconds=round(report.seconds, 3),
+            formula=plan.frame_formula(),
+        )
+        self.save()
+        self.emit(
+            StitchDone(
+                output=str(output),
+                frames=report.frames,
+                method=report.method,
+                seconds=round(report.seconds, 3),
+            )
+        )
+        return output, report.frames
+
+    def _contact_sheet(self) -> Path | None:
+        if not self.outputs:
+            return None
+        order = [e.scene for e in self.plan.timeline] + list(self.plan.branches)
+        cells = [
+            ContactCell(
+                label=scene_id,
+                first=self.outputs[scene_id].first_frame,
+                last=self.outputs[scene_id].last_frame,
+                note=("branch" if scene_id in self.plan.branches else None),
+            )
+            for scene_id in order
+            if scene_id in self.outputs
+        ]
+        path = self.workdir / "contact_sheet.png"
+        make_contact_sheet(cells, path, title=self.plan.story.title)
+        self.manifest.contact_sheet = _rel(path, self.workdir)
+        return path
+
+
+def _result_files(result: EditResult | AnimateResult) -> dict[str, bytes]:
+    if isinstance(result, EditResult):
+        return {"image.png": result.image.decode()}
+    return {"clip.mp4": result.video.decode(), "last.png": result.last_frame.decode()}
+
+
+def _first_frame(clip: Path) -> bytes:
+    target = clip.with_name(f".first-{os.getpid()}-{threading.get_ident()}.png")
+    try:
+        extract_frame(clip, 0, target)
+        return target.read_bytes()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def _link(source: Path, target: Path) -> Path:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)  # another filesystem, or links not supported
+    os.replace(tmp, target)
+    return target
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stitch_key(segments: list[Segment], audio: AudioTrack | None, plan: StoryPlan) -> str:
+    payload = {
+        "segments": [(_file_sha256(s.path), s.frames, s.drop_head, s.crossfade) for s in segments],
+        "audio": (_file_sha256(audio.path), audio.fade_out_s) if audio else None,
+        "video": (plan.width, plan.height, plan.fps, plan.crf, plan.preset),
+        "output": str(plan.output) if plan.output else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

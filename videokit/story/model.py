@@ -1,0 +1,270 @@
+"""The story format: pydantic models that are both the YAML schema and the Python API.
+
+A story is a reference image, some defaults and a list of scenes. Each scene optionally *edits* its
+first frame (Qwen-Image-Edit) and then *animates* it (Wan2.2 I2V). ``from`` says where the first
+frame comes from, which makes the scenes a DAG. Paths are kept as written and resolved against the
+story file's folder when the story is planned, so a story can be built in Python and saved as YAML
+without losing meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from videokit.protocol import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_FRAMES, MIN_SIDE
+
+__all__ = [
+    "AnimateSettings",
+    "Crossfade",
+    "Defaults",
+    "Edit",
+    "EditSettings",
+    "Output",
+    "Scene",
+    "Story",
+    "Transition",
+]
+
+SCENE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+RESERVED_IDS = frozenset({"reference"})
+
+PathLike = str | Path
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Frames = Annotated[int, Field(ge=MIN_FRAMES, le=MAX_FRAMES)]
+Duration = Annotated[float, Field(gt=0, le=60)]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+
+
+class _Model(BaseModel):
+    # strict: YAML already types its scalars, so "81" for frames is a mistake worth reporting.
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+def _not_blank(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{what} is empty; describe what should happen")
+    return value
+
+
+class EditSettings(_Model):
+    """Qwen-Image-Edit settings. The defaults match the Lightning LoRA (8 steps, no CFG)."""
+
+    steps: int = Field(
+        default=8, ge=1, le=100, description="Denoising steps (4 or 8 with Lightning)."
+    )
+    guidance: float = Field(
+        default=1.0, ge=0.0, le=20.0,
+        description="true_cfg_scale; above 1 enables CFG, which needs a negative prompt.",
+    )  # fmt: skip
+    negative_prompt: Prompt = ""
+
+
+class AnimateSettings(_Model):
+    """Wan2.2 I2V settings. The defaults match the LightX2V 4-step distillation (guidance 1)."""
+
+    steps: int = Field(
+        default=4, ge=1, le=100, description="4 with the LightX2V LoRA; ~40 without."
+    )
+    guidance: float = Field(
+        default=1.0, ge=0.0, le=20.0, description="High-noise expert CFG scale."
+    )
+    guidance_2: float | None = Field(
+        default=None, ge=0.0, le=20.0, description="Low-noise expert CFG scale (default: guidance)."
+    )
+
+
+class Defaults(_Model):
+    """Values every scene inherits unless it overrides them."""
+
+    width: Side = Field(default=832, description="Frame width in pixels (multiple of 16).")
+    height: Side = Field(default=480, description="Frame height in pixels (multiple of 16).")
+    fps: int = Field(default=16, ge=1, le=60)
+    frames: Frames | None = Field(default=None, description="Frames per clip, 4k+1. Default 81.")
+    duration: Duration | None = Field(
+        default=None, description="Seconds per clip; converted to the nearest 4k+1 frame count."
+    )
+    seed: Seed = Field(default=0, description="Story seed; scene seeds are derived from it.")
+    negative_prompt: Prompt = ""
+    animate: AnimateSettings = Field(default_factory=AnimateSettings)
+    edit: EditSettings = Field(default_factory=EditSettings)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, value: int) -> int:
+        if value % 16:
+            lower, upper = value - value % 16, value - value % 16 + 16
+            raise ValueError(
+                f"{value} is not a multiple of 16 (Wan needs it); use {lower} or {upper}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _frames_or_duration(self) -> Defaults:
+        if self.frames is not None and self.duration is not None:
+            raise ValueError("give 'frames' or 'duration', not both")
+        return self
+
+
+class Edit(_Model):
+    """Edit the scene's first frame before animating it."""
+
+    prompt: Prompt = Field(description='What to change, e.g. "same person, now in a tuxedo".')
+    images: list[PathLike] = Field(
+        default_factory=list, max_length=2, description="Extra reference images (at most 2)."
+    )
+    steps: int | None = Field(default=None, ge=1, le=100)
+    guidance: float | None = Field(default=None, ge=0.0, le=20.0)
+    negative_prompt: Prompt | None = None
+    seed: Seed | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        return _not_blank(value, "edit prompt")
+
+
+class Crossfade(_Model):
+    crossfade: float = Field(gt=0, le=5, description="Seconds of overlap with the next clip.")
+
+
+Transition = Literal["cut"] | Crossfade
+
+
+class Scene(_Model):
+    """One shot: optional edit, then animation."""
+
+    id: str = Field(pattern=SCENE_ID_PATTERN, description="Unique name; letters, digits, - and _.")
+    motion: Prompt = Field(description="What moves in the clip (the Wan I2V prompt).")
+    edit: Edit | None = Field(
+        default=None, description="Optional Qwen-Image-Edit of the first frame."
+    )
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description=(
+            "Where the first frame comes from: omitted = the previous scene's last frame; "
+            "'reference'; '<scene-id>' (its last frame); '<scene-id>.edit' (its edited frame); "
+            "or an image path."
+        ),
+    )
+    frames: Frames | None = None
+    duration: Duration | None = None
+    seed: Seed | None = None
+    negative_prompt: Prompt | None = None
+    animate: AnimateSettings | None = None
+    transition: Transition = Field(
+        default="cut", description="Into the next clip on the timeline: 'cut' or {crossfade: s}."
+    )
+
+    @field_validator("motion")
+    @classmethod
+    def _motion_not_blank(cls, value: str) -> str:
+        return _not_blank(value, "motion prompt")
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_IDS:
+            raise ValueError(f"'{value}' is reserved (it names the story's reference image)")
+        return value
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _edit_shorthand(cls, value: Any) -> Any:
+        # `edit: "now in a tuxedo"` is the common case; spell it out for the model.
+        return {"prompt": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _frames_or_duration(self) -> Scene:
+        if self.frames is not None and self.duration is not None:
+            raise ValueError("give 'frames' or 'duration', not both")
+        return self
+
+
+class Output(_Model):
+    path: PathLike | None = Field(
+        default=None, description="Final video path (default: <work dir>/final.mp4)."
+    )
+    audio: PathLike | None = Field(default=None, description="Audio track, trimmed/faded to fit.")
+    audio_fade_out: float = Field(default=1.0, ge=0, le=10)
+    crf: int = Field(default=18, ge=0, le=51, description="x264 quality: lower is better.")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
+    ] = "medium"
+
+
+class Story(_Model):
+    """A whole story. Build it in Python or load it with :func:`videokit.load_story`."""
+
+    title: str = Field(min_length=1, max_length=200)
+    reference: PathLike | list[PathLike] = Field(
+        description="The starting image (or images; the first is the main one)."
+    )
+    defaults: Defaults = Field(default_factory=Defaults)
+    scenes: list[Scene] = Field(min_length=1)
+    timeline: list[str] | None = Field(
+        default=None, description="Scene ids in playback order (default: file order)."
+    )
+    output: Output = Field(default_factory=Output)
+
+    # Where relative paths resolve and where errors point; set by the loader.
+    _source: Path | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("reference")
+    @classmethod
+    def _some_reference(cls, value: PathLike | list[PathLike]) -> PathLike | list[PathLike]:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one reference image")
+        return value
+
+    @property
+    def references(self) -> list[PathLike]:
+        return list(self.reference) if isinstance(self.reference, list) else [self.reference]
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def slug(self) -> str:
+        """A filesystem-friendly name for the work directory."""
+        if self._source is not None:
+            return re.sub(r"[^A-Za-z0-9_-]+", "-", self._source.stem).strip("-") or "story"
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", self.title.lower()).strip("-") or "story"
+
+    def with_origin(
+        self,
+        *,
+        source: Path | None,
+        base_dir: Path,
+        lines: dict[tuple[str | int, ...], int] | None = None,
+    ) -> Story:
+        self._source = source
+        self._base_dir = base_dir
+        self._lines = dict(lines or {})
+        return self
+
+    def line_of(self, path: tuple[str | int, ...]) -> int | None:
+        """The YAML line of ``path``, or of its closest ancestor the loader saw."""
+        while path:
+            if path in self._lines:
+                return self._lines[path]
+            path = path[:-1]
+        return None
