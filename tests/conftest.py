@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,12 +64,19 @@ class RecordingBackend:
     active: int = 0
     max_active: int = 0
     log: list[tuple[str, str, float]] = field(default_factory=list)
+    warmed: list[Stage] = field(default_factory=list)
 
     def identity(self, stage: Stage) -> str:
         return self.inner.identity(stage)
 
     def concurrency(self, stage: Stage) -> int:
         return 4
+
+    def check(self, stages: Collection[Stage]) -> None:
+        self.inner.check(stages)
+
+    async def warm_up(self, stages: Collection[Stage]) -> None:
+        self.warmed.extend(stages)
 
     async def _observe(self, stage: Stage, ctx: JobContext) -> None:
         self.calls.append((stage, ctx.scene))

@@ -379,7 +379,7 @@ def test_clips_that_do_not_match_the_plan_are_refused(
 
 def test_an_encoder_failure_leaves_nothing_behind(tmp_path: Path, clips: dict[str, Path]) -> None:
     segments = [Segment(clips["a"], N), Segment(clips["b"], N, drop_head=1)]
-    with pytest.raises(FFmpegError, match="(?i)preset"):
+    with pytest.raises(FFmpegError, match=r"(?i)preset"):
         stitch(segments, tmp_path / "out.mp4", fps=FPS, width=W, height=H, preset="no-such")
     assert list(tmp_path.iterdir()) == []
     assert psutil.Process().children(recursive=True) == []

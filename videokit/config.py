@@ -9,12 +9,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videokit.errors import ConfigError
 
-__all__ = ["Settings", "read_dotenv"]
+if TYPE_CHECKING:
+    from videokit.story.model import Story
+
+__all__ = ["Secret", "Settings", "read_dotenv"]
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or an exception."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -57,9 +81,17 @@ def _positive_int(name: str, text: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """Resolved settings. Secrets are kept out of ``repr`` (see :class:`Secret`)."""
+
     backend: str | None = None
     out_dir: Path = Path("out")
     concurrency: int | None = None
+    api_key: Secret | None = None
+    edit_endpoint: str | None = None
+    animate_endpoint: str | None = None
+    base_url: str | None = None
+    gpu: Mapping[str, str] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def resolve(
@@ -68,19 +100,49 @@ class Settings:
         backend: str | None = None,
         out_dir: Path | str | None = None,
         concurrency: int | None = None,
+        api_key: str | None = None,
+        edit_endpoint: str | None = None,
+        animate_endpoint: str | None = None,
+        base_url: str | None = None,
+        story: Story | None = None,
         env: Mapping[str, str] | None = None,
         dotenv: Path | None = Path(".env"),
     ) -> Settings:
         environ = cls.environment(env=env, dotenv=dotenv)
+        endpoints = story.endpoints if story is not None else None
+
+        def pick(explicit: str | None, variable: str, field: str) -> str | None:
+            in_story = getattr(endpoints, field) if endpoints is not None else None
+            return explicit or environ.get(variable) or in_story or None
+
+        edit = pick(edit_endpoint, "VIDEOKIT_EDIT_ENDPOINT", "edit")
+        animate = pick(animate_endpoint, "VIDEOKIT_ANIMATE_ENDPOINT", "animate")
+        base = pick(base_url, "VIDEOKIT_RUNPOD_BASE_URL", "base_url")
+        key = api_key or environ.get("RUNPOD_API_KEY") or None
         if backend is None:
-            backend = environ.get("VIDEOKIT_BACKEND") or None
+            backend = environ.get("VIDEOKIT_BACKEND") or ("runpod" if edit or animate else None)
         if out_dir is None:
             out_dir = environ.get("VIDEOKIT_OUT") or "out"
         if concurrency is None and environ.get("VIDEOKIT_CONCURRENCY"):
             concurrency = _positive_int("VIDEOKIT_CONCURRENCY", environ["VIDEOKIT_CONCURRENCY"])
         if concurrency is not None and concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
-        return cls(backend=backend, out_dir=Path(out_dir), concurrency=concurrency)
+        gpu = {
+            stage: environ[f"VIDEOKIT_{stage.upper()}_GPU"]
+            for stage in ("edit", "animate")
+            if environ.get(f"VIDEOKIT_{stage.upper()}_GPU")
+        }
+        return cls(
+            backend=backend,
+            out_dir=Path(out_dir),
+            concurrency=concurrency,
+            api_key=Secret(key) if key else None,
+            edit_endpoint=edit,
+            animate_endpoint=animate,
+            base_url=base,
+            gpu=gpu,
+            environ=environ,
+        )
 
     @staticmethod
     def environment(

@@ -8,7 +8,7 @@ from videokit.errors import ConfigError
 
 __all__ = ["BACKENDS", "Backend", "JobAttempt", "JobContext", "Stage", "create_backend"]
 
-BACKENDS = ("preview",)
+BACKENDS = ("preview", "runpod")
 
 
 def create_backend(name: str | None, settings: Settings) -> Backend:
@@ -18,7 +18,47 @@ def create_backend(name: str | None, settings: Settings) -> Backend:
         from videokit.backends.preview import PreviewBackend
 
         return PreviewBackend(concurrency=settings.concurrency)
+    if name == "runpod":
+        return _runpod(settings)
     raise ConfigError(
         f"unknown backend '{name}'",
         hint=f"choose one of: {', '.join(BACKENDS)} (set with --backend or VIDEOKIT_BACKEND)",
+    )
+
+
+def _runpod(settings: Settings) -> Backend:
+    from videokit.backends.runpod import DEFAULT_BASE_URL, Endpoint, RunPodBackend, RunPodConfig
+
+    base_url = settings.base_url or DEFAULT_BASE_URL
+    on_runpod_cloud = base_url == DEFAULT_BASE_URL and any(
+        endpoint_id and not endpoint_id.startswith(("http://", "https://"))
+        for endpoint_id in (settings.edit_endpoint, settings.animate_endpoint)
+    )
+    if settings.api_key is None and on_runpod_cloud:
+        raise ConfigError(
+            "the runpod backend needs an API key, and RUNPOD_API_KEY is not set",
+            hint="export RUNPOD_API_KEY=... (or put it in .env); endpoint ids go in "
+            "VIDEOKIT_EDIT_ENDPOINT and VIDEOKIT_ANIMATE_ENDPOINT",
+        )
+    endpoints: dict[Stage, Endpoint] = {}
+    pairs: tuple[tuple[Stage, str | None], ...] = (
+        ("edit", settings.edit_endpoint),
+        ("animate", settings.animate_endpoint),
+    )
+    for stage, endpoint_id in pairs:
+        if endpoint_id:
+            endpoints[stage] = Endpoint(
+                id=endpoint_id,
+                gpu=settings.gpu.get(stage, "ADA_80_PRO"),
+                concurrency=settings.concurrency or 4,
+            )
+    storage = None
+    from videokit.storage import S3Storage, StorageConfig
+
+    storage_config = StorageConfig.from_env(settings.environ)
+    if storage_config is not None:
+        storage = S3Storage(storage_config)
+    return RunPodBackend(
+        RunPodConfig(api_key=settings.api_key, endpoints=endpoints, base_url=base_url),
+        storage=storage,
     )

@@ -8,7 +8,7 @@ can re-attach instead of paying twice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -69,6 +69,14 @@ class Backend(Protocol):
     def identity(self, stage: Stage) -> str: ...
 
     def concurrency(self, stage: Stage) -> int: ...
+
+    def check(self, stages: Collection[Stage]) -> None:
+        """Raise ConfigError unless jobs of these stages can run (before anything is submitted)."""
+        ...
+
+    async def warm_up(self, stages: Collection[Stage]) -> None:
+        """Start waking the endpoints of these stages; return without waiting for them."""
+        ...
 
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult: ...
 

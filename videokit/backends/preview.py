@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -103,6 +103,12 @@ class PreviewBackend:
 
     def concurrency(self, stage: Stage) -> int:
         return self._concurrency
+
+    def check(self, stages: Collection[Stage]) -> None:
+        return None  # runs in-process: nothing to configure
+
+    async def warm_up(self, stages: Collection[Stage]) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -20,9 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from videokit.config import Settings
+from videokit.backends.base import Stage
 from videokit.costs import CostModel
-from videokit.errors import StoryError, VideoKitError
+from videokit.errors import ConfigError, StoryError, VideoKitError
 from videokit.pipeline.events import Event
 from videokit.pipeline.forecast import forecast
 from videokit.pipeline.runner import Pipeline, RenderResult
@@ -39,11 +39,13 @@ app = typer.Typer(
         "(Wan2.2 image-to-video); each clip's last frame starts the next scene, and the clips "
         "are stitched into one MP4.\n\n"
         "Start with:  videokit validate story.yaml  →  videokit plan story.yaml  →  "
-        "videokit render story.yaml"
+        "videokit render story.yaml\n\n"
+        "Rendering for real: set RUNPOD_API_KEY, VIDEOKIT_EDIT_ENDPOINT and "
+        "VIDEOKIT_ANIMATE_ENDPOINT (RunPod endpoint ids, or URLs of `videokit serve`)."
     ),
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
@@ -56,12 +58,14 @@ BackendOpt = Annotated[
     typer.Option(
         "--backend",
         "-b",
-        help="Where jobs run: 'preview' (CPU animatic). Default: $VIDEOKIT_BACKEND, else preview.",
+        help="Where jobs run: 'preview' (CPU animatic) or 'runpod' (RunPod endpoints, or "
+        "`videokit serve`). Default: $VIDEOKIT_BACKEND; 'runpod' when endpoint ids are "
+        "configured; else preview.",
     ),
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Work directory (default: out/<story-name>)."),
+    typer.Option("--out", "-o", help="Work directory (default: out/STORY-NAME)."),
 ]
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -133,7 +137,7 @@ def render(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Render STORY into a video: out/<story>/final.mp4, manifest.json and contact_sheet.png.
+    """Render STORY into a video: `out/STORY-NAME/final.mp4`, `manifest.json`, `contact_sheet.png`.
 
     Unchanged scenes come from the cache, so rendering again after an edit only pays for the
     scenes you changed and those that start from them. If a render is interrupted, run the same
@@ -143,14 +147,13 @@ def render(
 
       videokit render examples/story.yaml
 
-      videokit render story.yaml --only casino      # redo one scene
+      videokit render story.yaml --only casino       (redo one scene)
 
-      videokit render story.yaml --json | jq .type  # events as JSON lines
+      videokit render story.yaml --json | jq .type   (events as JSON lines)
     """
     with _errors(as_json):
-        settings = Settings.resolve(backend=backend, concurrency=concurrency)
         pipeline = Pipeline(
-            story, backend=backend, out=out, force=force, only=only, settings=settings
+            story, backend=backend, out=out, force=force, only=only, concurrency=concurrency
         )
         plan = pipeline.plan()
         _warn(plan)
@@ -223,8 +226,7 @@ def plan(
     """Show what rendering STORY would do: the scene graph, jobs, cache hits, the final frame
     count (and how it is computed), estimated GPU time and cost. Submits nothing."""
     with _errors(as_json):
-        settings = Settings.resolve(backend=backend)
-        pipeline = Pipeline(story, backend=backend, out=out, settings=settings)
+        pipeline = Pipeline(story, backend=backend, out=out)
         story_plan = pipeline.plan()
         chosen = pipeline.backend()
         costs = CostModel()
@@ -345,6 +347,83 @@ def _print_plan(plan: StoryPlan, guess: Any, backend: str, workdir: Path, costs:
 
 
 @app.command()
+def serve(
+    worker: Annotated[str, typer.Argument(help="Which worker to serve: 'edit' or 'animate'.")],
+    engine: Annotated[
+        str,
+        typer.Option("--engine", "-e", help="The engine behind it: 'preview' (CPU animatic)."),
+    ] = "preview",
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Loopback by default; use 0.0.0.0 to share.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", min=1, help="Jobs running at once.")
+    ] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="VIDEOKIT_SERVE_API_KEY",
+            help="Require 'Authorization: Bearer KEY' (prefer the environment variable: "
+            "command lines are visible to other users).",
+        ),
+    ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help="Inject faults for testing clients, e.g. '0.2' (every kind at 20%) or "
+            "'429,5xx,drop@0.1'. Kinds: 429 5xx drop slow failed stuck expired.",
+        ),
+    ] = None,
+    fault_seed: Annotated[
+        int | None, typer.Option("--fault-seed", help="Make injected faults repeatable.")
+    ] = None,
+    min_job_seconds: Annotated[
+        float,
+        typer.Option(
+            "--min-job-seconds",
+            min=0,
+            help="Pad every job to at least this long (emulates a GPU, for benchmarks).",
+        ),
+    ] = 0.0,
+) -> None:
+    """Serve a worker on your own machine behind RunPod's v2 queue API.
+
+    The same client that drives RunPod endpoints drives this server: point a stage at it with
+    its full URL, e.g. VIDEOKIT_ANIMATE_ENDPOINT=http://gpu-box:8000/v2/animate. Routes: run,
+    runsync, status, stream, cancel, retry, purge-queue, health.
+
+    Examples:
+
+      videokit serve animate --port 8002
+
+      VIDEOKIT_SERVE_API_KEY=secret videokit serve edit --host 0.0.0.0 --port 8001
+    """
+    with _errors():
+        from videokit.serve import FaultConfig
+        from videokit.serve import serve as run_server
+        from videokit.worker.engines import load_engine
+        from videokit.worker.handler import make_handler
+
+        if worker not in ("edit", "animate"):
+            raise ConfigError(f"unknown worker '{worker}'", hint="use 'edit' or 'animate'")
+        stage: Stage = "edit" if worker == "edit" else "animate"
+        options: dict[str, object] = {"min_job_seconds": min_job_seconds} if min_job_seconds else {}
+        loaded = load_engine(stage, engine, **options)
+        fault_config = FaultConfig.from_spec(faults, seed=fault_seed) if faults else None
+        run_server(
+            make_handler(stage, loaded),
+            host=host,
+            port=port,
+            concurrency=concurrency,
+            api_key=api_key,
+            faults=fault_config,
+        )
+
+
+@app.command()
 def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
@@ -352,8 +431,8 @@ def schema(
 ) -> None:
     """Print the JSON Schema of the story format, for editor completion.
 
-    VS Code (YAML extension): add  # yaml-language-server: $schema=story.schema.json  at the top
-    of a story after  videokit schema -o story.schema.json
+    In VS Code (YAML extension): run `videokit schema -o story.schema.json`, then put
+    `# yaml-language-server: $schema=story.schema.json` at the top of a story.
     """
     with _errors():
         document = Story.model_json_schema(by_alias=True)

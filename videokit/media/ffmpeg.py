@@ -268,7 +268,9 @@ class RawVideoWriter:
                 self._stdin.close()
         code = self._proc.wait()
         if code != 0:
-            raise FFmpegError(f"encoding {self.path.name} failed (exit {code}):\n{self._drain.tail()}")
+            raise FFmpegError(
+                f"encoding {self.path.name} failed (exit {code}):\n{self._drain.tail()}"
+            )
 
     def abort(self) -> None:
         """Kill the encoder and delete the partial output."""
@@ -291,9 +293,7 @@ class RawVideoWriter:
 
 
 def _as_bytes(data: npt.NDArray[np.uint8] | bytes | bytearray | memoryview) -> memoryview:
-    if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data)
-    view = memoryview(data)
+    view = np.ascontiguousarray(data).data if isinstance(data, np.ndarray) else memoryview(data)
     # A flat byte view: ``nbytes`` and slicing then mean bytes whatever the array's shape.
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 

@@ -6,14 +6,19 @@ format, audio layout) and the end-of-run statistics, which give the exact number
 packets (stream copy, no decoding: one H.264 packet per frame) or of decoded audio samples.
 Container durations are printed with two decimals and are not used for counting.
 
-``probe_videos`` probes many clips in ONE ffmpeg process (48 clips: ~0.16 s, ~50 MiB), which
-is what makes validating every clip before a stream-copy stitch affordable.
+``probe_videos`` probes many clips in ONE ffmpeg process (48 clips of 5 s: ~0.5 s, ~50 MiB).
+Faster still, ``read_mp4_video_track`` reads the sample tables of an MP4 in Python (48 clips:
+~1 ms): exact frame count, size, rate and the H.264 decoder configuration, which is all a
+stream-copy stitch needs to know.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import struct
 import subprocess
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +39,14 @@ from videokit.media.ffmpeg import (
 __all__ = [
     "AudioInfo",
     "MediaError",
+    "Mp4VideoTrack",
     "VideoInfo",
     "extract_frame",
     "probe_audio",
     "probe_video",
     "probe_videos",
     "read_frames",
+    "read_mp4_video_track",
 ]
 
 # Enough inputs per process to amortise the start-up, few enough to stay far from the
@@ -432,3 +439,196 @@ def read_frames(video: Path) -> Iterator[npt.NDArray[np.uint8]]:
             reader.close()
         else:
             reader.abort()
+
+
+# --------------------------------------------------------------------------- MP4 sample tables
+
+
+@dataclass(frozen=True)
+class Mp4VideoTrack:
+    """The first video track of an MP4, read from its ``moov`` box without ffmpeg.
+
+    ``frames`` is the sample count (one sample per frame); ``fps`` comes from the most common
+    sample duration; ``avc_config`` is the avcC payload (H.264 SPS/PPS) or None for other
+    codecs; ``yuv420p_8bit`` says whether that configuration decodes to 8-bit 4:2:0.
+    """
+
+    codec: str  # sample entry fourcc: "avc1", "hvc1", ...
+    width: int
+    height: int
+    fps: float
+    frames: int
+    avc_config: bytes | None
+    yuv420p_8bit: bool
+
+
+_MAX_MOOV = 64 << 20  # a sample table larger than this is not a scene clip
+
+
+def _child_boxes(
+    data: bytes, start: int = 0, end: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, body end) of the boxes laid end to end in data[start:end]."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1:
+            if pos + 16 > end:
+                return
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            head = 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            return
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _find(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    for k, a, b in _child_boxes(data, start, end):
+        if k == kind:
+            return a, b
+    return None
+
+
+def _read_moov(path: Path) -> bytes | None:
+    with open(path, "rb") as f:
+        size_total = os.fstat(f.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size_total:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return None
+            size, kind = struct.unpack_from(">I4s", head)
+            if size == 1 and len(head) == 16:
+                (size,) = struct.unpack_from(">Q", head, 8)
+            elif size == 0:
+                size = size_total - pos
+            if size < 8:
+                return None
+            if kind == b"moov":
+                if size > _MAX_MOOV:
+                    return None
+                f.seek(pos)
+                return f.read(size)
+            pos += size
+    return None
+
+
+class _Bits:
+    """Exp-Golomb reader for the first fields of an H.264 SPS."""
+
+    def __init__(self, data: bytes) -> None:
+        # Emulation prevention: 00 00 03 in the NAL stands for 00 00.
+        self.data = data.replace(b"\x00\x00\x03", b"\x00\x00")
+        self.pos = 0
+
+    def bit(self) -> int:
+        byte = self.data[self.pos // 8]  # IndexError on truncated data: caller treats as unknown
+        value = (byte >> (7 - self.pos % 8)) & 1
+        self.pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.bit():
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-golomb code")
+        value = 1
+        for _ in range(zeros):
+            value = (value << 1) | self.bit()
+        return value - 1
+
+
+# Profiles whose SPS carries no chroma/bit-depth fields: always 8-bit 4:2:0.
+_PLAIN_420_PROFILES = frozenset({66, 77, 88})
+# High profile signals chroma_format_idc but only allows 1 (4:2:0) at 8 bits.
+_HIGH = 100
+
+
+def _avc_is_420_8bit(avcc: bytes) -> bool:
+    try:
+        profile = avcc[1]
+        if profile in _PLAIN_420_PROFILES:
+            return True
+        if avcc[5] & 0x1F < 1:
+            return False
+        sps_len = struct.unpack_from(">H", avcc, 6)[0]
+        sps = avcc[8 : 8 + sps_len]
+        bits = _Bits(sps[4:])  # after NAL header, profile, constraint flags, level
+        bits.ue()  # seq_parameter_set_id
+        chroma = bits.ue()
+        if chroma == 3:
+            bits.bit()  # separate_colour_plane_flag
+        depth_luma, depth_chroma = bits.ue() + 8, bits.ue() + 8
+        return chroma == 1 and depth_luma == 8 and depth_chroma == 8
+    except (IndexError, ValueError, struct.error):
+        return profile == _HIGH if len(avcc) > 1 else False
+
+
+def read_mp4_video_track(path: Path) -> Mp4VideoTrack | None:
+    """Read the first video track's sample tables; None if ``path`` is not a plain MP4 video.
+
+    Fragmented MP4s (no sample table in ``moov``) and anything unparsable give None, so callers
+    can fall back to ``probe_video``.
+    """
+    try:
+        moov = _read_moov(Path(path))
+    except OSError:
+        return None
+    if moov is None:
+        return None
+    try:
+        return _first_video_track(moov)
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+def _first_video_track(moov: bytes) -> Mp4VideoTrack | None:
+    for kind, a, b in _child_boxes(moov, 8):
+        if kind != b"trak":
+            continue
+        mdia = _find(moov, a, b, b"mdia")
+        if mdia is None:
+            continue
+        hdlr = _find(moov, *mdia, b"hdlr")
+        if hdlr is None or moov[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        mdhd, minf = _find(moov, *mdia, b"mdhd"), _find(moov, *mdia, b"minf")
+        stbl = _find(moov, *minf, b"stbl") if minf else None
+        if mdhd is None or stbl is None:
+            return None
+        version = moov[mdhd[0]]
+        timescale = struct.unpack_from(">I", moov, mdhd[0] + (20 if version == 1 else 12))[0]
+        stsd, stsz, stts = (_find(moov, *stbl, k) for k in (b"stsd", b"stsz", b"stts"))
+        if stsd is None or stsz is None or stts is None or not timescale:
+            return None
+        frames = struct.unpack_from(">I", moov, stsz[0] + 8)[0]
+        durations: Counter[int] = Counter()
+        (entries,) = struct.unpack_from(">I", moov, stts[0] + 4)
+        for e in range(entries):
+            count, delta = struct.unpack_from(">II", moov, stts[0] + 8 + 8 * e)
+            durations[delta] += count
+        delta = durations.most_common(1)[0][0] if durations else 0
+        # First sample entry: 8-byte box header, then 78 bytes of VisualSampleEntry fields.
+        entry = stsd[0] + 8
+        (entry_size,) = struct.unpack_from(">I", moov, entry)
+        codec = moov[entry + 4 : entry + 8].decode("latin-1")
+        width, height = struct.unpack_from(">HH", moov, entry + 32)
+        avcc_box = _find(moov, entry + 86, entry + entry_size, b"avcC")
+        avcc = moov[avcc_box[0] : avcc_box[1]] if avcc_box else None
+        return Mp4VideoTrack(
+            codec=codec,
+            width=width,
+            height=height,
+            fps=_snap_fps(timescale / delta) if delta else 0.0,
+            frames=frames,
+            avc_config=avcc,
+            yuv420p_8bit=avcc is not None and _avc_is_420_8bit(avcc),
+        )
+    return None

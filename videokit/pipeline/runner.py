@@ -145,9 +145,11 @@ class Pipeline:
         settings: Settings | None = None,
     ) -> None:
         self.story = _coerce_story(story, reference=reference, title=title)
-        self.settings = settings or Settings.resolve(concurrency=concurrency)
-        if concurrency is not None and self.settings.concurrency != concurrency:
-            self.settings = Settings(self.settings.backend, self.settings.out_dir, concurrency)
+        self.settings = settings or Settings.resolve(
+            backend=backend if isinstance(backend, str) else None,
+            concurrency=concurrency,
+            story=self.story,
+        )
         self._backend = backend
         self._created: Backend | None = None
         self.out = Path(out) if out is not None else None
@@ -194,6 +196,10 @@ class Pipeline:
         plan = self.plan()  # bad input fails here, before a backend even exists
         backend = self.backend()
         try:
+            stages: set[Stage] = {"animate"}
+            if any(scene.edit is not None for scene in plan.scenes.values()):
+                stages.add("edit")
+            backend.check(stages)  # e.g. a missing endpoint id: fail before submitting anything
             workdir = self.workdir
             workdir.mkdir(parents=True, exist_ok=True)
             with _exclusive(workdir):
@@ -240,6 +246,8 @@ class _Render:
             stage: asyncio.Semaphore(limit or backend.concurrency(stage))
             for stage in ("edit", "animate")
         }
+        self._warmed = False
+        self._background: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Future[bytes]] = {}
         self._edited: dict[str, asyncio.Future[bytes]] = {}
         only = pipeline.only
@@ -297,6 +305,8 @@ class _Render:
                 for scene_id in order:
                     group.create_task(self._scene(plan.scenes[scene_id]), name=scene_id)
         finally:
+            for task in self._background:
+                task.cancel()
             for future in (*self._last.values(), *self._edited.values()):
                 if future.done() and not future.cancelled():
                     future.exception()  # mark as retrieved: failures are reported once, below
@@ -374,13 +384,14 @@ class _Render:
             animate = animate_request(scene, image)
             record = self._record(scene, record, animate)
             entry, cost, cached = await self._stage(scene, "animate", animate, forced)
+            # Release the scenes that start from this one before the bookkeeping below.
+            self._last[scene.id].set_result(entry.file("last.png").read_bytes())
             if not entry.file("first.png").exists():
                 first = await asyncio.to_thread(_first_frame, entry.file("clip.mp4"))
                 self.cache.add_file(entry, "first.png", first)
             output = self._materialize(
                 scene, entry, edit_entry, edit_cached and cached, started, cost + edit_cost
             )
-            self._last[scene.id].set_result(entry.file("last.png").read_bytes())
         except asyncio.CancelledError:
             for futures in (self._last, self._edited):
                 if not futures[scene.id].done():
@@ -471,6 +482,10 @@ class _Render:
                 self.save()
                 self.emit(SceneCached(scene=scene.id, stage=stage))
                 return entry, 0.0, True
+        if stage == "edit" and not self._warmed:
+            # The first edit to run: wake the animate endpoint now so its cold start overlaps it.
+            self._warmed = True
+            self._background.add(asyncio.create_task(self.backend.warm_up(["animate"])))
         resume = None
         if previous is not None and previous.key == key and previous.status == "submitted":
             resume = previous.job_id

@@ -207,9 +207,11 @@ def _data_loc(error: ErrorDetails, data: Any) -> Loc:
     parts = list(error["loc"])
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        # Two branches, not one `or`: mypy narrows `part` to int only in the list branch.
+        if isinstance(node, dict) and part in node:  # noqa: SIM114
+            loc.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             loc.append(part)
             node = node[part]
         elif last and error["type"] in ("missing", "extra_forbidden"):

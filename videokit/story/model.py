@@ -30,6 +30,7 @@ __all__ = [
     "Defaults",
     "Edit",
     "EditSettings",
+    "Endpoints",
     "Output",
     "Scene",
     "Story",
@@ -205,6 +206,17 @@ class Output(_Model):
     ] = "medium"
 
 
+class Endpoints(_Model):
+    """Where jobs run. Environment variables override these; the API key never goes here."""
+
+    edit: str | None = Field(default=None, description="RunPod endpoint id for edit jobs.")
+    animate: str | None = Field(default=None, description="RunPod endpoint id for animate jobs.")
+    base_url: str | None = Field(
+        default=None,
+        description="API base, e.g. http://gpu-box:8000/v2 for `videokit serve` (default RunPod).",
+    )
+
+
 class Story(_Model):
     """A whole story. Build it in Python or load it with :func:`videokit.load_story`."""
 
@@ -218,6 +230,7 @@ class Story(_Model):
         default=None, description="Scene ids in playback order (default: file order)."
     )
     output: Output = Field(default_factory=Output)
+    endpoints: Endpoints | None = None
 
     # Where relative paths resolve and where errors point; set by the loader.
     _source: Path | None = PrivateAttr(default=None)

@@ -1,0 +1,45 @@
+"""The worker core: what runs inside an edit or animate worker (RunPod or ``videokit serve``).
+
+    from videokit.worker import engine_from_env, make_handler
+
+    engine = engine_from_env("animate")          # VIDEOKIT_ENGINE, VIDEOKIT_ENGINE_MIN_SECONDS
+    handler = make_handler("animate", engine)    # VIDEOKIT_ALLOW_PRIVATE_URLS read here
+    runpod.serverless.start({"handler": handler})
+
+:mod:`~videokit.worker.compat` maps the seed workers' input formats onto the wire protocol,
+:mod:`~videokit.worker.fetch` fetches URL inputs without SSRF, :mod:`~videokit.worker.engines`
+is the engine registry and :mod:`~videokit.worker.handler` ties them together.
+"""
+
+from __future__ import annotations
+
+from videokit.worker.compat import (
+    JobInputError,
+    OutputStyle,
+    Warmup,
+    format_output,
+    parse_job_input,
+)
+from videokit.worker.engines import ENGINES, Engine, EngineSpec, engine_from_env, load_engine
+from videokit.worker.fetch import FetchRefused, fetch_url
+from videokit.worker.handler import Handler, WorkerOOMError, is_cuda_oom, make_handler, run_local
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineSpec",
+    "FetchRefused",
+    "Handler",
+    "JobInputError",
+    "OutputStyle",
+    "Warmup",
+    "WorkerOOMError",
+    "engine_from_env",
+    "fetch_url",
+    "format_output",
+    "is_cuda_oom",
+    "load_engine",
+    "make_handler",
+    "parse_job_input",
+    "run_local",
+]
