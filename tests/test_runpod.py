@@ -16,9 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +24,12 @@ import pytest
 
 import videokit
 from tests.conftest import make_image
-from videokit.backends.base import Stage
+from tests.endpoints import Servers, serve_workers
 from videokit.backends.preview import PreviewBackend
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
 from videokit.media.probe import read_frames
-from videokit.serve.app import create_app, running_server
 from videokit.serve.faults import FaultConfig
-from videokit.worker.engines import load_engine
-from videokit.worker.handler import make_handler
 
 SIX_SCENES = """
 title: Six
@@ -50,81 +44,6 @@ scenes:
   - {id: alt, from: suit.edit, motion: an outtake}
 timeline: [open, suit, walk, beach, dance]
 """
-
-
-@dataclass
-class Counting:
-    """ASGI wrapper counting `run` requests the server processed (a dropped reply included)."""
-
-    app: Any
-    runs: int = 0
-    warmups: int = 0
-    cancels: list[tuple[str, float]] = field(default_factory=list)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        status: list[int] = []
-        body = b""
-
-        async def recv() -> Any:
-            nonlocal body
-            message = await receive()
-            body += message.get("body", b"")
-            return message
-
-        async def snd(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, recv, snd)
-        finally:
-            # A dropped reply ends in an exception here, after the job was created: count it too.
-            if path.endswith("/run") and (not status or status[0] == 200):
-                if b'"warmup"' in body:
-                    self.warmups += 1
-                else:
-                    self.runs += 1
-            if "/cancel/" in path:
-                self.cancels.append((path.rsplit("/", 1)[-1], time.monotonic()))
-
-
-@dataclass
-class Servers:
-    urls: dict[Stage, str]
-    counters: dict[Stage, Counting]
-    apps: dict[Stage, Any]
-
-
-@contextmanager
-def serve_workers(
-    *, faults: FaultConfig | None = None, min_job_seconds: float = 0.0, concurrency: int = 4
-) -> Iterator[Servers]:
-    with ExitStack() as stack:
-        urls: dict[Stage, str] = {}
-        counters: dict[Stage, Counting] = {}
-        apps: dict[Stage, Any] = {}
-        stages: tuple[Stage, ...] = ("edit", "animate")
-        for stage in stages:
-            options: dict[str, object] = (
-                {"min_job_seconds": min_job_seconds} if min_job_seconds else {}
-            )
-            engine = load_engine(stage, "preview", **options)
-            app = create_app(
-                make_handler(stage, engine, allow_private_urls=True),
-                concurrency=concurrency,
-                faults=faults,
-            )
-            counter = Counting(app)
-            base = stack.enter_context(running_server(counter))
-            urls[stage] = f"{base}/v2/{stage}"
-            counters[stage] = counter
-            apps[stage] = app
-        yield Servers(urls, counters, apps)
 
 
 def runpod_backend(servers: Servers, **config: Any) -> RunPodBackend:
@@ -170,9 +89,11 @@ def test_served_render_matches_the_in_process_preview(six: Path) -> None:
     assert len(job_ids) == 6 and None not in job_ids
 
 
-# Between them, these seeds make jobs get stuck in the queue, fail transiently, lose their results
-# and lose the reply to `run` (job-fault draws are per attempt, so they do not depend on timing).
-@pytest.mark.parametrize("seed", [1, 5])
+# Job faults are drawn from a seeded sequence as jobs are queued: with these seeds the first
+# draws make a job stuck and one expire (1), and one fail and one expire (8), whatever the timing
+# (dropped `run` replies only add orphan jobs, which are counted too). HTTP faults (429, 5xx,
+# dropped connections, slow replies) hit 20% of the dozens of requests either way.
+@pytest.mark.parametrize("seed", [1, 8])
 def test_render_completes_under_20_percent_faults_and_accounts_for_every_attempt(
     six: Path, seed: int
 ) -> None:
@@ -206,7 +127,7 @@ def test_render_completes_under_20_percent_faults_and_accounts_for_every_attempt
     # Every job the servers accepted is in the manifest (lost replies as UNKNOWN attempts).
     assert recorded == submitted
     assert sum(submitted.values()) > 8, "no job-level fault fired; the test proves little"
-    assert statuses - {"COMPLETED"}, statuses
+    assert statuses & {"CANCELLED", "FAILED", "LOST"}, statuses
 
 
 def write_story(root: Path, scenes: int, frames: int = 9) -> Path:

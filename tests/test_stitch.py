@@ -25,6 +25,7 @@ from videokit.media.probe import (
     probe_audio,
     probe_video,
     read_frames,
+    read_mp4_video_track,
 )
 from videokit.media.stitch import (
     AudioTrack,
@@ -146,6 +147,21 @@ def test_probe_video_reports_exact_stream_facts(clips: dict[str, Path]) -> None:
     assert info.color.space == "bt709"
 
 
+def test_mp4_sample_tables_agree_with_ffmpeg(clips: dict[str, Path]) -> None:
+    for name in ("a", "small", "other_settings"):
+        track, info = read_mp4_video_track(clips[name]), probe_video(clips[name])
+        assert track is not None
+        assert (track.width, track.height, track.fps, track.frames) == (
+            info.width,
+            info.height,
+            info.fps,
+            info.frames,
+        )
+        assert track.duration_s == pytest.approx(info.duration_s)
+        assert track.codec == "avc1" and track.yuv420p_8bit and track.avc_config
+    assert read_mp4_video_track(clips["a"]) != read_mp4_video_track(clips["other_settings"])
+
+
 def test_probe_audio_counts_samples(sounds: dict[str, Path]) -> None:
     info = probe_audio(sounds["short"])
     assert (info.codec, info.sample_rate, info.channels) == ("pcm_s16le", 44100, 1)
@@ -209,6 +225,25 @@ def test_all_cuts_stream_copy_bit_exactly(tmp_path: Path, clips: dict[str, Path]
     assert report.frames == planned_frame_count(segments) == 3 * N
     assert luma_levels(report.output) == [level(c, i) for c in range(3) for i in range(N)]
     assert leftovers(tmp_path) == []
+
+
+def test_copy_keeps_the_timeline_when_a_clip_has_longer_audio(
+    tmp_path: Path, clips: dict[str, Path], sounds: dict[str, Path]
+) -> None:
+    # The container of this clip lasts 3 s (its audio) but its video 9/16 s: the concat
+    # demuxer must not start the next clip after the audio.
+    noisy = tmp_path / "with_audio.mp4"
+    run_ffmpeg(
+        ["-i", str(clips["a"]), "-i", str(sounds["long"]), "-map", "0:v", "-map", "1:a",
+         "-c:v", "copy", "-c:a", "aac", str(noisy)]
+    )  # fmt: skip
+    segments = [Segment(noisy, N), Segment(clips["b"], N)]
+    report = stitch(segments, tmp_path / "out.mp4", fps=FPS, width=W, height=H)
+    assert report.method == "copy"
+    track = read_mp4_video_track(report.output)
+    assert track is not None and track.frames == 2 * N
+    assert track.duration_s == pytest.approx(2 * N / FPS)
+    assert not probe_video(report.output).has_audio  # clip audio is not carried over
 
 
 def test_clips_with_different_encoder_settings_are_reencoded(

@@ -88,13 +88,25 @@ def frame_nbytes(width: int, height: int, pixel_format: PixelFormat) -> int:
     return width * height * 3 // 2
 
 
-def write_concat_list(paths: Iterable[Path], list_file: Path) -> Path:
-    """Write an ffmpeg concat-demuxer list of absolute ``paths`` (use with ``-safe 0``)."""
+def write_concat_list(
+    paths: Iterable[Path], list_file: Path, durations: Sequence[float] | None = None
+) -> Path:
+    """Write an ffmpeg concat-demuxer list of absolute ``paths`` (use with ``-safe 0``).
+
+    ``durations`` (seconds, one per path) fixes where each file's timestamps start: without
+    it the demuxer uses each file's container duration, which is the *longest* stream, so a
+    clip whose audio outlasts its video would leave a gap in the copied video's timeline.
+    """
     lines = ["ffconcat version 1.0"]
-    for path in paths:
+    paths = list(paths)
+    if durations is not None and len(durations) != len(paths):
+        raise ValueError(f"{len(durations)} durations for {len(paths)} files")
+    for k, path in enumerate(paths):
         # The demuxer's quoting: inside '...' a quote is written as '\'' (close, escaped, reopen).
         quoted = str(Path(path).resolve()).replace("'", "'\\''")
         lines.append(f"file '{quoted}'")
+        if durations is not None:
+            lines.append(f"duration {durations[k]:.9f}")
     list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return list_file
 

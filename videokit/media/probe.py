@@ -449,8 +449,9 @@ class Mp4VideoTrack:
     """The first video track of an MP4, read from its ``moov`` box without ffmpeg.
 
     ``frames`` is the sample count (one sample per frame); ``fps`` comes from the most common
-    sample duration; ``avc_config`` is the avcC payload (H.264 SPS/PPS) or None for other
-    codecs; ``yuv420p_8bit`` says whether that configuration decodes to 8-bit 4:2:0.
+    sample duration; ``duration_s`` sums all sample durations (a timestamp gap shows up here);
+    ``avc_config`` is the avcC payload (H.264 SPS/PPS) or None for other codecs;
+    ``yuv420p_8bit`` says whether that configuration decodes to 8-bit 4:2:0.
     """
 
     codec: str  # sample entry fourcc: "avc1", "hvc1", ...
@@ -458,6 +459,7 @@ class Mp4VideoTrack:
     height: int
     fps: float
     frames: int
+    duration_s: float
     avc_config: bytes | None
     yuv420p_8bit: bool
 
@@ -628,6 +630,7 @@ def _first_video_track(moov: bytes) -> Mp4VideoTrack | None:
             height=height,
             fps=_snap_fps(timescale / delta) if delta else 0.0,
             frames=frames,
+            duration_s=sum(d * n for d, n in durations.items()) / timescale,
             avc_config=avcc,
             yuv420p_8bit=avcc is not None and _avc_is_420_8bit(avcc),
         )

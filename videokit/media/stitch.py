@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,13 +292,15 @@ def stitch(
     output.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so the final os.replace is an atomic rename; hidden, so that nothing
     # mistakes it for a finished video.
-    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}.mp4")
+    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}.mp4")
     method: StitchMethod
     if on_progress:
         on_progress(0, total)
     try:
         with tempfile.TemporaryDirectory(prefix="videokit-stitch-") as tmp:
-            clips = write_concat_list((Path(s.path) for s in segs), Path(tmp) / "clips.ffconcat")
+            clips = write_concat_list(
+                paths, Path(tmp) / "clips.ffconcat", [s.frames / fps for s in segs]
+            )
             audio_in: list[str] = []
             audio_out: list[str] = []
             if audio is not None and audio_info is not None:
@@ -334,6 +337,12 @@ def stitch(
         if frames != total:
             raise FFmpegError(
                 f"stitching {output.name}: the result has {frames} frames, expected {total}"
+            )
+        # Right count but a gap in the timestamps would still play as a frozen picture.
+        if written is not None and abs(written.duration_s - total / fps) > 1.5 / fps:
+            raise FFmpegError(
+                f"stitching {output.name}: the video lasts {written.duration_s:.3f} s, expected "
+                f"{total / fps:.3f} s for {total} frames at {fps:g} fps (a gap between clips?)"
             )
         os.replace(partial, output)
     except BaseException:

@@ -315,6 +315,7 @@ class _Render:
         if self.failures:
             raise RenderError(self.failures)
 
+        await self._first_frames()
         final: Path | None = None
         frames: int | None = None
         if self.pipeline.only is None:
@@ -386,9 +387,6 @@ class _Render:
             entry, cost, cached = await self._stage(scene, "animate", animate, forced)
             # Release the scenes that start from this one before the bookkeeping below.
             self._last[scene.id].set_result(entry.file("last.png").read_bytes())
-            if not entry.file("first.png").exists():
-                first = await asyncio.to_thread(_first_frame, entry.file("clip.mp4"))
-                self.cache.add_file(entry, "first.png", first)
             output = self._materialize(
                 scene, entry, edit_entry, edit_cached and cached, started, cost + edit_cost
             )
@@ -490,8 +488,7 @@ class _Render:
         if previous is not None and previous.key == key and previous.status == "submitted":
             resume = previous.job_id
         stage_record = StageRecord(key=key, job_id=resume)
-        setattr(record, stage, stage_record)
-        self.save()
+        setattr(record, stage, stage_record)  # saved with the job id, once it is known
 
         async def submitted(job_id: str) -> None:
             stage_record.job_id = job_id
@@ -579,7 +576,7 @@ class _Render:
         folder = self.workdir / "scenes" / scene.id
         folder.mkdir(parents=True, exist_ok=True)
         clip = _link(entry.file("clip.mp4"), folder / "clip.mp4")
-        first = _link(entry.file("first.png"), folder / "first.png")
+        first = folder / "first.png"  # decoded later, off the critical path (see _first_frames)
         last = _link(entry.file("last.png"), folder / "last.png")
         edited = _link(edit_entry.file("image.png"), folder / "edit.png") if edit_entry else None
         if edit_entry is None:
@@ -614,6 +611,22 @@ class _Render:
             cost_usd=cost,
             job_ids=job_ids,
         )
+
+    async def _first_frames(self) -> None:
+        """Decode each clip's first frame once (cached with the clip) for the contact sheet."""
+
+        async def one(scene_id: str) -> None:
+            record = self.manifest.scenes[scene_id].animate
+            assert record is not None
+            entry = self.cache.get("animate", record.key)
+            if entry is None:
+                return
+            if not entry.file("first.png").exists():
+                first = await asyncio.to_thread(_first_frame, entry.file("clip.mp4"))
+                self.cache.add_file(entry, "first.png", first)
+            _link(entry.file("first.png"), self.outputs[scene_id].first_frame)
+
+        await asyncio.gather(*(one(scene_id) for scene_id in self.outputs))
 
     # -- stitching and the contact sheet --------------------------------------------------------
     def _stitch(self) -> tuple[Path, int]:

@@ -1,0 +1,99 @@
+"""No secret leaves the user's machine: not in a job payload, a log line, an event, the manifest,
+the cache or an error message.
+
+A real render through two authenticated ``videokit serve`` workers, with outputs uploaded by the
+workers to presigned URLs of a real S3-compatible server, using distinctive secret values; then
+everything that was written or sent is scanned for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import make_image
+from tests.endpoints import serve_workers
+from tests.s3server import S3Server, s3_server  # noqa: F401
+
+API_KEY = "rpa_SECRET-API-KEY-0f3c9b7e1d"
+ACCESS_KEY_ID = "AKIASECRETKEYID7QZ"
+SECRET_ACCESS_KEY = "s3cr3t/ACCESS+key-9d8c7b6a5f4e3d2c1b0a"
+SECRETS = (API_KEY, SECRET_ACCESS_KEY)
+
+STORY = """\
+title: Secrets
+reference: ref.png
+defaults: {width: 256, height: 144, frames: 9, fps: 8}
+scenes:
+  - {id: one, motion: the camera drifts}
+  - {id: two, edit: now at night, motion: lights flicker}
+  - {id: three, from: reference, motion: another take}
+"""
+
+
+def render(story: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "videokit", "render", str(story), "--out", str(out), "--json"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_no_secret_in_payloads_logs_events_manifest_or_errors(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    make_image(tmp_path / "ref.png", (320, 180))
+    story = tmp_path / "story.yaml"
+    story.write_text(STORY)
+    worker_logs: list[str] = []
+    with serve_workers(api_key=API_KEY, log=worker_logs.append) as servers:
+        env = {
+            **os.environ,
+            "RUNPOD_API_KEY": API_KEY,
+            "VIDEOKIT_EDIT_ENDPOINT": servers.urls["edit"],
+            "VIDEOKIT_ANIMATE_ENDPOINT": servers.urls["animate"],
+            "VIDEOKIT_S3_BUCKET": s3_server.bucket,
+            "VIDEOKIT_S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "VIDEOKIT_S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "VIDEOKIT_S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "VIDEOKIT_ALLOW_PRIVATE_URLS": "1",
+        }
+        ok = render(story, tmp_path / "out", env)
+        assert ok.returncode == 0, ok.stderr
+        payloads = [b.decode("utf-8", "replace") for c in servers.counters.values() for b in c.bodies]
+
+        # A wrong key: the error must say what is wrong without echoing either key.
+        wrong = "rpa_WRONG-KEY-55aa66bb77cc"
+        env_wrong = {**env, "RUNPOD_API_KEY": wrong}
+        refused = render(story, tmp_path / "refused", {**env_wrong, "VIDEOKIT_S3_BUCKET": ""})
+    assert refused.returncode != 0
+    assert "401" in refused.stderr and "RUNPOD_API_KEY" in refused.stderr
+    assert wrong not in refused.stdout + refused.stderr
+
+    # The outputs really travelled through the bucket (presigned PUT by the worker).
+    listed = s3_server.client.list_objects_v2(Bucket=s3_server.bucket)
+    keys = [obj["Key"] for obj in listed.get("Contents", [])]
+    assert any(k.endswith("clip.mp4") for k in keys) and any(k.endswith("last.png") for k in keys)
+    assert any("X-Amz-Signature" in p for p in payloads), "outputs were not presigned"
+
+    written = [
+        path.read_text("utf-8", "replace")
+        for path in (tmp_path / "out").rglob("*")
+        if path.is_file() and path.suffix in (".json", ".yaml", ".txt", ".log", "")
+    ]
+    corpus = {
+        "payloads": "\n".join(payloads),
+        "events": ok.stdout,
+        "stderr": ok.stderr + refused.stdout + refused.stderr,
+        "worker logs": "\n".join(worker_logs),
+        "work dir": "\n".join(written),
+    }
+    assert written and any('"attempts"' in text for text in written)  # the manifest was scanned
+    for where, text in corpus.items():
+        for secret in SECRETS:
+            assert secret not in text, f"a secret leaked into {where}"
+        # The access key *id* is part of every SigV4 presigned URL (X-Amz-Credential), by design;
+        # anywhere else it must not appear.
+        outside_credential = re.sub(r"X-Amz-Credential=[^&\"\s]+", "", text)
+        assert ACCESS_KEY_ID not in outside_credential, f"the access key id leaked into {where}"
