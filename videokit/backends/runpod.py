@@ -435,7 +435,9 @@ class RunPodBackend:
                 if running_since is None:
                     running_since = now
                     ctx.on_progress(0.0, "running")
-                if now - running_since > cfg.execution_timeout_s:
+                # The endpoint enforces executionTimeout itself; this is the backstop for one
+                # that does not (or whose status lags), with some grace for that lag.
+                if now - running_since > cfg.execution_timeout_s * 1.1 + 5.0:
                     raise JobTimeoutError(
                         f"scene '{ctx.scene}': the {stage} job {job_id} is still running after "
                         f"{cfg.execution_timeout_s:.0f} s",
@@ -451,7 +453,7 @@ class RunPodBackend:
                 # Never wait longer than a fraction of what the job has taken so far: the
                 # latency we add stays proportional, and requests grow only logarithmically.
                 delay = interval
-                interval = min(cfg.poll_max_s, interval * 1.4, max(cfg.poll_min_s, 0.1 * elapsed))
+                interval = min(cfg.poll_max_s, interval * 1.4, max(cfg.poll_min_s, 0.15 * elapsed))
             await self._sleep(delay)
 
     def _margin(self, expected: float) -> float:

@@ -4,9 +4,14 @@ An :class:`Engine` is the part of the :class:`~videokit.backends.base.Backend` p
 needs: ``identity``, ``edit``/``animate`` on the wire models, and ``aclose``. It is loaded once per
 worker process, before the first job, so a warmup job only has to confirm it is there.
 
-Engines are looked up by name in :data:`ENGINES`, a table of loader callables. Only ``preview``
-(the CPU animatic) is registered here; the model engines (``tiny``, ``diffusers``) add themselves to
-the table in their own modules when they land, without touching the handler.
+Engines are looked up by name in :data:`ENGINES`, a table of loader callables:
+
+* ``preview``: the CPU animatic.
+* ``diffusers``: the real models (Qwen-Image-Edit for edit, Wan2.2 I2V for animate), in
+  :mod:`videokit.worker.qwen` and :mod:`videokit.worker.wan`. torch and diffusers are imported
+  only when one is loaded, so the client never needs them.
+* ``tiny``: the same pipeline classes and code paths with tiny random weights built in code, for
+  tests and for exercising the whole GPU path on a CPU.
 
 **Benchmark padding.** ``min_job_seconds`` (env ``VIDEOKIT_ENGINE_MIN_SECONDS``) makes every job
 take at least that long, by ``asyncio.sleep`` after the real work: benchmarks use it to make the
@@ -79,6 +84,30 @@ def _load_preview(stage: Stage, /, **options: object) -> Engine:
     return PreviewBackend(concurrency=concurrency)
 
 
+def _model_module(stage: Stage) -> ModelLoader:
+    if stage == "edit":
+        from videokit.worker import qwen
+
+        return qwen.load_engine
+    from videokit.worker import wan
+
+    return wan.load_engine
+
+
+class ModelLoader(Protocol):
+    def __call__(self, *, tiny: bool, **options: object) -> Engine: ...
+
+
+def _load_diffusers(stage: Stage, /, **options: object) -> Engine:
+    return _model_module(stage)(tiny=False, **options)
+
+
+def _load_tiny(stage: Stage, /, **options: object) -> Engine:
+    return _model_module(stage)(tiny=True, **options)
+
+
+_MODEL_OPTIONS = ("model", "model_dir", "mode", "dtype", "offload", "device", "env")
+
 #: Engines by name. Later engines register here (``ENGINES["diffusers"] = EngineSpec(...)``) from
 #: their own modules; the handler only ever sees the :class:`Engine` that :func:`load_engine` gives.
 ENGINES: dict[str, EngineSpec] = {
@@ -86,6 +115,16 @@ ENGINES: dict[str, EngineSpec] = {
         loader=_load_preview,
         options=("concurrency",),
         description="CPU animatic: storyboard cards and camera moves, no GPU or weights",
+    ),
+    "diffusers": EngineSpec(
+        loader=_load_diffusers,
+        options=_MODEL_OPTIONS,
+        description="the real models with diffusers: Qwen-Image-Edit / Wan2.2 I2V (GPU)",
+    ),
+    "tiny": EngineSpec(
+        loader=_load_tiny,
+        options=("device", "env"),
+        description="the real pipeline classes with tiny random weights (CPU, tests)",
     ),
 }
 
