@@ -106,7 +106,9 @@ def start_server(port: int, job_seconds: float, concurrency: int) -> subprocess.
     raise RuntimeError("videokit serve did not start")
 
 
-def measure(story: Path, backend: RunPodBackend, out: Path, concurrency: int) -> tuple[float, dict[str, Any]]:
+def measure(
+    story: Path, backend: RunPodBackend, out: Path, concurrency: int
+) -> tuple[float, dict[str, Any]]:
     first_submit: float | None = None
     last_done = 0.0
 
@@ -142,7 +144,10 @@ def run(job_seconds: float) -> list[Row]:
             cases = [("12 chained", 1, 12, 1), ("4 x 3 chains", 4, 3, 4)]
             for label, chains, length, concurrency in cases:
                 story = write_story(root, label.replace(" ", ""), chains, length)
-                for name, cls in (("videokit", RunPodBackend), ("naive 5 s poll", NaivePollingBackend)):
+                for name, cls in (
+                    ("videokit", RunPodBackend),
+                    ("naive 5 s poll", NaivePollingBackend),
+                ):
                     backend = cls(config)
                     out = root / f"out-{label}-{name}".replace(" ", "")
                     makespan, manifest = measure(story, backend, out, concurrency)
@@ -161,13 +166,18 @@ def run(job_seconds: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--job-seconds", type=float, default=2.0)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     rows = run(args.job_seconds)
     print()
-    print("| story | client | makespan s | GPU-busy bound s | makespan / bound | goal | HTTP requests/job |")
+    print(
+        "| story | client | makespan s | GPU-busy bound s | makespan / bound | goal "
+        "| HTTP requests/job |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = row.makespan_s / row.busy_s

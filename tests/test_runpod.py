@@ -25,6 +25,7 @@ import pytest
 import videokit
 from tests.conftest import make_image
 from tests.endpoints import Servers, serve_workers
+from tests.s3server import S3Server, s3_server  # noqa: F401
 from videokit.backends.preview import PreviewBackend
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
@@ -83,6 +84,8 @@ def test_served_render_matches_the_in_process_preview(six: Path) -> None:
         np.array_equal(a, b)
         for a, b in zip(decoded(local.final_video), decoded(remote.final_video), strict=True)
     )
+    # The first edit woke the animate endpoint so that its cold start overlapped the edit.
+    assert servers.counters["animate"].warmups == 1
     manifest = json.loads(remote.manifest.read_text())
     assert manifest["backend"] == "runpod"
     job_ids = {manifest["scenes"][s]["animate"]["job_id"] for s in manifest["scenes"]}
@@ -210,3 +213,40 @@ def test_sigkill_then_rerun_reattaches_to_in_flight_jobs(tmp_path: Path) -> None
         assert reattached == in_flight
         new_runs = servers.counters["animate"].runs - runs_before
         assert new_runs == 6 - len(done) - len(in_flight)
+
+
+def test_inputs_over_the_payload_limit_travel_through_storage(
+    tmp_path: Path,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    from PIL import Image
+
+    from videokit.storage import S3Storage, StorageConfig
+
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, size=(1400, 1700, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png", compress_level=1)  # ~7 MB, incompressible
+    assert (tmp_path / "big.png").stat().st_size > 6_000_000
+    story = tmp_path / "big.yaml"
+    story.write_text(
+        "title: Big\nreference: big.png\n"
+        "defaults: {width: 128, height: 128, frames: 5, fps: 8}\n"
+        "scenes:\n  - {id: one, motion: drift}\n"
+    )
+    config = StorageConfig(
+        bucket=s3_server.bucket,
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    with serve_workers() as servers:
+        backend = runpod_backend(servers)
+        backend.storage = S3Storage(config, client=s3_server.client)
+        result = videokit.Pipeline(story, backend=backend, out=tmp_path / "out").run()
+        bodies = servers.counters["animate"].bodies
+    run_bodies = [b for b in bodies if b'"prompt"' in b]
+    assert run_bodies and all(len(b) < 100_000 for b in run_bodies)  # a URL, not 9 MB of base64
+    assert all(b"X-Amz-Signature" in b for b in run_bodies)
+    listed = s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix="videokit/inputs/")
+    assert len(listed.get("Contents", [])) == 1
+    assert result.final_video is not None and result.scenes["one"].frames == 5

@@ -109,7 +109,9 @@ def backend(fake: FakeRunPod, clock: FakeClock, **config: Any) -> RunPodBackend:
     )
 
 
-REQUEST = AnimateRequest(image=MediaInput.from_bytes(PNG), prompt="p", seed=1, width=128, height=128, frames=9)
+REQUEST = AnimateRequest(
+    image=MediaInput.from_bytes(PNG), prompt="p", seed=1, width=128, height=128, frames=9
+)
 
 
 def run(b: RunPodBackend, ctx: JobContext) -> Any:
@@ -123,7 +125,12 @@ def run(b: RunPodBackend, ctx: JobContext) -> Any:
 
 
 def done(execution_ms: int = 2000, delay_ms: int = 100) -> dict[str, Any]:
-    return {"status": "COMPLETED", "output": OUTPUT, "executionTime": execution_ms, "delayTime": delay_ms}
+    return {
+        "status": "COMPLETED",
+        "output": OUTPUT,
+        "executionTime": execution_ms,
+        "delayTime": delay_ms,
+    }
 
 
 def test_completed_job_records_attempt_and_cost() -> None:
@@ -142,7 +149,11 @@ def test_completed_job_records_attempt_and_cost() -> None:
 
 def test_transient_failure_is_resubmitted_and_both_attempts_recorded() -> None:
     fake = FakeRunPod(
-        lambda n: [{"status": "FAILED", "error": "CUDA out of memory. Tried to allocate"}] if n == 0 else [done()]
+        lambda n: (
+            [{"status": "FAILED", "error": "CUDA out of memory. Tried to allocate"}]
+            if n == 0
+            else [done()]
+        )
     )
     ctx = JobContext(scene="s", stage="animate")
     run(backend(fake, FakeClock()), ctx)
@@ -151,7 +162,9 @@ def test_transient_failure_is_resubmitted_and_both_attempts_recorded() -> None:
 
 
 def test_bad_input_failure_is_not_resubmitted() -> None:
-    fake = FakeRunPod(lambda n: [{"status": "FAILED", "error": "invalid input: frames must be 4k+1"}])
+    fake = FakeRunPod(
+        lambda n: [{"status": "FAILED", "error": "invalid input: frames must be 4k+1"}]
+    )
     ctx = JobContext(scene="s", stage="animate")
     with pytest.raises(JobFailedError, match="invalid input"):
         run(backend(fake, FakeClock()), ctx)
@@ -186,7 +199,9 @@ def test_server_side_timeout_is_a_timeout_error() -> None:
 
 
 def test_expired_result_is_resubmitted() -> None:
-    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}, {"status": "404"}] if n == 0 else [done()])
+    fake = FakeRunPod(
+        lambda n: [{"status": "IN_PROGRESS"}, {"status": "404"}] if n == 0 else [done()]
+    )
     ctx = JobContext(scene="s", stage="animate")
     run(backend(fake, FakeClock()), ctx)
     assert [a.status for a in ctx.attempts] == ["LOST", "COMPLETED"]
@@ -213,7 +228,10 @@ def test_job_id_is_reported_before_any_status_poll() -> None:
     async def on_submitted(job_id: str) -> None:
         order.append(f"submitted {job_id} after {len(fake.calls)} calls")
 
-    run(backend(fake, FakeClock()), JobContext(scene="s", stage="animate", on_submitted=on_submitted))
+    run(
+        backend(fake, FakeClock()),
+        JobContext(scene="s", stage="animate", on_submitted=on_submitted),
+    )
     assert order == ["submitted job-1 after 1 calls"]
 
 
@@ -275,7 +293,9 @@ def test_polling_learns_the_job_length_and_stays_cheap() -> None:
 
 def test_payload_over_the_limit_without_storage_is_refused_before_submitting() -> None:
     fake = FakeRunPod(lambda n: [done()])
-    big = AnimateRequest(image=MediaInput.from_bytes(b"\x89PNG" + b"\0" * 11_000_000), prompt="p", seed=1)
+    big = AnimateRequest(
+        image=MediaInput.from_bytes(b"\x89PNG" + b"\0" * 11_000_000), prompt="p", seed=1
+    )
 
     async def go() -> None:
         b = backend(fake, FakeClock())

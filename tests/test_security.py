@@ -61,7 +61,9 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
         }
         ok = render(story, tmp_path / "out", env)
         assert ok.returncode == 0, ok.stderr
-        payloads = [b.decode("utf-8", "replace") for c in servers.counters.values() for b in c.bodies]
+        payloads = [
+            b.decode("utf-8", "replace") for c in servers.counters.values() for b in c.bodies
+        ]
 
         # A wrong key: the error must say what is wrong without echoing either key.
         wrong = "rpa_WRONG-KEY-55aa66bb77cc"
