@@ -285,10 +285,10 @@ def test_polling_learns_the_job_length_and_stays_cheap() -> None:
 
     latencies = asyncio.run(go())
     polls = [p for m, p in fake.calls if "/status/" in p]
-    assert latencies[0] < 0.15 * 30 + 0.1  # no history: intervals stay within 15% of elapsed
-    assert max(latencies[1:]) < 0.2  # with history: seen within a poll or two of completion
+    assert latencies[0] < 0.1 * 30 + 0.1  # no history: intervals stay within 10% of elapsed
+    assert max(latencies[1:]) < 0.25  # with history: within a short poll of completion
     first = len([p for p in polls if p.endswith("job-1")])
-    assert first < 50 and len(polls) - first <= 16  # ~logarithmic (2 s cap), then ~7 a job
+    assert first < 70 and len(polls) - first <= 20  # ~logarithmic (2 s cap), then a few a job
 
 
 def test_payload_over_the_limit_without_storage_is_refused_before_submitting() -> None:

@@ -110,7 +110,7 @@ class RunPodConfig:
     ttl_s: float = 3600.0  # policy.ttl: the job (and its result) is deleted after this
     job_attempts: int = 3  # submissions per job, for transient failures
     request_timeout_s: float = 30.0
-    poll_min_s: float = 0.05
+    poll_min_s: float = 0.025
     poll_max_s: float = 2.0
     warmup: bool = True
 
@@ -161,6 +161,9 @@ class RunPodBackend:
         self._sleep = sleep
         # What we learned about how long each stage's jobs run; seeds the polling schedule.
         self._expected_s: dict[Stage, float] = {}
+        # Jobs polling without that knowledge wait on this, so the first job to finish wakes its
+        # siblings (jobs submitted together tend to finish together).
+        self._learned: dict[Stage, asyncio.Event] = {}
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -403,6 +406,24 @@ class RunPodBackend:
     def _learn(self, stage: Stage, seconds: float) -> None:
         previous = self._expected_s.get(stage)
         self._expected_s[stage] = seconds if previous is None else 0.7 * previous + 0.3 * seconds
+        if previous is None:
+            self._learned.setdefault(stage, asyncio.Event()).set()
+
+    async def _nap(self, stage: Stage, seconds: float, informed: bool) -> None:
+        """Sleep; a job polling blind is woken early when a sibling teaches us the job length."""
+        if informed:
+            await self._sleep(seconds)
+            return
+        learned = self._learned.setdefault(stage, asyncio.Event())
+        if learned.is_set():
+            return
+        nap = asyncio.ensure_future(self._sleep(seconds))
+        wake = asyncio.ensure_future(learned.wait())
+        try:
+            await asyncio.wait({nap, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            wake.cancel()
 
     # -- polling ----------------------------------------------------------------------------------
     async def _wait(
@@ -453,8 +474,13 @@ class RunPodBackend:
                 # Never wait longer than a fraction of what the job has taken so far: the
                 # latency we add stays proportional, and requests grow only logarithmically.
                 delay = interval
-                interval = min(cfg.poll_max_s, interval * 1.4, max(cfg.poll_min_s, 0.15 * elapsed))
-            await self._sleep(delay)
+                if expected is not None and elapsed < expected * 1.2:
+                    # Around the expected end: short polls, scaled to the job's length.
+                    cap = max(cfg.poll_min_s, self._margin(expected) / 3)
+                else:
+                    cap = max(cfg.poll_min_s, 0.1 * elapsed)
+                interval = min(cfg.poll_max_s, interval * 1.4, cap)
+            await self._nap(stage, delay, informed=expected is not None)
 
     def _margin(self, expected: float) -> float:
         # Wake a little early: jobs vary, and a late poll costs latency on every chained scene.

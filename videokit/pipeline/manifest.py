@@ -93,7 +93,13 @@ class Manifest(BaseModel):
         except (OSError, ValueError):
             return cls()
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, *, durable: bool = False) -> None:
+        """Write atomically (a killed process leaves the old or the new file, never half).
+
+        ``durable`` also fsyncs, so the file survives a power loss: the runner asks for it when a
+        remote job id is recorded, the one fact that costs money to lose. Other saves skip it:
+        fsync on every change would stall the event loop when many scenes finish at once.
+        """
         with _SAVE_LOCK:
             self.updated = datetime.now(UTC).isoformat(timespec="seconds")
             self.cost_usd = round(sum(s.cost_usd for s in self.scenes.values()), 6)
@@ -101,8 +107,9 @@ class Manifest(BaseModel):
             tmp = path.with_name(f".{path.name}.tmp")
             with tmp.open("w") as handle:
                 handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, path)
 
 

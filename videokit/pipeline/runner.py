@@ -270,8 +270,8 @@ class _Render:
         with self._emit_lock:
             handler(event)
 
-    def save(self) -> None:
-        self.manifest.save(self.manifest_path)
+    def save(self, *, durable: bool = False) -> None:
+        self.manifest.save(self.manifest_path, durable=durable)
 
     # -- the render -----------------------------------------------------------------------------
     async def execute(self) -> RenderResult:
@@ -492,7 +492,7 @@ class _Render:
 
         async def submitted(job_id: str) -> None:
             stage_record.job_id = job_id
-            self.save()  # before any waiting: a resumed render re-attaches to this job
+            self.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             self.emit(
                 JobSubmitted(scene=scene.id, stage=stage, job_id=job_id, resumed=job_id == resume)
             )

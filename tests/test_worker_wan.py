@@ -1,0 +1,567 @@
+"""The Wan2.2 engine on the real diffusers pipeline classes with tiny random weights (CPU, offline).
+
+The module builds the tiny engine once: a genuine ``WanImageToVideoPipeline`` with two experts,
+synthetic LightX2V LoRAs written to disk, loaded into both experts and fused, and the 4-step
+lightning schedule. Jobs go through the real worker handler (validation, S3 uploads) and the
+results are decoded with ffmpeg and compared with the pipeline's own frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("diffusers")
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
+
+from tests.s3server import S3Server, s3_server  # noqa: F401
+from videokit.backends.base import JobContext
+from videokit.errors import ConfigError
+from videokit.media.images import decode_png_array, encode_png
+from videokit.media.probe import probe_video, read_frames
+from videokit.protocol import AnimateRequest, AnimateResult, MediaInput
+from videokit.storage import S3Storage, StorageConfig
+from videokit.worker import tiny_wan, wan
+from videokit.worker.compat import JobInputError
+from videokit.worker.engines import load_engine as load_registered_engine
+from videokit.worker.handler import make_handler
+
+EXPECTED_TIMESTEPS = [1000.0, 937.5, 833.333, 625.0]
+STOCK_TIMESTEPS = [1000.0, 909.707, 717.317, 24.414]
+
+
+def _picture(width: int = 200, height: int = 150) -> bytes:
+    img = Image.new("RGB", (width, height), (40, 60, 90))
+    draw = ImageDraw.Draw(img)
+    for x in range(0, width, 10):
+        draw.line([(x, 0), (x, height)], fill=(200, 40 + x % 200, 90))
+    draw.ellipse((width // 3, height // 4, width // 2, height // 2), fill=(250, 200, 40))
+    return encode_png(img)
+
+
+PICTURE = _picture()
+PICTURE_B64 = base64.b64encode(PICTURE).decode("ascii")
+
+
+class Lines(list[str]):
+    """The engine's log sink: collects JSON lines."""
+
+    def records(self, event: str) -> list[dict[str, Any]]:
+        return [r for r in map(json.loads, self) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def log() -> Lines:
+    return Lines()
+
+
+@pytest.fixture(scope="module")
+def engine(log: Lines) -> Iterator[wan.WanEngine]:
+    engine = wan.load_engine(tiny=True, env={}, log=log.append)
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+def _document(**fields: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "kind": "animate",
+        "image": {"base64": PICTURE_B64},
+        "prompt": "a knight swings his sword, camera pans left",
+        "width": 160,
+        "height": 128,
+        "frames": 9,
+        "fps": 8,
+        "seed": 7,
+    }
+    document.update(fields)
+    return document
+
+
+def _request(**fields: Any) -> AnimateRequest:
+    return AnimateRequest.model_validate(_document(**fields))
+
+
+def _run(handler: Callable[[dict[str, Any]], Any], document: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = asyncio.run(handler({"id": "job-1", "input": document}))
+    return out
+
+
+def _decode_mp4(data: bytes, tmp_path: Path, name: str = "clip.mp4") -> tuple[Any, np.ndarray]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    info = probe_video(path)
+    return info, np.stack(list(read_frames(path)))
+
+
+def _assert_same_clip(decoded: np.ndarray, frames: np.ndarray) -> None:
+    """``decoded`` (from the MP4) is ``frames``, lossy but in order: each decoded frame is
+    closest to the pipeline frame at its own index. (Random tiny weights make noisy pictures,
+    so yuv420p costs a few levels on average; neighbouring frames differ by far more.)"""
+    assert decoded.shape == frames.shape
+    distance = np.abs(decoded[:, None].astype(int) - frames[None].astype(int)).mean(axis=(2, 3, 4))
+    assert list(distance.argmin(axis=1)) == list(range(len(frames))), distance
+    assert distance.diagonal().max() < 10, distance.diagonal()
+
+
+# -- the handler, end to end -----------------------------------------------------------------------
+
+
+def test_a_native_job_through_the_handler_gives_the_requested_clip(
+    engine: wan.WanEngine, log: Lines, tmp_path: Path
+) -> None:
+    handler = make_handler("animate", engine, env={})
+    out = _run(handler, _document())
+    result = AnimateResult.model_validate(out)
+    assert (result.frames, result.fps, result.width, result.height) == (9, 8, 160, 128)
+    assert result.model == engine.identity("animate")
+    assert result.model.startswith("tiny-wan/lightning@diffusers-")
+    assert result.peak_memory_bytes is None  # CPU
+
+    info, decoded = _decode_mp4(result.video.decode(), tmp_path)
+    assert (info.codec, info.pix_fmt) == ("h264", "yuv420p")
+    assert (info.width, info.height, info.frames, info.fps) == (160, 128, 9, 8.0)
+
+    # The last frame is the pipeline's own last frame, losslessly; the MP4 holds every frame.
+    render = engine.render_frames(_request())
+    assert render.frames.shape == (9, 128, 160, 3)
+    png = decode_png_array(result.last_frame.decode())
+    assert np.array_equal(png, render.frames[-1])
+    _assert_same_clip(decoded, render.frames)
+    job = log.records("videokit.wan.job")[-1]
+    assert job["status"] == "ok" and job["steps"] == 4 and job["guidance"] == [1.0, 1.0]
+    assert set(job["timings_ms"]) >= {"text_encode", "condition", "denoise", "decode", "encode"}
+    assert "knight" not in json.dumps(job)  # prompts are never logged
+
+
+def test_drop_first_frame_and_fps_are_honoured(engine: wan.WanEngine, tmp_path: Path) -> None:
+    handler = make_handler("animate", engine, env={})
+    out = _run(handler, _document(drop_first_frame=True, fps=16))
+    result = AnimateResult.model_validate(out)
+    assert (result.frames, result.fps) == (8, 16)
+    info, decoded = _decode_mp4(result.video.decode(), tmp_path)
+    assert (info.frames, info.fps) == (8, 16.0)
+    render = engine.render_frames(_request(drop_first_frame=True, fps=16))
+    _assert_same_clip(decoded, render.frames[1:])
+    assert np.array_equal(decode_png_array(result.last_frame.decode()), render.frames[-1])
+
+
+def test_seed_style_requests_and_warmup(engine: wan.WanEngine) -> None:
+    handler = make_handler("animate", engine, env={})
+    warm = _run(handler, {"warmup": True})
+    assert warm == {"warm": True, "model": engine.identity("animate")}
+    out = _run(
+        handler,
+        {
+            "image_base64": PICTURE_B64,
+            "prompt": "a cat",
+            "num_frames": 5,
+            "width": 128,
+            "height": 128,
+            "fps": 12,
+            "seed": 1,
+        },
+    )
+    assert (out["num_frames"], out["fps"], out["resolution"]) == (5, 12, "128x128")
+
+
+def test_outputs_are_uploaded_to_presigned_urls(
+    engine: wan.WanEngine,
+    s3_server: S3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    endpoint_url, bucket, client = s3_server
+    storage = S3Storage(
+        StorageConfig(
+            bucket=bucket,
+            endpoint_url=endpoint_url,
+            access_key_id="testing",
+            secret_access_key="testing",
+        ),
+        client=client,
+    )
+    outputs = {
+        "video": storage.output_target("clip.mp4", content_type="video/mp4").model_dump(),
+        "last_frame": storage.output_target("last.png", content_type="image/png").model_dump(),
+    }
+    document = _document(outputs=outputs, seed=11)
+    # Loopback targets are refused unless the worker allows private addresses.
+    with pytest.raises(JobInputError, match=r"invalid input: outputs\.video\.put_url"):
+        _run(make_handler("animate", engine, env={}), document)
+
+    out = _run(make_handler("animate", engine, allow_private_urls=True, env={}), document)
+    result = AnimateResult.model_validate(out)
+    assert result.video.base64 is None and result.video.url is not None
+    video = httpx.get(result.video.url).content
+    png = httpx.get(str(result.last_frame.url)).content
+    assert hashlib.sha256(video).hexdigest() == result.video.sha256
+    assert hashlib.sha256(png).hexdigest() == result.last_frame.sha256
+    info, _ = _decode_mp4(video, tmp_path)
+    assert (info.frames, info.width, info.height) == (9, 160, 128)
+    expected = engine.render_frames(_request(seed=11)).frames[-1]
+    assert np.array_equal(decode_png_array(png), expected)
+
+
+def test_same_seed_same_clip_and_a_different_seed_a_different_one(engine: wan.WanEngine) -> None:
+    first = engine.render_frames(_request(seed=5)).frames
+    again = engine.render_frames(_request(seed=5)).frames
+    other = engine.render_frames(_request(seed=6)).frames
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # Frame 0 is the input picture in both (the model starts from it): only motion differs.
+    assert np.abs(first[1:].astype(int) - other[1:].astype(int)).mean() > 0.5
+
+    handler = make_handler("animate", engine, env={})
+    one = AnimateResult.model_validate(_run(handler, _document(seed=5)))
+    two = AnimateResult.model_validate(_run(handler, _document(seed=5)))
+    assert one.video.sha256 == two.video.sha256  # pinned x264 threads: same bytes
+    assert one.last_frame.sha256 == two.last_frame.sha256
+
+
+# -- LoRA, schedule, experts -----------------------------------------------------------------------
+
+
+def test_lightx2v_loras_load_into_both_experts_and_fuse(tmp_path: Path) -> None:
+    pipe = tiny_wan.build_tiny_pipeline()
+    before = {
+        name: {k: v.clone() for k, v in getattr(pipe, name).state_dict().items()}
+        for name in ("transformer", "transformer_2")
+    }
+    high = tiny_wan.make_lightx2v_lora(tmp_path / "high.safetensors", pipe.transformer, seed=1)
+    low = tiny_wan.make_lightx2v_lora(
+        tmp_path / "low.safetensors", pipe.transformer_2, rank=8, alpha=4.0, seed=2
+    )
+    # The file is in the lightx2v format diffusers converts (not diffusers' own key names).
+    keys = list(load_file(str(high)))
+    assert "diffusion_model.blocks.0.self_attn.q.lora_down.weight" in keys
+    assert "diffusion_model.blocks.1.ffn.2.alpha" in keys
+
+    counts = wan.apply_lightning(pipe, high, low)
+    targets = tiny_wan.lightx2v_targets(pipe.transformer)
+    assert (
+        counts
+        == {"transformer": len(targets), "transformer_2": len(targets)}
+        == {
+            "transformer": 20,
+            "transformer_2": 20,
+        }
+    )
+    for name, path, scale in (("transformer", high, 1.0), ("transformer_2", low, 4.0 / 8)):
+        model = getattr(pipe, name)
+        assert not any(isinstance(m, BaseTunerLayer) for m in model.modules())  # fused, unloaded
+        after = model.state_dict()
+        assert set(after) == set(before[name])
+        changed = {k for k in after if not torch.equal(after[k], before[name][k])}
+        assert changed == {f"{target}.weight" for target in targets}
+        # The fused delta is exactly up @ down x alpha/rank, on the module the key names.
+        lora = load_file(str(path))
+        down = lora["diffusion_model.blocks.1.cross_attn.v.lora_down.weight"]
+        up = lora["diffusion_model.blocks.1.cross_attn.v.lora_up.weight"]
+        delta = after["blocks.1.attn2.to_v.weight"] - before[name]["blocks.1.attn2.to_v.weight"]
+        torch.testing.assert_close(delta, (up @ down) * scale, rtol=1e-4, atol=1e-6)
+    assert isinstance(pipe.scheduler, wan.LightningScheduler)
+
+
+def test_a_lora_with_modules_the_expert_lacks_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    pipe = tiny_wan.build_tiny_pipeline()
+    high = tiny_wan.make_lightx2v_lora(tmp_path / "high.safetensors", pipe.transformer)
+    tensors = load_file(str(high))
+    extra = {
+        k.replace(".blocks.1.", ".blocks.7."): v.clone()
+        for k, v in tensors.items()
+        if ".blocks.1." in k
+    }
+    save_file({**tensors, **extra}, str(tmp_path / "bigger.safetensors"))
+    with pytest.raises(
+        ConfigError, match=r"10 of its 30 modules do not exist in transformer \(blocks\.7\."
+    ):
+        wan.apply_lightning(pipe, tmp_path / "bigger.safetensors", None)
+
+
+def test_four_step_schedule_and_expert_switch(engine: wan.WanEngine) -> None:
+    calls: list[tuple[str, float]] = []
+    pipe = engine.pipeline
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            calls.append((name, float(kwargs["timestep"].flatten()[0])))
+
+        return hook
+
+    handles = [
+        pipe.transformer.register_forward_pre_hook(recorder("high"), with_kwargs=True),
+        pipe.transformer_2.register_forward_pre_hook(recorder("low"), with_kwargs=True),
+    ]
+    try:
+        render = engine.render_frames(_request(frames=5, width=128, height=128))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert render.timesteps == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
+    assert [name for name, _ in calls] == ["high", "high", "low", "low"]  # boundary 900
+    assert [t for _, t in calls] == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
+    assert wan.lightning_sigmas(4) == [1.0, 0.75, 0.5, 0.25]
+
+    # Why the engine supplies sigmas: the stock scheduler spaces 4 steps differently.
+    stock = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    stock.set_timesteps(4)
+    assert stock.timesteps.tolist() == pytest.approx(STOCK_TIMESTEPS, abs=1e-3)
+    assert stock.timesteps.tolist() != pytest.approx(EXPECTED_TIMESTEPS, abs=1.0)
+    stock.set_timesteps(sigmas=wan.lightning_sigmas(4))
+    assert stock.timesteps.tolist() == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
+
+
+def test_standard_mode_uses_the_model_sampler_and_guidance(log: Lines) -> None:
+    engine = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
+    assert engine.identity("animate").startswith("tiny-wan/standard@")
+    assert isinstance(engine.pipeline.scheduler, UniPCMultistepScheduler)
+    calls = []
+    handle = engine.pipeline.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        # The protocol's lightning defaults (4 steps, guidance 1) mean "the model's own" here.
+        request = _request(frames=5, width=128, height=128, negative_prompt="blurry")
+        render = engine.render_frames(request)
+        assert (render.steps, render.guidance) == (40, (3.5, 3.5))
+        explicit = engine.render_frames(
+            request.model_copy(update={"steps": 6, "guidance_scale": 5.0, "guidance_scale_2": 2.0})
+        )
+        assert (explicit.steps, explicit.guidance) == (6, (5.0, 2.0))
+    finally:
+        handle.remove()
+        asyncio.run(engine.aclose())
+    assert calls  # the high-noise expert ran (with CFG: two calls per step there)
+
+
+# -- bad input, cancellation -----------------------------------------------------------------------
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"image": {"base64": base64.b64encode(b"hello, not a picture").decode()}},
+            "image: this is text",
+        ),
+        (
+            {"image": {"base64": base64.b64encode(_png_claiming(90000, 90000)).decode()}},
+            "over the limit",
+        ),
+        ({"frames": 80}, "frames: frames must be 4k+1"),
+        ({"width": 100}, "width: Input should be a multiple of 16"),
+        ({"image": {"url": "http://127.0.0.1:9/frame.png"}}, "image: "),
+    ],
+    ids=["not-an-image", "pixel-bomb", "frames-80", "width-100", "private-url"],
+)
+def test_bad_inputs_are_refused_and_the_engine_serves_the_next_job(
+    engine: wan.WanEngine, fields: dict[str, Any], expected: str
+) -> None:
+    handler = make_handler("animate", engine, env={})
+    with pytest.raises(JobInputError) as caught:
+        _run(handler, _document(**fields))
+    message = str(caught.value)
+    assert message.startswith("invalid input: ") and expected in message, message
+    out = _run(handler, _document(frames=5, width=128, height=128))
+    assert out["frames"] == 5
+
+
+def test_private_url_message_names_the_refusal(engine: wan.WanEngine) -> None:
+    handler = make_handler("animate", engine, env={})
+    with pytest.raises(JobInputError, match=r"loopback|private"):
+        _run(handler, _document(image={"url": "http://127.0.0.1:9/frame.png"}))
+
+
+def test_cancelling_stops_the_denoising_loop_at_the_next_step(
+    engine: wan.WanEngine, log: Lines
+) -> None:
+    pipe = engine.pipeline
+    steps_started: list[int] = []
+    reached, proceed = threading.Event(), threading.Event()
+    decodes: list[int] = []
+
+    def hook(*_: Any) -> None:
+        steps_started.append(1)
+        if len(steps_started) == 2:
+            reached.set()
+            proceed.wait(timeout=30)
+
+    original_decode = pipe.vae.decode
+    pipe.vae.decode = lambda *a, **k: (decodes.append(1), original_decode(*a, **k))[1]
+    handles = [
+        expert.register_forward_pre_hook(hook) for expert in (pipe.transformer, pipe.transformer_2)
+    ]
+    progress: list[float] = []
+    ctx = JobContext(
+        scene="cancel-me", stage="animate", on_progress=lambda f, m: progress.append(f)
+    )
+
+    async def scenario() -> float:
+        task = asyncio.create_task(engine.animate(_request(steps=8, frames=5), ctx))
+        await asyncio.to_thread(reached.wait, 30)  # step 2 of 8 is running
+        task.cancel()
+        await asyncio.sleep(0.05)  # the engine flags the job as cancelled...
+        proceed.set()  # ...then step 2 finishes, and its callback unwinds the pipeline
+        started = time.perf_counter()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - started
+
+    try:
+        waited = asyncio.run(scenario())
+    finally:
+        for handle in handles:
+            handle.remove()
+        del pipe.vae.decode
+    assert len(steps_started) == 2 and not decodes  # no step 3, no VAE decode
+    assert waited < 10
+    assert max(progress) <= 2 / 10
+    assert log.records("videokit.wan.job")[-1]["status"] == "cancelled"
+    # The engine is free again, and serves the next job in full.
+    assert engine.render_frames(_request(frames=5, width=128, height=128)).frames.shape[0] == 5
+
+
+# -- configuration and model files -----------------------------------------------------------------
+
+
+def test_missing_model_files_are_listed_with_every_place_looked(tmp_path: Path) -> None:
+    base = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
+    (base / "transformer").mkdir(parents=True)
+    (base / "model_index.json").write_text("{}")
+    (base / "transformer" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError) as caught:
+        wan.load_engine(tiny=False, model_dir=tmp_path, device="cpu", env={})
+    message = str(caught.value)
+    assert str(tmp_path) in message
+    for missing in (
+        "Wan2.2-I2V-A14B-Diffusers/transformer/*.safetensors",
+        "Wan2.2-I2V-A14B-Diffusers/transformer_2/config.json",
+        "Wan2.2-I2V-A14B-Diffusers/text_encoder/config.json",
+        "Wan2.2-I2V-A14B-Diffusers/vae/*.safetensors",
+        "Wan2.2-I2V-A14B-Diffusers/tokenizer/",
+        "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+        "loras/wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+    ):
+        assert missing in message, missing
+    assert "Wan2.2-I2V-A14B-Diffusers/model_index.json" not in message
+    assert "Wan2.2-I2V-A14B-Diffusers/transformer/config.json" not in message
+    assert "VIDEOKIT_ALLOW_HUB=1" in message
+
+    # Defaults: both standard places are named; the environment is read at load time.
+    with pytest.raises(ConfigError) as caught:
+        wan.load_engine(tiny=False, device="cpu", env={})
+    assert "/models/wan: does not exist" in str(caught.value)
+    assert "/runpod-volume/models/wan: does not exist" in str(caught.value)
+    with pytest.raises(ConfigError, match="in VIDEOKIT_MODEL_DIR"):
+        wan.load_engine(tiny=False, device="cpu", env={"VIDEOKIT_MODEL_DIR": str(tmp_path / "x")})
+
+
+def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
+    settings = wan.resolve_settings(
+        env={"VIDEOKIT_WAN_MODEL": "ti2v-5b", "VIDEOKIT_DTYPE": "fp16", "VIDEOKIT_DEVICE": "cpu"}
+    )
+    assert (settings.model.key, settings.mode, settings.dtype, settings.offload) == (
+        "ti2v-5b",
+        "standard",
+        "fp16",
+        "none",
+    )
+    assert wan.resolve_settings(env={}).mode == "lightning"
+    with pytest.raises(ConfigError, match="VIDEOKIT_WAN_MODE must be one of lightning, standard"):
+        wan.resolve_settings(env={"VIDEOKIT_WAN_MODE": "turbo"})
+    with pytest.raises(ConfigError, match=r"none is known for wan2\.2-ti2v-5b"):
+        wan.resolve_settings(
+            env={"VIDEOKIT_WAN_MODEL": "ti2v-5b", "VIDEOKIT_WAN_MODE": "lightning"}
+        )
+    with pytest.raises(ConfigError, match="offload=model"):
+        wan.resolve_settings(offload="model", device="cpu", env={})
+    with pytest.raises(ConfigError, match="tiny engine takes no dtype"):
+        wan.load_engine(tiny=True, dtype="bf16", env={})
+    with pytest.raises(ConfigError, match="no option 'dtype'"):
+        load_registered_engine("animate", "tiny", dtype="bf16")
+
+
+def test_the_real_loader_reads_the_documented_layout(engine: wan.WanEngine, tmp_path: Path) -> None:
+    """A diffusers snapshot of the tiny weights + LoRA files in loras/: the production load path.
+
+    Same base weights and same LoRA files as the tiny engine, so the same pixels.
+    """
+    pipe = tiny_wan.build_tiny_pipeline()
+    pipe.scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+    )
+    pipe.save_pretrained(tmp_path / "Wan2.2-I2V-A14B-Diffusers")
+    _, high_name, low_name = wan.LORA_SETS[0]
+    tiny_wan.make_lightx2v_lora(tmp_path / "loras" / high_name, pipe.transformer, seed=1)
+    tiny_wan.make_lightx2v_lora(tmp_path / "loras" / low_name, pipe.transformer_2, seed=2)
+
+    lines = Lines()
+    loaded = wan.load_engine(
+        tiny=False, model_dir=tmp_path, dtype="fp32", device="cpu", env={}, log=lines.append
+    )
+    try:
+        assert loaded.identity("animate") == engine.identity("animate").replace(
+            "tiny-wan/lightning@", "wan2.2-i2v-a14b/lightning-fp32@"
+        )
+        record = lines.records("videokit.wan.load")[0]
+        assert record["model_dir"] == str(tmp_path)
+        assert record["lora_modules"] == {"transformer": 20, "transformer_2": 20}
+        request = _request(frames=5, width=128, height=128)
+        ours = loaded.render_frames(request)
+        assert ours.timesteps == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
+        np.testing.assert_array_equal(ours.frames, engine.render_frames(request).frames)
+    finally:
+        asyncio.run(loaded.aclose())
+
+
+def test_registry_loads_the_tiny_engine() -> None:
+    engine = load_registered_engine("animate", "tiny", env={})
+    try:
+        assert isinstance(engine, wan.WanEngine) and engine.name == "tiny"
+        request = AnimateRequest(
+            image=MediaInput.from_bytes(PICTURE),
+            prompt="waves",
+            width=128,
+            height=128,
+            frames=5,
+            seed=2,
+        )
+        result = asyncio.run(engine.animate(request, JobContext(scene="s", stage="animate")))
+        assert result.frames == 5 and result.video.size_bytes > 0
+        buf = io.BytesIO(result.last_frame.decode())
+        assert Image.open(buf).size == (128, 128)
+    finally:
+        asyncio.run(engine.aclose())

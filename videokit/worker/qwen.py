@@ -1,0 +1,1051 @@
+"""The Qwen-Image-Edit engine: ``QwenImageEditPlusPipeline`` (diffusers) behind the worker protocol.
+
+Loaded once per worker process by :func:`load_engine` (the ``diffusers`` and ``tiny`` engines of
+:mod:`videokit.worker.engines`); every job then runs :meth:`QwenEngine.edit`.
+
+**Configuration** (explicit options win; otherwise the worker environment, read when the engine
+loads, never at import):
+
+=========================  ===================================================================
+``VIDEOKIT_QWEN_MODEL``    ``2509`` (default: Qwen-Image-Edit-2509) or ``2511``
+``VIDEOKIT_MODEL_DIR``     the model root (below); default: the first existing of
+                           ``/models/qwen-edit`` (baked into the image) and
+                           ``/runpod-volume/models/qwen-edit`` (a RunPod network volume)
+``VIDEOKIT_QWEN_MODE``     ``lightning`` (default) or ``standard``, see below
+``VIDEOKIT_DTYPE``         ``bf16`` (default), ``fp16`` or ``fp32``
+``VIDEOKIT_OFFLOAD``       ``none`` (default) or ``model``: components live in CPU memory and
+                           move to the GPU while they run (diffusers' model CPU offload): the
+                           peak is about the largest component (the transformer, ~41 GB in
+                           bf16) instead of all of them (~58 GB), for a few seconds per job
+``VIDEOKIT_DEVICE``        ``cuda`` (default), ``cuda:1``, ``cpu`` ...
+``VIDEOKIT_ALLOW_HUB``     ``1``: files missing under the model root are downloaded from the
+                           Hugging Face Hub (by huggingface_hub, with its own cache and login);
+                           otherwise (the default) everything loads with ``local_files_only``
+=========================  ===================================================================
+
+Left out on purpose, as they could not be exercised where this was written: *sequential* CPU
+offload (layer by layer) fails with transformers 5.23 + accelerate 1.15 (accelerate's
+``set_module_tensor_to_device`` meets a plain-tensor ``embed_tokens.weight`` in the Qwen2.5-VL
+text encoder and raises ``TypeError``), and fp8/int8 quantisation through torchao (not
+installed). A 48 GB GPU would need the latter.
+
+**Model files.** ``<model root>`` holds the diffusers-format model folder, exactly as
+``hf download Qwen/Qwen-Image-Edit-2509 --local-dir <root>/Qwen-Image-Edit-2509`` writes it, and
+the Lightning LoRAs under ``loras/`` (flat, or in the subfolder ``hf download`` creates)::
+
+    <root>/Qwen-Image-Edit-2509/model_index.json
+                                scheduler/scheduler_config.json
+                                text_encoder/config.json, model*.safetensors(.index.json)
+                                tokenizer/tokenizer_config.json, vocab.json + merges.txt
+                                processor/preprocessor_config.json, tokenizer files
+                                transformer/config.json, diffusion_pytorch_model*.safetensors(...)
+                                vae/config.json, diffusion_pytorch_model.safetensors
+    <root>/loras/Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors  (lightning mode)
+    <root>/loras/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors
+
+(``2511``: ``Qwen-Image-Edit-2511/`` and ``Qwen-Image-Edit-2511-Lightning-{4,8}steps-V1.0-bf16``
+from ``lightx2v/Qwen-Image-Edit-2511-Lightning``.) Anything missing is a
+:class:`~videokit.errors.ConfigError` naming every missing path and the places looked in,
+before torch is even imported. No token is read or stored here: a download (``ALLOW_HUB``) uses
+whatever login huggingface_hub finds itself.
+
+**Modes.**
+
+* ``lightning``: the Lightning distillation LoRAs (lightx2v), both loaded as PEFT adapters
+  (``lightning-4``, ``lightning-8``; ~0.85 GB each in bf16) and one activated per job from the
+  request's ``steps``, which must be 4 or 8. The scheduler is the one the Lightning authors
+  distilled with: ``FlowMatchEulerDiscreteScheduler`` with exponential time shift and
+  ``base_shift = max_shift = log(3)`` (a constant shift of 3 whatever the resolution),
+  ``shift_terminal`` off, over the pipeline's default sigmas ``linspace(1, 1/steps, steps)``;
+  timesteps 1000, 900, 750, 500 for 4 steps. The LoRAs are distilled without guidance, so CFG is
+  always off (``true_cfg_scale`` 1; a request's other value is ignored and the job log says so).
+* ``standard``: the model's own scheduler (its ``scheduler_config.json``), the request's ``steps``
+  (1 to 100; the model card uses 40–50) and ``true_cfg_scale``. As in diffusers, true CFG runs
+  only when ``true_cfg_scale > 1`` **and** the request has a non-blank ``negative_prompt``: it
+  costs a second transformer pass per step. A blank negative prompt is passed as ``None`` (diffusers
+  would otherwise run CFG against the empty string); a scale above 1 without one means CFG is
+  off, which the job log records (``cfg_off``).
+
+**Jobs.** Up to three input images (the first is edited, the others are references; decoded with
+:func:`~videokit.media.images.load_rgb`), a seeded CPU ``torch.Generator`` (the same seed gives
+the same latents on any GPU), and the output size from the request, or about one megapixel at
+the first image's aspect ratio in multiples of 16. (diffusers' own default follows the *last*
+image; the edited image is the first.) The pipeline runs in a worker thread, one job at a time;
+``ctx.on_progress`` gets one report per denoising step. Cancelling the awaiting task stops the
+denoising loop at the end of the current step (an event checked in ``callback_on_step_end``).
+CUDA running out of memory propagates unchanged: the handler classifies it.
+
+**Logs.** One JSON line per load (``videokit.qwen.load``) and per job (``videokit.qwen.job``:
+sizes, steps, CFG, seed, phase timings, peak memory, status), written to stderr unless a ``log``
+callable is given. Never the prompt, never image data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from videokit.backends.base import JobContext, Stage
+from videokit.errors import ConfigError, VideoKitError
+from videokit.media.images import MAX_IMAGE_PIXELS, encode_png, load_rgb
+from videokit.protocol import (
+    MAX_SIDE,
+    MIN_SIDE,
+    AnimateRequest,
+    AnimateResult,
+    EditRequest,
+    EditResult,
+    MediaInput,
+    MediaOutput,
+)
+from videokit.worker.compat import JobInputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "DEFAULT_MODEL_DIRS",
+    "LIGHTNING_SCHEDULER_CONFIG",
+    "LIGHTNING_STEPS",
+    "MODELS",
+    "PhaseClock",
+    "QwenEngine",
+    "QwenModel",
+    "QwenSettings",
+    "default_size",
+    "load_engine",
+    "missing_files",
+    "resolve_settings",
+]
+
+Mode = Literal["lightning", "standard"]
+Offload = Literal["none", "model"]
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QwenModel:
+    """A Qwen-Image-Edit release: where its files come from and what they are called."""
+
+    key: str
+    name: str  # the identity's model part
+    folder: str  # the diffusers model folder under the model root (= the Hub repo's name)
+    repo: str  # the Hub repo of the model
+    lora_repo: str  # the Hub repo of its Lightning LoRAs
+    lora_subfolder: str | None  # their folder in that repo
+    loras: Mapping[int, str]  # steps -> Lightning LoRA file name
+
+
+MODELS: Mapping[str, QwenModel] = {
+    "2509": QwenModel(
+        key="2509",
+        name="qwen-image-edit-2509",
+        folder="Qwen-Image-Edit-2509",
+        repo="Qwen/Qwen-Image-Edit-2509",
+        lora_repo="lightx2v/Qwen-Image-Lightning",
+        lora_subfolder="Qwen-Image-Edit-2509",
+        loras={
+            4: "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors",
+            8: "Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors",
+        },
+    ),
+    "2511": QwenModel(
+        key="2511",
+        name="qwen-image-edit-2511",
+        folder="Qwen-Image-Edit-2511",
+        repo="Qwen/Qwen-Image-Edit-2511",
+        lora_repo="lightx2v/Qwen-Image-Edit-2511-Lightning",
+        lora_subfolder=None,
+        loras={
+            4: "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors",
+            8: "Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors",
+        },
+    ),
+}
+
+DEFAULT_MODEL_DIRS: tuple[Path, ...] = (
+    Path("/models/qwen-edit"),
+    Path("/runpod-volume/models/qwen-edit"),
+)
+
+#: The scheduler the Lightning LoRAs were distilled with (ModelTC/Qwen-Image-Lightning's
+#: ``generate_with_diffusers.py``): exponential time shift with mu = log(3) at every resolution,
+#: i.e. sigma' = 3 sigma / (1 + 2 sigma), no terminal stretch.
+LIGHTNING_SCHEDULER_CONFIG: Mapping[str, Any] = {
+    "base_image_seq_len": 256,
+    "base_shift": math.log(3),
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": math.log(3),
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": None,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+
+@dataclass(frozen=True)
+class LightningVariant:
+    """One Lightning LoRA: its step count, adapter name and scheduler settings."""
+
+    steps: int
+    scheduler_config: Mapping[str, Any]
+
+    @property
+    def adapter(self) -> str:
+        return f"lightning-{self.steps}"
+
+
+#: The Lightning variants by step count. Both were distilled with the same shift-3 schedule; they
+#: differ in their LoRA file and in the number of steps the pipeline runs.
+LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
+    4: LightningVariant(steps=4, scheduler_config=LIGHTNING_SCHEDULER_CONFIG),
+    8: LightningVariant(steps=8, scheduler_config=LIGHTNING_SCHEDULER_CONFIG),
+}
+
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_MODES: tuple[Mode, ...] = ("lightning", "standard")
+_OFFLOADS: tuple[Offload, ...] = ("none", "model")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+#: About one megapixel: the size Qwen-Image-Edit was trained at and diffusers' default output.
+DEFAULT_AREA = 1024 * 1024
+_MULTIPLE = 16  # VAE downsampling (8) x latent packing (2)
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QwenSettings:
+    """Everything :func:`load_engine` resolved from its options and the environment."""
+
+    tiny: bool
+    model: QwenModel
+    model_dir: Path | None  # None: tiny (built in code)
+    model_dir_source: str  # how model_dir was chosen, for error messages
+    mode: Mode
+    dtype: str  # bf16 / fp16 / fp32
+    offload: Offload
+    device: str
+    allow_hub: bool
+
+
+def resolve_settings(
+    *,
+    tiny: bool,
+    model: str | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    dtype: str | None = None,
+    offload: str | None = None,
+    device: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> QwenSettings:
+    """Options, else ``env`` (default: ``os.environ``), else defaults; ConfigError if invalid."""
+    env = os.environ if env is None else env
+
+    def pick(value: object, name: str, variable: str) -> str | None:
+        if value is not None:
+            if not isinstance(value, str | os.PathLike):
+                raise ConfigError(f"engine option {name!r} must be a string, got {value!r}")
+            return os.fspath(value).strip() or None
+        return env.get(variable, "").strip() or None
+
+    model_key = pick(model, "model", "VIDEOKIT_QWEN_MODEL") or "2509"
+    model_key = model_key.lower().removeprefix("qwen-image-edit-")
+    if model_key not in MODELS:
+        raise ConfigError(
+            f"unknown Qwen-Image-Edit model {model_key!r}",
+            hint=f"set VIDEOKIT_QWEN_MODEL to one of: {', '.join(MODELS)}",
+        )
+    mode_name = (pick(mode, "mode", "VIDEOKIT_QWEN_MODE") or "lightning").lower()
+    if mode_name not in _MODES:
+        raise ConfigError(
+            f"unknown Qwen mode {mode_name!r}",
+            hint="set VIDEOKIT_QWEN_MODE to 'lightning' (4/8-step LoRA) or 'standard'",
+        )
+    dtype_name = pick(dtype, "dtype", "VIDEOKIT_DTYPE")
+    dtype_name = (dtype_name or ("fp32" if tiny else "bf16")).lower()
+    dtype_name = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
+        dtype_name, dtype_name
+    )
+    if dtype_name not in _DTYPES:
+        raise ConfigError(
+            f"unknown dtype {dtype_name!r}", hint="set VIDEOKIT_DTYPE to bf16, fp16 or fp32"
+        )
+    offload_name = (pick(offload, "offload", "VIDEOKIT_OFFLOAD") or "none").lower()
+    if offload_name == "sequential":
+        raise ConfigError(
+            "VIDEOKIT_OFFLOAD=sequential is not supported: accelerate's sequential offload fails "
+            "on the Qwen2.5-VL text encoder with transformers 5.23",
+            hint="use VIDEOKIT_OFFLOAD=model (peak ≈ the transformer, ~41 GB) or a larger GPU",
+        )
+    if offload_name not in _OFFLOADS:
+        raise ConfigError(
+            f"unknown offload mode {offload_name!r}",
+            hint="set VIDEOKIT_OFFLOAD to 'model' (or leave it unset)",
+        )
+    device_name = pick(device, "device", "VIDEOKIT_DEVICE") or ("cpu" if tiny else "cuda")
+    allow_hub = env.get("VIDEOKIT_ALLOW_HUB", "").strip().lower() in _TRUE
+
+    root: Path | None = None
+    source = "built in code (tiny)"
+    if not tiny:
+        explicit = pick(model_dir, "model_dir", "VIDEOKIT_MODEL_DIR")
+        if explicit is not None:
+            root = Path(explicit)
+            source = "model_dir option" if model_dir is not None else "VIDEOKIT_MODEL_DIR"
+        else:
+            root = next((d for d in DEFAULT_MODEL_DIRS if d.is_dir()), None)
+            looked = ", ".join(str(d) for d in DEFAULT_MODEL_DIRS)
+            if root is None and not allow_hub:
+                spec = MODELS[model_key]
+                raise ConfigError(
+                    f"no Qwen-Image-Edit model directory: none of {looked} exists",
+                    hint=f"set VIDEOKIT_MODEL_DIR to the folder holding {spec.folder}/ and "
+                    f"loras/ (see videokit.worker.qwen for the layout)",
+                )
+            source = f"first existing of {looked}"
+            root = root or DEFAULT_MODEL_DIRS[0]
+    return QwenSettings(
+        tiny=tiny,
+        model=MODELS[model_key],
+        model_dir=root,
+        model_dir_source=source,
+        mode=mode_name,
+        dtype=dtype_name,
+        offload=offload_name,
+        device=device_name,
+        allow_hub=allow_hub,
+    )
+
+
+# -- model files -----------------------------------------------------------------------------------
+
+
+def missing_files(root: Path, model: QwenModel, mode: Mode) -> list[str]:
+    """Paths (relative to ``root``) that must exist for ``model`` in ``mode`` and do not.
+
+    Sharded weights are checked through their index: every shard it names must be there.
+    """
+    folder = root / model.folder
+    missing: list[str] = []
+
+    def need(relative: str) -> None:
+        if not (folder / relative).is_file():
+            missing.append(f"{model.folder}/{relative}")
+
+    def need_weights(component: str, stem: str) -> None:
+        single = folder / component / f"{stem}.safetensors"
+        index = folder / component / f"{stem}.safetensors.index.json"
+        if single.is_file():
+            return
+        if not index.is_file():
+            missing.append(f"{model.folder}/{component}/{stem}.safetensors (or its .index.json)")
+            return
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            missing.append(f"{model.folder}/{component}/{index.name} (unreadable)")
+            return
+        missing.extend(
+            f"{model.folder}/{component}/{shard}"
+            for shard in shards
+            if not (folder / component / shard).is_file()
+        )
+
+    def need_tokenizer(component: str) -> None:
+        need(f"{component}/tokenizer_config.json")
+        directory = folder / component
+        if not (directory / "tokenizer.json").is_file() and not (
+            (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()
+        ):
+            missing.append(
+                f"{model.folder}/{component}/tokenizer.json (or vocab.json + merges.txt)"
+            )
+
+    need("model_index.json")
+    need("scheduler/scheduler_config.json")
+    need("text_encoder/config.json")
+    need_weights("text_encoder", "model")
+    need_tokenizer("tokenizer")
+    need("processor/preprocessor_config.json")
+    need_tokenizer("processor")
+    need("transformer/config.json")
+    need_weights("transformer", "diffusion_pytorch_model")
+    need("vae/config.json")
+    need_weights("vae", "diffusion_pytorch_model")
+    if mode == "lightning":
+        for steps in sorted(model.loras):
+            if _lora_path(root, model, steps) is None:
+                missing.append(f"loras/{model.loras[steps]}")
+    return missing
+
+
+def _lora_path(root: Path, model: QwenModel, steps: int) -> Path | None:
+    name = model.loras[steps]
+    candidates = [root / "loras" / name]
+    if model.lora_subfolder:
+        candidates.append(root / "loras" / model.lora_subfolder / name)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _missing_error(settings: QwenSettings, missing: list[str]) -> ConfigError:
+    assert settings.model_dir is not None
+    root = settings.model_dir
+    model = settings.model
+    shown = "\n".join(f"  - {root / path}" for path in missing)
+    lora_hint = ""
+    if any(path.startswith("loras/") for path in missing):
+        files = " ".join(
+            f"{model.lora_subfolder}/{name}" if model.lora_subfolder else name
+            for name in model.loras.values()
+        )
+        lora_hint = f"; hf download {model.lora_repo} {files} --local-dir {root / 'loras'}"
+    return ConfigError(
+        f"Qwen-Image-Edit-{model.key} ({settings.mode} mode) is missing {len(missing)} file(s) "
+        f"under {root} (the model root: {settings.model_dir_source}):\n{shown}",
+        hint=f"hf download {model.repo} --local-dir {root / model.folder}{lora_hint} "
+        "(or set VIDEOKIT_ALLOW_HUB=1 to download at load time)",
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def load_engine(
+    *,
+    tiny: bool,
+    model: str | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    dtype: str | None = None,
+    offload: str | None = None,
+    device: str | None = None,
+    env: Mapping[str, str] | None = None,
+    log: LogFn | None = None,
+) -> QwenEngine:
+    """Load Qwen-Image-Edit (``tiny``: the same pipeline on tiny random weights) for the edit stage.
+
+    Options left ``None`` come from ``env`` (default ``os.environ``, read now); see the module
+    docstring. Raises :class:`~videokit.errors.ConfigError` for bad settings and missing files.
+    ``log`` receives the JSON log lines (default: stderr).
+    """
+    settings = resolve_settings(
+        tiny=tiny,
+        model=model,
+        model_dir=model_dir,
+        mode=mode,
+        dtype=dtype,
+        offload=offload,
+        device=device,
+        env=env,
+    )
+    if not tiny:
+        assert settings.model_dir is not None
+        missing = missing_files(settings.model_dir, settings.model, settings.mode)
+        if missing and not settings.allow_hub:
+            raise _missing_error(settings, missing)
+    log = log or _log_to_stderr
+    started = time.perf_counter()
+    if tiny:
+        engine = _load_tiny(settings, log)
+    else:
+        assert settings.model_dir is not None
+        pipe = _load_pipeline(settings, settings.model_dir)
+        engine = QwenEngine(pipe, settings, log=log)
+    elapsed = round((time.perf_counter() - started) * 1000)
+    log(
+        _json_line(
+            {
+                "event": "videokit.qwen.load",
+                "identity": engine.identity("edit"),
+                "model": settings.model.name if not tiny else "tiny",
+                "mode": settings.mode,
+                "adapters": sorted(engine.adapters),
+                "dtype": settings.dtype,
+                "device": settings.device,
+                "offload": settings.offload,
+                "model_dir": None if settings.model_dir is None else str(settings.model_dir),
+                "hub": settings.allow_hub,
+                "load_ms": elapsed,
+            }
+        )
+    )
+    return engine
+
+
+def _load_tiny(settings: QwenSettings, log: LogFn) -> QwenEngine:
+    """Build the tiny pipeline, save it as a model root, and load that like real weights.
+
+    Going through disk costs ~0.1 s and runs the real loader (layout check, ``from_pretrained``,
+    processor assembly, LoRA files) on every tiny load.
+    """
+    from videokit.worker import tiny_qwen
+
+    workdir = Path(tempfile.mkdtemp(prefix="videokit-tiny-qwen-"))
+    try:
+        model = MODELS["2509"]
+        tiny_qwen.write_model_dir(
+            tiny_qwen.build_pipeline(),
+            workdir / model.folder,
+            lora_files=[model.loras[steps] for steps in sorted(model.loras)],
+        )
+        settings = _replace(settings, model=model, model_dir=workdir)
+        missing = missing_files(workdir, model, settings.mode)
+        if missing:  # a bug in write_model_dir, not a user error
+            raise RuntimeError(f"the tiny model folder lacks {missing}")
+        pipe = _load_pipeline(settings, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return QwenEngine(
+        pipe,
+        settings,
+        log=log,
+        image_sizes=(tiny_qwen.VAE_IMAGE_SIZE, tiny_qwen.CONDITION_IMAGE_SIZE),
+        default_area=128 * 128,
+        workdir=workdir,
+    )
+
+
+def _replace(settings: QwenSettings, **changes: Any) -> QwenSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, _DTYPES[name])
+
+
+def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
+    """``QwenImageEditPlusPipeline`` with the mode's scheduler and LoRAs, placed on the device."""
+    import torch
+    from transformers import Qwen2Tokenizer
+
+    from videokit.worker.tiny_qwen import make_processor
+
+    diffusers: Any = importlib.import_module("diffusers")  # untyped constructors: used as Any
+    image_processors: Any = importlib.import_module("transformers")
+
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {settings.device!r}: CUDA is not available in this process",
+            hint="run the diffusers engine on a GPU worker (or set VIDEOKIT_DEVICE=cpu to force "
+            "the CPU, which is far too slow for the real model)",
+        )
+    model = settings.model
+    local = root / model.folder
+    complete = not missing_files(root, model, "standard")
+    source = str(local) if complete or not settings.allow_hub else model.repo
+    local_only = not settings.allow_hub
+    dtype = _torch_dtype(settings.dtype)
+
+    # The processor is assembled here rather than by from_pretrained: the stock one also loads a
+    # video processor, which needs torchvision (see tiny_qwen.ImageOnlyQwen2VLProcessor).
+    processor = make_processor(
+        image_processors.AutoImageProcessor.from_pretrained(
+            source, subfolder="processor", local_files_only=local_only
+        ),
+        Qwen2Tokenizer.from_pretrained(source, subfolder="processor", local_files_only=local_only),
+    )
+    pipe = diffusers.QwenImageEditPlusPipeline.from_pretrained(
+        source, processor=processor, dtype=dtype, local_files_only=local_only
+    )
+    pipe.set_progress_bar_config(disable=True)
+    if settings.mode == "lightning":
+        variants = list(LIGHTNING_STEPS.values())
+        pipe.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(
+            dict(variants[0].scheduler_config)
+        )
+        for variant in variants:
+            path = _lora_path(root, model, variant.steps)
+            if path is not None:
+                pipe.load_lora_weights(
+                    str(path.parent),
+                    weight_name=path.name,
+                    adapter_name=variant.adapter,
+                    local_files_only=True,
+                )
+            else:  # only reachable with VIDEOKIT_ALLOW_HUB
+                pipe.load_lora_weights(
+                    model.lora_repo,
+                    weight_name=model.loras[variant.steps],
+                    subfolder=model.lora_subfolder,
+                    adapter_name=variant.adapter,
+                )
+    if settings.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe
+
+
+# -- output size -----------------------------------------------------------------------------------
+
+
+def default_size(width: int, height: int, *, area: int = DEFAULT_AREA) -> tuple[int, int]:
+    """About ``area`` pixels at ``width``:``height``, both sides multiples of 16 in the protocol's
+    range (an extreme aspect ratio is clamped rather than producing a side over 1920)."""
+    ratio = width / height
+    w = math.sqrt(area * ratio)
+    h = w / ratio
+    scale = min(1.0, MAX_SIDE / w, MAX_SIDE / h)
+    w, h = w * scale, h * scale
+
+    def snap(side: float) -> int:
+        return max(MIN_SIDE, min(MAX_SIDE, _MULTIPLE * round(side / _MULTIPLE)))
+
+    return snap(w), snap(h)
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseClock:
+    """Splits a pipeline call into phases with hooks: text encoding, image (VAE) encoding,
+    denoising, decoding. On CUDA each boundary synchronises, so the times are GPU times.
+
+    :meth:`attach` once; :meth:`start` before each call, :meth:`step_done` from the step callback,
+    :meth:`stop` after it; :meth:`phases_ms` then reads the split.
+    """
+
+    cuda: bool = False
+    started: float = 0.0
+    text_s: float = 0.0
+    first_step: float | None = None
+    last_step: float | None = None
+    stopped: float | None = None
+    steps: int = 0
+    transformer_calls: int = 0
+    _text_started: float | None = field(default=None, repr=False)
+
+    def attach(self, pipe: Any) -> None:
+        pipe.text_encoder.register_forward_pre_hook(self._text_pre)
+        pipe.text_encoder.register_forward_hook(self._text_post)
+        pipe.transformer.register_forward_pre_hook(self._transformer_pre)
+
+    def _now(self) -> float:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _text_pre(self, *args: Any) -> None:
+        self._text_started = self._now()
+
+    def _text_post(self, *args: Any) -> None:
+        if self._text_started is not None:
+            self.text_s += self._now() - self._text_started
+            self._text_started = None
+
+    def _transformer_pre(self, *args: Any) -> None:
+        self.transformer_calls += 1
+        if self.first_step is None:
+            self.first_step = self._now()
+
+    def start(self) -> None:
+        self.started = self._now()
+        self.text_s = 0.0
+        self.first_step = self.last_step = self.stopped = None
+        self.steps = self.transformer_calls = 0
+
+    def step_done(self) -> None:
+        self.steps += 1
+        self.last_step = self._now()
+
+    def stop(self) -> None:
+        self.stopped = self._now()
+
+    def phases_ms(self) -> dict[str, int]:
+        """``text_encode``, ``image_encode`` (VAE + resizing), ``denoise``, ``decode`` in ms."""
+        out: dict[str, int] = {"text_encode": round(self.text_s * 1000)}
+        if self.first_step is not None:
+            encode = self.first_step - self.started - self.text_s
+            out["image_encode"] = max(0, round(encode * 1000))
+            if self.last_step is not None:
+                out["denoise"] = round((self.last_step - self.first_step) * 1000)
+                if self.stopped is not None:
+                    out["decode"] = round((self.stopped - self.last_step) * 1000)
+        return out
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    """Raised inside the pipeline thread, from the step callback, when the job was cancelled."""
+
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Plan:
+    """What one job will run, decided before any GPU time is spent."""
+
+    steps: int
+    cfg_scale: float
+    negative_prompt: str | None
+    adapter: str | None
+    notes: list[str]
+
+
+class QwenEngine:
+    """Runs edit jobs on one loaded ``QwenImageEditPlusPipeline`` (see the module docstring).
+
+    ``image_sizes`` (tiny only) lowers the pipeline's internal resize targets for each call;
+    ``default_area`` is the output pixel count when a request gives no size.
+    """
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        pipe: Any,
+        settings: QwenSettings,
+        *,
+        log: LogFn | None = None,
+        image_sizes: tuple[int, int] | None = None,
+        default_area: int = DEFAULT_AREA,
+        workdir: Path | None = None,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+    ) -> None:
+        import diffusers
+        import torch
+
+        self.pipe = pipe
+        self.settings = settings
+        self.name = "tiny" if settings.tiny else "diffusers"
+        self.log = log or _log_to_stderr
+        self.image_sizes = image_sizes
+        self.default_area = default_area
+        self.max_image_pixels = max_image_pixels
+        self._workdir = workdir
+        self._device = torch.device(settings.device)
+        self._cuda = self._device.type == "cuda"
+        self._busy = threading.Lock()  # one pipeline call at a time
+        self._cancel: threading.Event | None = None  # the running job's
+        self._closed = False
+        self.adapters: frozenset[str] = (
+            frozenset(name for names in pipe.get_list_adapters().values() for name in names)
+            if settings.mode == "lightning"
+            else frozenset()
+        )
+        self._active_adapter: str | None = None
+        self.clock = PhaseClock(cuda=self._cuda)
+        self.clock.attach(pipe)
+        model_name = f"tiny-qwen-edit-v{_tiny_version()}" if settings.tiny else settings.model.name
+        default_dtype = "fp32" if settings.tiny else "bf16"
+        dtype = "" if settings.dtype == default_dtype else f"-{settings.dtype}"
+        self._model_name = model_name
+        self._dtype_tag = dtype
+        self._version = f"diffusers-{diffusers.__version__}"
+
+    # -- Engine protocol ---------------------------------------------------------------------------
+
+    def identity(self, stage: Stage) -> str:
+        """``<model>/<mode>@diffusers-<version>``, e.g. ``qwen-image-edit-2509/lightning@...``.
+
+        In lightning mode the step count (4 or 8, which picks the LoRA) is a request field, so
+        the engine's identity names the mode and each result's ``model`` names the variant
+        (``qwen-image-edit-2509/lightning-8@diffusers-0.42.1``). A non-default dtype is
+        appended to the mode (``standard-fp16``): it changes the pixels.
+        """
+        return f"{self._model_name}/{self.settings.mode}{self._dtype_tag}@{self._version}"
+
+    def model_for(self, steps: int) -> str:
+        """The ``model`` reported with a result of ``steps`` steps."""
+        mode = f"lightning-{steps}" if self.settings.mode == "lightning" else "standard"
+        return f"{self._model_name}/{mode}{self._dtype_tag}@{self._version}"
+
+    async def animate(self, request: AnimateRequest, ctx: JobContext) -> AnimateResult:
+        raise VideoKitError(
+            "the Qwen-Image-Edit engine only edits images",
+            hint="send animate jobs to a worker loaded for the animate stage (Wan2.2)",
+        )
+
+    async def aclose(self) -> None:
+        """Stop a running job at its next step, wait for the pipeline, and free its memory."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._cancel is not None:
+            self._cancel.set()
+        await asyncio.to_thread(self._busy.acquire)
+        try:
+            self.pipe = None
+            gc.collect()
+            if self._cuda:
+                import torch
+
+                torch.cuda.empty_cache()
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+        finally:
+            self._busy.release()
+
+    async def wait_idle(self) -> None:
+        """Return once no pipeline call is running (a cancelled job's thread included)."""
+        await asyncio.to_thread(self._busy.acquire)
+        self._busy.release()
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def plan(self, request: EditRequest) -> _Plan:
+        """Check the request against the mode and decide steps, CFG and LoRA (JobInputError)."""
+        notes: list[str] = []
+        negative = request.negative_prompt if request.negative_prompt.strip() else None
+        if self.settings.mode == "lightning":
+            variant = LIGHTNING_STEPS.get(request.steps)
+            if variant is None:
+                raise JobInputError(
+                    f"steps: this worker runs the Lightning LoRA, which takes 4 or 8 steps, "
+                    f"got {request.steps}",
+                    hint="send steps=8 (best quality) or steps=4 (fastest); other step counts "
+                    "need a worker in standard mode (VIDEOKIT_QWEN_MODE=standard)",
+                )
+            if request.true_cfg_scale != 1.0 or negative is not None:
+                notes.append("cfg_ignored_lightning")
+            return _Plan(variant.steps, 1.0, None, variant.adapter, notes)
+        cfg = request.true_cfg_scale
+        if cfg > 1 and negative is None:
+            notes.append("cfg_off_no_negative_prompt")
+        elif cfg <= 1 and negative is not None:
+            notes.append("negative_prompt_ignored_cfg_le_1")
+        return _Plan(request.steps, cfg, negative, None, notes)
+
+    async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
+        if self._closed or self.pipe is None:
+            raise VideoKitError("the Qwen engine is closed")
+        record: dict[str, Any] = {
+            "event": "videokit.qwen.job",
+            "job": ctx.scene,
+            "identity": self.identity("edit"),
+            "images": len(request.images),
+            "steps": request.steps,
+            "seed": request.seed,
+            "status": "running",
+        }
+        started = time.perf_counter()
+        try:
+            plan = self.plan(request)
+            record.update(cfg=plan.cfg_scale > 1 and plan.negative_prompt is not None)
+            if plan.adapter:
+                record["adapter"] = plan.adapter
+            if plan.notes:
+                record["notes"] = plan.notes
+            sources = [_inline(media, f"images[{i}]") for i, media in enumerate(request.images)]
+            ctx.on_progress(0.0, "encoding prompt and images")
+            png, width, height, peak = await self._in_thread(
+                lambda cancel, progress: self._run(
+                    request, plan, sources, cancel, progress, record
+                ),
+                ctx.on_progress,
+            )
+        except asyncio.CancelledError:
+            record["status"] = "cancelled"
+            raise
+        except BaseException as exc:
+            record["status"] = _status_of(exc)
+            record["error_type"] = type(exc).__name__
+            raise
+        else:
+            record["status"] = "ok"
+        finally:
+            record["total_ms"] = round((time.perf_counter() - started) * 1000)
+            with contextlib.suppress(Exception):
+                # A copy: after a cancellation the pipeline thread may still be writing timings.
+                self.log(_json_line(dict(record)))
+        ctx.on_progress(1.0, "edit ready")
+        return EditResult(
+            image=MediaOutput.inline(png, "image/png"),
+            seed=request.seed,
+            width=width,
+            height=height,
+            inference_ms=record["total_ms"],
+            model=self.model_for(plan.steps),
+            peak_memory_bytes=peak,
+        )
+
+    def _run(
+        self,
+        request: EditRequest,
+        plan: _Plan,
+        sources: list[bytes],
+        cancel: threading.Event,
+        progress: Callable[[float, str | None], None],
+        record: dict[str, Any],
+    ) -> tuple[bytes, int, int, int | None]:
+        """The job, in the worker thread: decode, run the pipeline, encode the PNG."""
+        import torch
+
+        decode_started = time.perf_counter()
+        images: list[Image.Image] = [
+            load_rgb(data, max_pixels=self.max_image_pixels) for data in sources
+        ]
+        record["input_sizes"] = [f"{img.width}x{img.height}" for img in images]
+        if request.width is not None and request.height is not None:
+            width, height = request.width, request.height
+        else:
+            width, height = default_size(*images[0].size, area=self.default_area)
+        record.update(width=width, height=height)
+        timings: dict[str, int] = {"decode_inputs": _ms_since(decode_started)}
+        record["timings_ms"] = timings
+
+        waited = time.perf_counter()
+        with self._busy:
+            timings["queue"] = _ms_since(waited)
+            if cancel.is_set():
+                raise _Cancelled
+            pipe = self.pipe
+            if pipe is None:
+                raise VideoKitError("the Qwen engine was closed")
+            self._cancel = cancel
+            try:
+                if plan.adapter is not None and plan.adapter != self._active_adapter:
+                    pipe.set_adapters([plan.adapter], [1.0])
+                    self._active_adapter = plan.adapter
+                if self._cuda:
+                    torch.cuda.reset_peak_memory_stats(self._device)
+                clock = self.clock
+                steps = plan.steps
+
+                def on_step_end(
+                    _pipe: Any, step: int, _t: Any, _tensors: dict[str, Any]
+                ) -> dict[str, Any]:
+                    clock.step_done()
+                    progress((step + 1) / (steps + 1), f"denoising step {step + 1}/{steps}")
+                    if cancel.is_set():
+                        raise _Cancelled
+                    return {}
+
+                generator = torch.Generator(device="cpu").manual_seed(request.seed)
+                clock.start()
+                with self._image_sizes():
+                    output = pipe(
+                        image=images,
+                        prompt=request.prompt,
+                        negative_prompt=plan.negative_prompt,
+                        true_cfg_scale=plan.cfg_scale,
+                        height=height,
+                        width=width,
+                        num_inference_steps=steps,
+                        generator=generator,
+                        callback_on_step_end=on_step_end,
+                        output_type="pil",
+                    )
+                clock.stop()
+                timings.update(clock.phases_ms())
+                record["transformer_calls"] = clock.transformer_calls
+                peak = int(torch.cuda.max_memory_allocated(self._device)) if self._cuda else None
+                record["peak_memory_bytes"] = peak
+            finally:
+                self._cancel = None
+        result = output.images[0]
+        encode_started = time.perf_counter()
+        png = encode_png(result)
+        timings["encode_png"] = _ms_since(encode_started)
+        return png, result.width, result.height, peak
+
+    @contextlib.contextmanager
+    def _image_sizes(self) -> Iterator[None]:
+        if self.image_sizes is None:
+            yield
+            return
+        from videokit.worker.tiny_qwen import shrunk_image_sizes
+
+        with shrunk_image_sizes(*self.image_sizes):
+            yield
+
+    async def _in_thread(
+        self,
+        work: Callable[[threading.Event, Callable[[float, str | None], None]], _T],
+        on_progress: Callable[[float, str | None], None],
+    ) -> _T:
+        """Run ``work`` in a thread; cancelling the awaiting task stops it at the next step."""
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+
+        def progress(fraction: float, message: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+                loop.call_soon_threadsafe(on_progress, fraction, message)
+
+        try:
+            return await asyncio.to_thread(work, cancel, progress)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        except _Cancelled:
+            # Stopped from elsewhere (aclose): to the caller, a cancellation all the same.
+            raise asyncio.CancelledError from None
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _inline(media: MediaInput, label: str) -> bytes:
+    if media.base64 is None:
+        raise JobInputError(
+            f"{label}: the engine takes inline images; URL inputs are fetched by the handler"
+        )
+    try:
+        return media.decode()
+    except ValueError as exc:
+        raise JobInputError(f"{label}: {exc}") from None
+
+
+def _status_of(exc: BaseException) -> str:
+    from videokit.worker.handler import is_cuda_oom
+
+    if isinstance(exc, JobInputError):
+        return "invalid_input"
+    return "oom" if is_cuda_oom(exc) else "error"
+
+
+def _tiny_version() -> int:
+    from videokit.worker.tiny_qwen import TINY_VERSION
+
+    return TINY_VERSION
+
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)
+
+
+def _json_line(record: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {key: value for key, value in record.items() if value is not None},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
