@@ -86,9 +86,9 @@ def _document(**fields: Any) -> dict[str, Any]:
         "kind": "animate",
         "image": {"base64": PICTURE_B64},
         "prompt": "a knight swings his sword, camera pans left",
-        "width": 160,
+        "width": 128,
         "height": 128,
-        "frames": 9,
+        "frames": 5,
         "fps": 8,
         "seed": 7,
     }
@@ -129,7 +129,8 @@ def test_a_native_job_through_the_handler_gives_the_requested_clip(
     engine: wan.WanEngine, log: Lines, tmp_path: Path
 ) -> None:
     handler = make_handler("animate", engine, env={})
-    out = _run(handler, _document())
+    document = _document(width=160, frames=9)
+    out = _run(handler, document)
     result = AnimateResult.model_validate(out)
     assert (result.frames, result.fps, result.width, result.height) == (9, 8, 160, 128)
     assert result.model == engine.identity("animate")
@@ -141,7 +142,7 @@ def test_a_native_job_through_the_handler_gives_the_requested_clip(
     assert (info.width, info.height, info.frames, info.fps) == (160, 128, 9, 8.0)
 
     # The last frame is the pipeline's own last frame, losslessly; the MP4 holds every frame.
-    render = engine.render_frames(_request())
+    render = engine.render_frames(AnimateRequest.model_validate(document))
     assert render.frames.shape == (9, 128, 160, 3)
     png = decode_png_array(result.last_frame.decode())
     assert np.array_equal(png, render.frames[-1])
@@ -154,12 +155,12 @@ def test_a_native_job_through_the_handler_gives_the_requested_clip(
 
 def test_drop_first_frame_and_fps_are_honoured(engine: wan.WanEngine, tmp_path: Path) -> None:
     handler = make_handler("animate", engine, env={})
-    out = _run(handler, _document(drop_first_frame=True, fps=16))
+    out = _run(handler, _document(drop_first_frame=True, fps=16, frames=9))
     result = AnimateResult.model_validate(out)
     assert (result.frames, result.fps) == (8, 16)
     info, decoded = _decode_mp4(result.video.decode(), tmp_path)
     assert (info.frames, info.fps) == (8, 16.0)
-    render = engine.render_frames(_request(drop_first_frame=True, fps=16))
+    render = engine.render_frames(_request(drop_first_frame=True, fps=16, frames=9))
     _assert_same_clip(decoded, render.frames[1:])
     assert np.array_equal(decode_png_array(result.last_frame.decode()), render.frames[-1])
 
@@ -215,7 +216,7 @@ def test_outputs_are_uploaded_to_presigned_urls(
     assert hashlib.sha256(video).hexdigest() == result.video.sha256
     assert hashlib.sha256(png).hexdigest() == result.last_frame.sha256
     info, _ = _decode_mp4(video, tmp_path)
-    assert (info.frames, info.width, info.height) == (9, 160, 128)
+    assert (info.frames, info.width, info.height) == (5, 128, 128)
     expected = engine.render_frames(_request(seed=11)).frames[-1]
     assert np.array_equal(decode_png_array(png), expected)
 
@@ -313,7 +314,7 @@ def test_four_step_schedule_and_expert_switch(engine: wan.WanEngine) -> None:
         pipe.transformer_2.register_forward_pre_hook(recorder("low"), with_kwargs=True),
     ]
     try:
-        render = engine.render_frames(_request(frames=5, width=128, height=128))
+        render = engine.render_frames(_request())
     finally:
         for handle in handles:
             handle.remove()
@@ -331,25 +332,38 @@ def test_four_step_schedule_and_expert_switch(engine: wan.WanEngine) -> None:
     assert stock.timesteps.tolist() == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
 
 
-def test_standard_mode_uses_the_model_sampler_and_guidance(log: Lines) -> None:
-    engine = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
-    assert engine.identity("animate").startswith("tiny-wan/standard@")
-    assert isinstance(engine.pipeline.scheduler, UniPCMultistepScheduler)
-    calls = []
-    handle = engine.pipeline.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+def test_lightning_ignores_guidance_and_standard_maps_the_lightning_defaults(
+    engine: wan.WanEngine, log: Lines
+) -> None:
+    assert engine.plan(_request(guidance_scale=5.0, steps=6)) == (6, 1.0, 1.0)
+    standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
     try:
+        assert standard.identity("animate").startswith("tiny-wan/standard@")
+        assert isinstance(standard.pipeline.scheduler, UniPCMultistepScheduler)
         # The protocol's lightning defaults (4 steps, guidance 1) mean "the model's own" here.
-        request = _request(frames=5, width=128, height=128, negative_prompt="blurry")
-        render = engine.render_frames(request)
-        assert (render.steps, render.guidance) == (40, (3.5, 3.5))
-        explicit = engine.render_frames(
-            request.model_copy(update={"steps": 6, "guidance_scale": 5.0, "guidance_scale_2": 2.0})
+        assert standard.plan(_request()) == (40, 3.5, 3.5)
+        assert standard.plan(_request(guidance_scale=5.0)) == (40, 5.0, 5.0)
+        assert standard.plan(_request(steps=6, guidance_scale=5.0, guidance_scale_2=2.0)) == (
+            6,
+            5.0,
+            2.0,
         )
-        assert (explicit.steps, explicit.guidance) == (6, (5.0, 2.0))
+        calls: list[str] = []
+        handles = [
+            standard.pipeline.transformer.register_forward_pre_hook(lambda *_: calls.append("h")),
+            standard.pipeline.transformer_2.register_forward_pre_hook(lambda *_: calls.append("l")),
+        ]
+        try:
+            render = standard.render_frames(
+                _request(steps=5, guidance_scale=4.0, negative_prompt="blurry")
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert (render.steps, render.guidance) == (5, (4.0, 4.0))
+        assert len(calls) == 10 and set(calls) == {"h", "l"}  # CFG: two calls per step
     finally:
-        handle.remove()
-        asyncio.run(engine.aclose())
-    assert calls  # the high-noise expert ran (with CFG: two calls per step there)
+        asyncio.run(standard.aclose())
 
 
 # -- bad input, cancellation -----------------------------------------------------------------------
@@ -370,39 +384,32 @@ def _png_claiming(width: int, height: int) -> bytes:
     )
 
 
-@pytest.mark.parametrize(
-    ("fields", "expected"),
-    [
-        (
-            {"image": {"base64": base64.b64encode(b"hello, not a picture").decode()}},
-            "image: this is text",
-        ),
-        (
-            {"image": {"base64": base64.b64encode(_png_claiming(90000, 90000)).decode()}},
-            "over the limit",
-        ),
-        ({"frames": 80}, "frames: frames must be 4k+1"),
-        ({"width": 100}, "width: Input should be a multiple of 16"),
-        ({"image": {"url": "http://127.0.0.1:9/frame.png"}}, "image: "),
-    ],
-    ids=["not-an-image", "pixel-bomb", "frames-80", "width-100", "private-url"],
-)
+BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"image": {"base64": base64.b64encode(b"hello, not a picture").decode()}},
+        "image: this is text",
+    ),
+    ({"image": {"base64": base64.b64encode(_png_claiming(8000, 8000)).decode()}}, "over the limit"),
+    ({"frames": 80}, "frames: frames must be 4k+1"),
+    ({"width": 100}, "width: Input should be a multiple of 16"),
+    ({"image": {"url": "http://127.0.0.1:9/frame.png"}}, "image: "),
+]
+
+
 def test_bad_inputs_are_refused_and_the_engine_serves_the_next_job(
-    engine: wan.WanEngine, fields: dict[str, Any], expected: str
+    engine: wan.WanEngine, log: Lines
 ) -> None:
     handler = make_handler("animate", engine, env={})
-    with pytest.raises(JobInputError) as caught:
-        _run(handler, _document(**fields))
-    message = str(caught.value)
-    assert message.startswith("invalid input: ") and expected in message, message
-    out = _run(handler, _document(frames=5, width=128, height=128))
+    jobs_before = len(log.records("videokit.wan.job"))
+    for fields, expected in BAD_INPUTS:
+        with pytest.raises(JobInputError) as caught:
+            _run(handler, _document(**fields))
+        message = str(caught.value)
+        assert message.startswith("invalid input: ") and expected in message, message
+    assert "loopback" in message or "private" in message  # the URL one, last
+    assert len(log.records("videokit.wan.job")) == jobs_before  # none reached the GPU
+    out = _run(handler, _document())
     assert out["frames"] == 5
-
-
-def test_private_url_message_names_the_refusal(engine: wan.WanEngine) -> None:
-    handler = make_handler("animate", engine, env={})
-    with pytest.raises(JobInputError, match=r"loopback|private"):
-        _run(handler, _document(image={"url": "http://127.0.0.1:9/frame.png"}))
 
 
 def test_cancelling_stops_the_denoising_loop_at_the_next_step(
@@ -430,7 +437,7 @@ def test_cancelling_stops_the_denoising_loop_at_the_next_step(
     )
 
     async def scenario() -> float:
-        task = asyncio.create_task(engine.animate(_request(steps=8, frames=5), ctx))
+        task = asyncio.create_task(engine.animate(_request(steps=8), ctx))
         await asyncio.to_thread(reached.wait, 30)  # step 2 of 8 is running
         task.cancel()
         await asyncio.sleep(0.05)  # the engine flags the job as cancelled...
@@ -451,7 +458,7 @@ def test_cancelling_stops_the_denoising_loop_at_the_next_step(
     assert max(progress) <= 2 / 10
     assert log.records("videokit.wan.job")[-1]["status"] == "cancelled"
     # The engine is free again, and serves the next job in full.
-    assert engine.render_frames(_request(frames=5, width=128, height=128)).frames.shape[0] == 5
+    assert engine.render_frames(_request()).frames.shape[0] == 5
 
 
 # -- configuration and model files -----------------------------------------------------------------
@@ -517,7 +524,7 @@ def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
 def test_the_real_loader_reads_the_documented_layout(engine: wan.WanEngine, tmp_path: Path) -> None:
     """A diffusers snapshot of the tiny weights + LoRA files in loras/: the production load path.
 
-    Same base weights and same LoRA files as the tiny engine, so the same pixels.
+    Same base weights and same LoRA files as the tiny engine, so the same pixels (to rounding).
     """
     pipe = tiny_wan.build_tiny_pipeline()
     pipe.scheduler = UniPCMultistepScheduler(
@@ -539,10 +546,14 @@ def test_the_real_loader_reads_the_documented_layout(engine: wan.WanEngine, tmp_
         record = lines.records("videokit.wan.load")[0]
         assert record["model_dir"] == str(tmp_path)
         assert record["lora_modules"] == {"transformer": 20, "transformer_2": 20}
-        request = _request(frames=5, width=128, height=128)
+        request = _request()
         ours = loaded.render_frames(request)
         assert ours.timesteps == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
-        np.testing.assert_array_equal(ours.frames, engine.render_frames(request).frames)
+        # Same weights, same LoRAs, same schedule; fp32 kernels may round a handful of the
+        # 245760 values to the neighbouring level (from_pretrained builds modules differently).
+        theirs = engine.render_frames(request).frames
+        difference = np.abs(ours.frames.astype(int) - theirs.astype(int))
+        assert difference.max() <= 1 and np.count_nonzero(difference) < 50
     finally:
         asyncio.run(loaded.aclose())
 

@@ -35,7 +35,8 @@ class StageRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     key: str
-    status: Literal["submitted", "done", "failed"] = "submitted"
+    # queued: waiting for a slot, nothing sent; submitted: a job id exists and may be running.
+    status: Literal["queued", "submitted", "done", "failed"] = "queued"
     job_id: str | None = None
     cached: bool = False
     attempts: list[AttemptRecord] = Field(default_factory=list)

@@ -487,11 +487,14 @@ class _Render:
         resume = None
         if previous is not None and previous.key == key and previous.status == "submitted":
             resume = previous.job_id
-        stage_record = StageRecord(key=key, job_id=resume)
+        stage_record = StageRecord(
+            key=key, job_id=resume, status="submitted" if resume else "queued"
+        )
         setattr(record, stage, stage_record)  # saved with the job id, once it is known
 
         async def submitted(job_id: str) -> None:
             stage_record.job_id = job_id
+            stage_record.status = "submitted"
             self.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             self.emit(
                 JobSubmitted(scene=scene.id, stage=stage, job_id=job_id, resumed=job_id == resume)
