@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install install-gpu demo test lint typecheck unit clean help
+.PHONY: install install-gpu demo test lint typecheck unit check-workers clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ unit: install-gpu  ## the pytest suite (exit 5, "no tests collected", counts as 
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; exit 1; fi; \
 	exit $$rc
+
+check-workers: install-gpu  ## run every worker script, entrypoint and Dockerfile check (no Docker)
+	$(BIN)/python -m pytest tests/test_workers_scripts.py tests/test_deploy.py tests/test_tiny_workers.py -q
 
 test: lint typecheck unit  ## everything CI runs
 

@@ -117,6 +117,7 @@ class FakeRunPod:
     queries: int = 0
     raw: list[str] = field(default_factory=list)
     fail_with: str | None = None
+    fail_endpoints: int = 0  # refuse this many saveEndpoint calls
     port: int = 0
     _next: int = 0
 
@@ -171,6 +172,9 @@ class FakeRunPod:
 
     def save_endpoint(self, data: dict[str, Any]) -> dict[str, Any]:
         self.check_input(data, ENDPOINT_FIELDS, "EndpointInput")
+        if self.fail_endpoints:
+            self.fail_endpoints -= 1
+            raise GraphQLFault("There are no longer any instances available with the requested GPU")
         if data.get("templateId") not in self.templates:
             raise GraphQLFault(f"template {data.get('templateId')!r} not found")
         stored = dict(data)
@@ -328,7 +332,7 @@ workers:
     network_volume_id: vol123
     allowed_cuda_versions: ["13.0"]
     env:
-      VIDEOKIT_QWEN_MODEL: qwen-image-edit-2509
+      VIDEOKIT_QWEN_MODEL: "2509"
       TRICKY: {tricky}
       S3_SECRET_ACCESS_KEY: the-real-secret-value
       BUCKET_KEY_REF: "{{{{ RUNPOD_SECRET_bucket }}}}"
@@ -338,7 +342,7 @@ workers:
     flashboot: false
     workers_max: 3
     env:
-      VIDEOKIT_WAN_MODEL: wan2.2-i2v-a14b
+      VIDEOKIT_WAN_MODEL: a14b
 """
 TRICKY_VALUE = 'a "quoted" \\ back\nslash $HOME {x} 中文 🎬'
 
@@ -376,7 +380,7 @@ def test_dry_run_of_the_example_plans_both_workers_with_every_field() -> None:
     assert 'gpuIds: "ADA_80_PRO,AMPERE_80"' in text
     assert "flashBootType: FLASHBOOT" in text
     assert "executionTimeoutMs: 300000" in text
-    assert 'VIDEOKIT_QWEN_MODEL = "qwen-image-edit-2509"' in text
+    assert 'VIDEOKIT_QWEN_MODEL = "2509"' in text
     assert result.env_lines == [
         "VIDEOKIT_EDIT_ENDPOINT=<id of endpoint videokit-edit>",
         "VIDEOKIT_EDIT_GPU=ADA_80_PRO",
@@ -570,6 +574,20 @@ def test_existing_template_made_by_hand_is_adopted_not_duplicated(
     assert runpod.templates["tpl0001"]["imageName"] == "ghcr.io/acme/videokit-edit:0.1.0"
 
 
+def test_a_deploy_that_failed_halfway_is_finished_by_running_it_again(
+    runpod: FakeRunPod, tmp_path: Path
+) -> None:
+    path = write_spec(tmp_path, spec_text())
+    runpod.fail_endpoints = 1
+    with pytest.raises(DeployError, match="no longer any instances available"):
+        deploy(path, dry_run=False, api_key=API_KEY)
+    assert len(runpod.templates) == 1 and not runpod.endpoints
+    result, _ = deploy(path, dry_run=False, api_key=API_KEY)
+    assert result.workers["edit"].template_action == "unchanged"
+    assert result.workers["edit"].endpoint_action == "create"
+    assert len(runpod.templates) == 2 and len(runpod.endpoints) == 2
+
+
 def test_duplicate_names_are_an_error_not_a_guess(runpod: FakeRunPod, tmp_path: Path) -> None:
     path = write_spec(tmp_path, spec_text())
     deploy(path, dry_run=False, api_key=API_KEY)
@@ -713,8 +731,14 @@ def test_the_example_is_valid_and_warns_about_nothing_surprising() -> None:
 def test_small_gpus_and_missing_volumes_are_warned_about(tmp_path: Path) -> None:
     path = write_spec(tmp_path, WORKER.replace("[ADA_80_PRO]", "[AMPERE_48, ADA_80_PRO]"))
     _, text = deploy(path, dry_run=True, api_key=None)
-    assert "warning: AMPERE_48 has less than the ~62 GB qwen-image-edit-2509 needs" in text
+    assert "warning: AMPERE_48 has less than the ~62 GB model 2509 needs" in text
     assert "warning: no network_volume_id: the image must have the weights baked in" in text
+    offloaded = write_spec(
+        tmp_path,
+        WORKER.replace("[ADA_80_PRO]", "[AMPERE_48]") + "    env: {VIDEOKIT_OFFLOAD: model}\n",
+    )
+    _, text = deploy(offloaded, dry_run=True, api_key=None)
+    assert "has less than" not in text
 
 
 def test_gpu_pools_match_the_price_table_and_the_model_table() -> None:
@@ -728,4 +752,4 @@ def test_gpu_pools_match_the_price_table_and_the_model_table() -> None:
 
     sys.modules[spec.name] = models
     spec.loader.exec_module(models)
-    assert MODEL_VRAM_GB == {key: c.vram_gb_resident for key, c in models.MODELS.items()}
+    assert {key: c.vram_gb_resident for key, c in models.MODELS.items()} == MODEL_VRAM_GB

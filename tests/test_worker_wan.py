@@ -440,7 +440,7 @@ def test_cancelling_stops_the_denoising_loop_at_the_next_step(
         task = asyncio.create_task(engine.animate(_request(steps=8), ctx))
         await asyncio.to_thread(reached.wait, 30)  # step 2 of 8 is running
         task.cancel()
-        await asyncio.sleep(0.05)  # the engine flags the job as cancelled...
+        await asyncio.sleep(0.2)  # the engine flags the job as cancelled (one loop turn)...
         proceed.set()  # ...then step 2 finishes, and its callback unwinds the pipeline
         started = time.perf_counter()
         with pytest.raises(asyncio.CancelledError):
@@ -576,3 +576,74 @@ def test_registry_loads_the_tiny_engine() -> None:
         assert Image.open(buf).size == (128, 128)
     finally:
         asyncio.run(engine.aclose())
+
+
+def test_the_gpu_benchmark_runs_its_tiny_path_on_the_cpu() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_wan.py"
+    spec = importlib.util.spec_from_file_location("videokit_bench_gpu_wan", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.bench_wan(device="cpu", frames=5, width=128, height=128, tiny=True)
+    assert result["timesteps"] == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
+    assert result["steps"] == 4 and result["peak_memory_bytes"] is None
+    assert result["total_s"] >= result["denoise_s"] > 0
+    # The full-size configs describe the published architecture: ~14.3 B per expert.
+    config = bench.A14B_TRANSFORMER_CONFIG
+    assert config["num_attention_heads"] * config["attention_head_dim"] == 5120
+    assert (config["num_layers"], config["ffn_dim"], config["in_channels"]) == (40, 13824, 36)
+
+
+def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def snapshot_download(*, repo_id: str, local_dir: Path, **kwargs: Any) -> str:
+        calls.append((repo_id, kwargs))
+        base = Path(local_dir)
+        for item in (
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "tokenizer/tokenizer.json",
+        ):
+            (base / item).parent.mkdir(parents=True, exist_ok=True)
+            (base / item).write_text("{}")
+        for component in ("text_encoder", "transformer", "transformer_2", "vae"):
+            (base / component).mkdir(parents=True, exist_ok=True)
+            (base / component / "config.json").write_text("{}")
+            (base / component / "model.safetensors").write_bytes(b"x")
+        return str(base)
+
+    def hf_hub_download(*, repo_id: str, filename: str, local_dir: str, **kwargs: Any) -> str:
+        calls.append((f"{repo_id}/{filename}", kwargs))
+        path = Path(local_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"lora")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    settings = wan.resolve_settings(
+        model_dir=tmp_path, device="cpu", env={"VIDEOKIT_ALLOW_HUB": "1"}
+    )
+    files = wan.locate_model_files(settings)
+    _, high, low = wan.LORA_SETS[0]
+    assert files.base == tmp_path / "Wan2.2-I2V-A14B-Diffusers"
+    assert files.loras == (tmp_path / "loras" / high, tmp_path / "loras" / low)
+    assert [name for name, _ in calls] == [
+        "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+        f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{high}",
+        f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{low}",
+    ]
+    assert all(kwargs.get("token") is False for _, kwargs in calls)  # never a token
+    # Without the opt-in nothing is fetched: the same empty directory is a ConfigError.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError):
+        wan.locate_model_files(wan.resolve_settings(model_dir=empty, device="cpu", env={}))
+    assert len(calls) == 3

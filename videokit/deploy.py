@@ -79,13 +79,10 @@ GPU_POOLS: dict[str, int] = {
     "HOPPER_141": 141,
 }
 
-#: GPU memory (GB) each model needs with every weight resident in bf16 (workers/models.py).
-MODEL_VRAM_GB: dict[str, int] = {
-    "qwen-image-edit-2509": 62,
-    "qwen-image-edit-2511": 62,
-    "wan2.2-i2v-a14b": 80,
-    "wan2.2-ti2v-5b": 32,
-}
+#: GPU memory (GB) each model needs with every weight resident in bf16, by the engines' model
+#: keys (the same numbers as workers/models.py, which the tests check).
+MODEL_VRAM_GB: dict[str, int] = {"2509": 62, "2511": 62, "a14b": 80, "ti2v-5b": 32}
+
 # Common GPU names -> the pool that holds them, for "did you mean" hints.
 _GPU_NAMES = {
     "H200": "HOPPER_141",
@@ -104,8 +101,8 @@ _GPU_NAMES = {
     "L4": "ADA_24",
 }
 _MODEL_ENV: dict[Stage, tuple[str, str]] = {
-    "edit": ("VIDEOKIT_QWEN_MODEL", "qwen-image-edit-2509"),
-    "animate": ("VIDEOKIT_WAN_MODEL", "wan2.2-i2v-a14b"),
+    "edit": ("VIDEOKIT_QWEN_MODEL", "2509"),
+    "animate": ("VIDEOKIT_WAN_MODEL", "a14b"),
 }
 
 _PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
@@ -700,12 +697,13 @@ def _warnings(stage: Stage, spec: WorkerSpec) -> list[str]:
     variable, default = _MODEL_ENV[stage]
     model = spec.env.get(variable, default)
     need = MODEL_VRAM_GB.get(model)
-    if need is not None:
+    offloaded = spec.env.get("VIDEOKIT_OFFLOAD", "none").strip().lower() not in ("", "none")
+    if need is not None and not offloaded:
         small = [pool for pool in spec.gpus if GPU_POOLS[pool] * spec.gpu_count < need]
         if small:
             warnings.append(
-                f"{', '.join(small)} has less than the ~{need} GB {model} needs with every weight"
-                " resident in bf16: the engine must offload (see workers/README.md, GPU sizing)"
+                f"{', '.join(small)} has less than the ~{need} GB model {model} needs with every"
+                " weight resident in bf16: set VIDEOKIT_OFFLOAD=model (workers/README.md)"
             )
     if spec.network_volume_id is None:
         warnings.append(

@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
-"""Download the weights a worker needs into a model directory (an image layer or a network volume).
+"""Download the weights a worker needs into its model directory (an image layer or a volume).
 
-What is fetched comes from the one table in ``workers/models.py``; the layout is
-``<target>/<org>/<repo>/...`` (see there). Examples::
+What is fetched, and where it goes, comes from the one table in ``workers/models.py``: the layout
+the engines load from. Examples::
 
     # what would be fetched, and where (no network)
-    python workers/download_models.py --worker animate --model wan2.2-i2v-a14b \
-        --target /runpod-volume/models --dry-run
-    # fill a network volume from a pod that has it mounted
-    python workers/download_models.py --worker edit --target /runpod-volume/models
+    python workers/download_models.py --worker animate --dry-run
+    # fill a network volume, from a pod that has it mounted
+    HF_HUB_OFFLINE=0 python workers/download_models.py --worker edit \\
+        --target /runpod-volume/models/qwen-edit
     # check a directory (exit 1 listing what is missing)
-    python workers/download_models.py --worker edit --target /runpod-volume/models --verify
-    # the Dockerfile's build step: --bake 0 fetches nothing, --bake 1 downloads and verifies
-    python workers/download_models.py --worker edit --target /models --bake "$BAKE_MODELS"
+    python workers/download_models.py --worker edit --target /models/qwen-edit --verify
+    # the Dockerfile's step: --bake 0 fetches nothing, --bake 1 downloads and verifies
+    python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1
 
-A Hugging Face token is optional (the repositories are public; a token raises rate limits). It is
-read from ``--token-file``, else the BuildKit secret ``/run/secrets/hf_token``, else ``HF_TOKEN`` in
-the environment; never from the command line, and it is never printed.
+``--model`` / ``--mode`` default to ``VIDEOKIT_QWEN_MODEL`` / ``VIDEOKIT_WAN_MODEL`` and
+``VIDEOKIT_QWEN_MODE`` / ``VIDEOKIT_WAN_MODE``, then the engines' defaults; ``--target`` to
+``VIDEOKIT_MODEL_DIR``, then the network volume's ``/runpod-volume/models/<qwen-edit|wan>``.
 
-Exit codes: 0 done (or nothing to do), 1 files missing after ``--verify`` or a download, 2 bad
-arguments or the environment forbids downloading (``HF_HUB_OFFLINE=1``).
+A Hugging Face token is optional (the repositories are public; a token raises rate limits). It
+is read from ``--token-file``, else the BuildKit secret ``/run/secrets/hf_token``, else
+``HF_TOKEN``; never from the command line, and never printed.
+
+Exit codes: 0 done (or nothing to do), 1 files missing (``--verify``, or after a download),
+2 bad arguments, or downloads disabled (``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -52,18 +56,20 @@ def _load_models() -> ModuleType:
 models = _load_models()
 
 
+def _fail(message: str) -> SystemExit:
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def _token(token_file: str | None) -> tuple[str | None, str]:
     """The token and where it came from (the source is printed, the token never)."""
-    candidates = [token_file] if token_file else [SECRET_TOKEN_FILE]
-    for name in candidates:
-        path = Path(name)
-        if path.is_file():
-            value = path.read_text(encoding="utf-8").strip()
-            if value:
-                return value, f"secret file {path}"
-        elif token_file:
-            print(f"error: --token-file {path} does not exist", file=sys.stderr)
-            raise SystemExit(2)
+    path = Path(token_file or SECRET_TOKEN_FILE)
+    if token_file and not path.is_file():
+        raise _fail(f"--token-file {path} does not exist")
+    if path.is_file():
+        value = path.read_text(encoding="utf-8").strip()
+        if value:
+            return value, f"secret file {path}"
     value = os.environ.get("HF_TOKEN", "").strip()
     if value:
         return value, "HF_TOKEN from the environment"
@@ -74,83 +80,96 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _print_plan(choice: Any, target: Path, token_source: str) -> None:
-    print(f"{choice.stage} model {choice.key}: {choice.description}")
-    print(f"  about {choice.approx_gb} GB into {target}")
-    for repo in choice.repos:
-        revision = repo.revision or "main"
-        print(f"  {repo.repo_id} @ {revision} -> {target / repo.repo_id} (~{repo.approx_gb} GB)")
-        print(f"    allow_patterns: {', '.join(repo.allow_patterns)}")
-        for name in repo.files:
-            print(f"    required: {name}")
-        if repo.weight_components:
-            print(f"    complete weights in: {', '.join(repo.weight_components)}")
-    for lora in choice.loras:
-        print(f"  LoRA {lora.name} -> {lora.component}: {lora.path(target)}")
+def _print_plan(choice: Any, mode: str, target: Path, token_source: str) -> None:
+    snapshot = choice.snapshot
+    print(f"{choice.stage} model {choice.key} ({mode} mode): {choice.description}")
+    print(f"  about {choice.approx_gb(mode)} GB into {target}")
+    print(
+        f"  {snapshot.repo_id} @ {snapshot.revision or 'main'} -> {target / snapshot.folder}"
+        f" (~{snapshot.approx_gb} GB)"
+    )
+    print(f"    allow_patterns: {', '.join(snapshot.allow_patterns)}")
+    print(f"    complete weights in: {', '.join(snapshot.weight_components)}")
+    for item in choice.files(mode):
+        print(
+            f"  {item.repo_id} @ {item.revision or 'main'}: {item.repo_path}"
+            f" -> {target / item.local_path} (~{item.approx_gb} GB)"
+        )
     print(f"  token: {token_source}")
 
 
-def _download(choice: Any, target: Path, token: str | None) -> None:
+def _download(choice: Any, mode: str, target: Path, token: str | None) -> None:
     if _truthy(os.environ.get("HF_HUB_OFFLINE")):
-        print(
-            "error: HF_HUB_OFFLINE is set: downloads are disabled in this environment"
-            "\nhint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)",
-            file=sys.stderr,
+        raise _fail(
+            "HF_HUB_OFFLINE is set: downloads are disabled in this environment\n"
+            "hint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)"
         )
-        raise SystemExit(2)
-    # hf_xet keeps a chunk cache under HF_HOME: keep it out of the image / volume and delete it.
-    scratch = tempfile.mkdtemp(prefix="videokit-hf-")
-    os.environ["HF_HOME"] = scratch
+    target.mkdir(parents=True, exist_ok=True)
+    # huggingface_hub (and hf_xet's chunk cache) write under HF_HOME: a scratch folder, deleted
+    # after, so nothing but the weights lands in the image layer or on the volume.
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+    os.environ["HF_HOME"] = str(scratch / "hf-home")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    auth: str | bool = token if token else False  # False: never a token found on disk
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download, snapshot_download
 
-        for repo in choice.repos:
-            destination = target / repo.repo_id
-            print(f"downloading {repo.repo_id} -> {destination}", flush=True)
-            snapshot_download(
-                repo.repo_id,
-                revision=repo.revision,
-                local_dir=destination,
-                allow_patterns=list(repo.allow_patterns),
-                token=token if token else False,
-                max_workers=8,
+        snapshot = choice.snapshot
+        print(f"downloading {snapshot.repo_id} -> {target / snapshot.folder}", flush=True)
+        snapshot_download(
+            snapshot.repo_id,
+            revision=snapshot.revision,
+            local_dir=target / snapshot.folder,
+            allow_patterns=list(snapshot.allow_patterns),
+            token=auth,
+            max_workers=8,
+        )
+        for item in choice.files(mode):
+            destination = target / item.local_path
+            if destination.is_file() and destination.stat().st_size > 0:
+                print(f"present: {destination}", flush=True)
+                continue
+            print(f"downloading {item.repo_id}: {item.repo_path} -> {destination}", flush=True)
+            fetched = hf_hub_download(
+                item.repo_id,
+                item.repo_path,
+                revision=item.revision,
+                local_dir=scratch / "files",
+                token=auth,
             )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(fetched, destination)  # same filesystem: a rename
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _report(choice: Any, target: Path) -> int:
-    problems = models.verify(choice, target)
+def _report(choice: Any, mode: str, target: Path) -> int:
+    problems = models.verify(choice, mode, target)
     if problems:
-        print(f"{choice.key} is incomplete in {target} ({len(problems)} problem(s)):")
+        print(f"{choice.key} ({mode}) is incomplete in {target} ({len(problems)} problem(s)):")
         for line in problems:
             print(f"  {line}")
         return 1
-    print(f"{choice.key}: complete in {target}")
+    print(f"{choice.key} ({mode}): complete in {target}")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Download (or check) the weights a videokit worker needs.",
-        epilog="Model keys: "
-        + ", ".join(f"{k} ({c.stage})" for k, c in sorted(models.MODELS.items())),
+        epilog="models: "
+        + ", ".join(
+            f"{key} ({c.stage}: {'/'.join(c.modes)})" for key, c in sorted(models.MODELS.items())
+        ),
     )
     parser.add_argument("--worker", choices=("edit", "animate"), help="which worker's weights")
-    parser.add_argument(
-        "--model",
-        help="model key (default: VIDEOKIT_QWEN_MODEL / VIDEOKIT_WAN_MODEL, else the worker's"
-        " default)",
-    )
-    parser.add_argument(
-        "--target",
-        help="model directory (default: VIDEOKIT_MODEL_DIR, else /runpod-volume/models)",
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print what would be fetched")
-    mode.add_argument("--verify", action="store_true", help="check the target; exit 1 if not")
-    mode.add_argument("--list", action="store_true", help="list the model keys and exit")
+    parser.add_argument("--model", help="model key (default: the worker's variable, or default)")
+    parser.add_argument("--mode", help="lightning (with the LoRAs) or standard")
+    parser.add_argument("--target", help="the worker's model directory (VIDEOKIT_MODEL_DIR)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--dry-run", action="store_true", help="print what would be fetched")
+    action.add_argument("--verify", action="store_true", help="check the target; exit 1 if not")
+    action.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument(
         "--bake",
         choices=("0", "1"),
@@ -169,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for key, choice in sorted(models.MODELS.items()):
             default = " (default)" if models.DEFAULT_MODEL[choice.stage] == key else ""
-            print(f"{choice.stage:8} {key}{default}: {choice.description}, ~{choice.approx_gb} GB")
+            sizes = ", ".join(f"{m} ~{choice.approx_gb(m)} GB" for m in choice.modes)
+            print(f"{choice.stage:8} {key}{default}: {choice.description} [{sizes}]")
         return 0
     if args.worker is None:
         parser.error("--worker is required")
@@ -178,26 +198,27 @@ def main(argv: list[str] | None = None) -> int:
         choice = models.choose(stage, args.model or os.environ.get(models.MODEL_ENV[stage]))
     except KeyError as exc:
         parser.error(str(exc.args[0]))
-    target = Path(
-        args.target or os.environ.get("VIDEOKIT_MODEL_DIR") or models.VOLUME_MODEL_DIR
-    ).absolute()
+    mode = (args.mode or os.environ.get(models.MODE_ENV[stage]) or choice.default_mode).lower()
+    if mode not in choice.modes:
+        parser.error(f"model {choice.key} has no {mode!r} mode (modes: {', '.join(choice.modes)})")
+    default_dir = models.default_model_dirs(stage)[1]
+    target = Path(args.target or os.environ.get("VIDEOKIT_MODEL_DIR") or default_dir).absolute()
 
     if args.verify:
-        return _report(choice, target)
+        return _report(choice, mode, target)
     if args.bake == "0":
         print(
-            f"BAKE_MODELS=0: no weights in the image; the {stage} worker reads {choice.key} from"
-            f" VIDEOKIT_MODEL_DIR or {models.VOLUME_MODEL_DIR} (a network volume)"
+            f"BAKE_MODELS=0: no weights in the image; the {stage} worker loads {choice.key}"
+            f" ({mode}) from VIDEOKIT_MODEL_DIR, else {default_dir} (a network volume)"
         )
         return 0
     token, source = _token(args.token_file)
+    _print_plan(choice, mode, target, source)
     if args.dry_run:
-        _print_plan(choice, target, source)
         print("dry run: nothing downloaded")
         return 0
-    _print_plan(choice, target, source)
-    _download(choice, target, token)
-    return _report(choice, target)
+    _download(choice, mode, target, token)
+    return _report(choice, mode, target)
 
 
 if __name__ == "__main__":

@@ -1,68 +1,66 @@
-"""The weights each worker needs: one table for downloads, verification and the engines.
+"""The weights each worker needs, where they come from and where they go: one table, MODELS.
 
-Standard library only, so that the download script, the worker entrypoints (before any engine is
-loaded) and the tests can all import it without torch, diffusers or huggingface_hub.
+Standard library only, so the download script can run in an image layer *before* videokit is
+installed (a code change then never re-downloads 60 GB), on any pod, and in tests.
 
-**Layout.** Every Hugging Face repository is stored under ``<model dir>/<org>/<name>/`` with the
-repository's own paths (``snapshot_download(local_dir=...)``): a diffusers pipeline loads with
-``from_pretrained(<model dir>/<org>/<name>)``, a LoRA file is ``<model dir>/<org>/<name>/<path>``::
+**The layout is the engines'.** ``videokit/worker/qwen.py`` and ``videokit/worker/wan.py`` load
+from a *model directory* (``VIDEOKIT_MODEL_DIR``; by default the first complete one of
+``/models/<sub>``, baked into the image, and ``/runpod-volume/models/<sub>``, a network volume,
+with ``<sub>`` = ``qwen-edit`` or ``wan``) laid out as::
 
-    /models/Qwen/Qwen-Image-Edit-2509/model_index.json
-    /models/Qwen/Qwen-Image-Edit-2509/transformer/diffusion_pytorch_model-00001-of-00005.safetensors
-    /models/lightx2v/Qwen-Image-Lightning/Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors
+    <model dir>/Qwen-Image-Edit-2509/model_index.json, transformer/, text_encoder/, ...   (edit)
+    <model dir>/loras/Qwen-Image-Edit-2509-Lightning-{4,8}steps-V1.0-bf16.safetensors
+    <model dir>/Wan2.2-I2V-A14B-Diffusers/model_index.json, transformer/, transformer_2/, ...
+    <model dir>/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_{high,low}_noise.safetensors  (animate)
 
-The model directory is ``VIDEOKIT_MODEL_DIR``; when it is unset the worker uses the first of
-:data:`MODEL_DIR_CANDIDATES` that holds the chosen model: ``/models`` (baked into the image with
-``BAKE_MODELS=1``), then ``/runpod-volume/models`` (a RunPod network volume).
+This table says which Hugging Face repository and file each of those comes from; the tests check
+that a directory laid out from it satisfies each engine's own file check, and that repositories,
+folders and LoRA names agree with the engines' tables.
 
-**Verification** needs no network and no hashes: ``model_index.json`` is read, every component it
-names must be a folder, every weight folder must hold its ``config.json`` and complete weights (all
-shards listed by each ``*.safetensors.index.json``, together at least the index's ``total_size``;
-or one non-empty ``.safetensors`` file), the exact files of the table must exist and be non-empty,
-and no interrupted download (``*.incomplete``) may be left behind.
-
-Model choices are keyed by the names in :data:`MODELS` (``VIDEOKIT_QWEN_MODEL`` for the edit
-worker, ``VIDEOKIT_WAN_MODEL`` for the animate worker).
+**Verification** (:func:`verify`) needs no network and no hashes: ``model_index.json`` is read and
+every component it names must be a non-empty folder; every weight folder must hold ``config.json``
+and complete weights (all shards named by each ``*.safetensors.index.json``, together at least
+its ``total_size``; or one non-empty ``.safetensors``); every listed file must exist and be
+non-empty; no interrupted download (``*.incomplete``) may be left behind.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 __all__ = [
-    "BAKED_MODEL_DIR",
+    "BAKED_ROOT",
     "DEFAULT_MODEL",
     "MODELS",
-    "MODEL_DIR_CANDIDATES",
     "MODEL_ENV",
-    "VOLUME_MODEL_DIR",
-    "LoraFile",
+    "MODEL_SUBDIR",
+    "MODE_ENV",
+    "VOLUME_ROOT",
     "ModelChoice",
-    "ModelsMissingError",
-    "Repo",
+    "RepoFile",
+    "Snapshot",
     "choose",
-    "prepare_worker_env",
-    "resolve_model_dir",
+    "default_model_dirs",
     "verify",
 ]
 
 Stage = Literal["edit", "animate"]
+Mode = Literal["lightning", "standard"]
 
-BAKED_MODEL_DIR = "/models"
-VOLUME_MODEL_DIR = "/runpod-volume/models"
-MODEL_DIR_CANDIDATES = (BAKED_MODEL_DIR, VOLUME_MODEL_DIR)
-
-#: The environment variable that picks each worker's model.
+BAKED_ROOT = "/models"
+VOLUME_ROOT = "/runpod-volume/models"
+#: Each worker's model directory is ``<root>/<subdir>`` (the engines' DEFAULT_MODEL_DIRS).
+MODEL_SUBDIR: dict[Stage, str] = {"edit": "qwen-edit", "animate": "wan"}
+#: The variables that pick each worker's model and mode (read by the engines).
 MODEL_ENV: dict[Stage, str] = {"edit": "VIDEOKIT_QWEN_MODEL", "animate": "VIDEOKIT_WAN_MODEL"}
+MODE_ENV: dict[Stage, str] = {"edit": "VIDEOKIT_QWEN_MODE", "animate": "VIDEOKIT_WAN_MODE"}
 
-# Diffusers pipeline repositories: the index, every component's JSON (configs, tokenizer and
-# processor files), safetensors weights, and the tokenizer vocabularies. No .bin/.pth/.pt
-# duplicates, no example images. (fnmatch: "*" also matches "/".)
+# Diffusers snapshots: the index, every component's JSON (configs, tokenizer and processor
+# files), safetensors weights, tokenizer vocabularies. No .bin/.pth duplicates, no sample media.
+# (huggingface_hub matches with fnmatch, where "*" also matches "/".)
 _DIFFUSERS_PATTERNS = (
     "model_index.json",
     "*/*.json",
@@ -74,185 +72,147 @@ _DIFFUSERS_PATTERNS = (
 
 
 @dataclass(frozen=True)
-class Repo:
-    """One Hugging Face repository, or the part of it a worker needs."""
+class Snapshot:
+    """A diffusers pipeline repository, downloaded to ``<model dir>/<folder>``."""
 
     repo_id: str
-    allow_patterns: tuple[str, ...]
-    #: Files (repository paths) that must exist and be non-empty.
-    files: tuple[str, ...] = ()
-    #: Diffusers folders with weights: each needs config.json and complete safetensors.
-    weight_components: tuple[str, ...] = ()
-    #: Whether model_index.json is read and every component it names must be a folder.
-    pipeline: bool = False
-    #: A commit hash to pin; None downloads the default branch ("main").
+    folder: str
+    weight_components: tuple[str, ...]
+    files: tuple[str, ...] = ("model_index.json", "scheduler/scheduler_config.json")
+    allow_patterns: tuple[str, ...] = _DIFFUSERS_PATTERNS
+    #: A commit to pin; None = the default branch.
     revision: str | None = None
     approx_gb: float = 0.0
 
-    @property
-    def local_dir(self) -> PurePosixPath:
-        """Where the repository goes, relative to the model directory."""
-        return PurePosixPath(self.repo_id)
-
 
 @dataclass(frozen=True)
-class LoraFile:
-    """A LoRA the engine loads, and the pipeline component it goes into."""
+class RepoFile:
+    """One file of a repository, stored at ``<model dir>/<local_path>``."""
 
-    name: str
     repo_id: str
-    filename: str
-    component: str = "transformer"
-
-    def path(self, model_dir: Path | str) -> Path:
-        return Path(model_dir) / self.repo_id / self.filename
+    repo_path: str
+    local_path: str
+    revision: str | None = None
+    approx_gb: float = 0.0
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    key: str
+    key: str  # the engines' key: VIDEOKIT_QWEN_MODEL / VIDEOKIT_WAN_MODEL
     stage: Stage
     description: str
-    pipeline_repo: Repo
-    lora_repos: tuple[Repo, ...] = ()
-    loras: tuple[LoraFile, ...] = ()
-    #: Sampler defaults the LoRAs were distilled for (documentation for the engines and users).
-    steps: int | None = None
-    #: VRAM (GB) to keep every weight resident in bf16, without offloading (sizing guide).
-    vram_gb_resident: int = 0
-    notes: str = ""
-    aliases: tuple[str, ...] = field(default=())
+    snapshot: Snapshot
+    #: Extra files per mode (the Lightning LoRAs); a mode not listed is not supported.
+    mode_files: dict[str, tuple[RepoFile, ...]]
+    #: GPU memory (GB) to keep every weight resident in bf16 (sizing; videokit.deploy warns).
+    vram_gb_resident: int
 
     @property
-    def repos(self) -> tuple[Repo, ...]:
-        return (self.pipeline_repo, *self.lora_repos)
+    def modes(self) -> tuple[str, ...]:
+        return tuple(self.mode_files)
 
     @property
-    def approx_gb(self) -> float:
-        return round(sum(repo.approx_gb for repo in self.repos), 1)
+    def default_mode(self) -> str:
+        return "lightning" if "lightning" in self.mode_files else "standard"
 
-    def pipeline_path(self, model_dir: Path | str) -> Path:
-        """The folder to pass to ``DiffusionPipeline.from_pretrained``."""
-        return Path(model_dir) / self.pipeline_repo.repo_id
+    def files(self, mode: str) -> tuple[RepoFile, ...]:
+        return self.mode_files[mode]
+
+    def approx_gb(self, mode: str) -> float:
+        return round(self.snapshot.approx_gb + sum(f.approx_gb for f in self.files(mode)), 1)
 
 
-def _qwen_edit(key: str, repo_id: str, lora_repo: str, lora_file: str, steps: int) -> ModelChoice:
+def _qwen(key: str, lora_repo: str, lora_folder: str | None) -> ModelChoice:
+    folder = f"Qwen-Image-Edit-{key}"
+    loras = tuple(
+        RepoFile(
+            repo_id=lora_repo,
+            repo_path=f"{lora_folder}/{name}" if lora_folder else name,
+            local_path=f"loras/{name}",
+            approx_gb=0.85,
+        )
+        for name in (
+            f"Qwen-Image-Edit-{key}-Lightning-4steps-V1.0-bf16.safetensors",
+            f"Qwen-Image-Edit-{key}-Lightning-8steps-V1.0-bf16.safetensors",
+        )
+    )
     return ModelChoice(
         key=key,
         stage="edit",
-        description=f"{repo_id} (QwenImageEditPlusPipeline) + Lightning {steps}-step LoRA",
-        pipeline_repo=Repo(
-            repo_id=repo_id,
-            allow_patterns=_DIFFUSERS_PATTERNS,
-            files=("model_index.json", "scheduler/scheduler_config.json"),
+        description=f"Qwen/{folder} (QwenImageEditPlusPipeline); lightning: 4+8-step LoRAs",
+        snapshot=Snapshot(
+            repo_id=f"Qwen/{folder}",
+            folder=folder,
             weight_components=("transformer", "text_encoder", "vae"),
-            pipeline=True,
-            approx_gb=57.7,
+            approx_gb=57.7,  # transformer ~41 GB + Qwen2.5-VL ~16.6 GB + VAE, bf16
         ),
-        lora_repos=(
-            Repo(
-                repo_id=lora_repo, allow_patterns=(lora_file,), files=(lora_file,), approx_gb=0.85
-            ),
-        ),
-        loras=(LoraFile(name="lightning", repo_id=lora_repo, filename=lora_file),),
-        steps=steps,
+        mode_files={"lightning": loras, "standard": ()},
         vram_gb_resident=62,
-        notes="transformer ~41 GB + Qwen2.5-VL encoder ~16.6 GB in bf16",
     )
 
 
-_WAN_LIGHTNING = "lightx2v/Wan2.2-Lightning"
-_WAN_LIGHTNING_DIR = "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1"
+_WAN_LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 
-#: Every model a worker can run, by key.
+#: Every model a worker can run, by the engines' key.
 MODELS: dict[str, ModelChoice] = {
     choice.key: choice
     for choice in (
-        _qwen_edit(
-            "qwen-image-edit-2509",
-            "Qwen/Qwen-Image-Edit-2509",
-            "lightx2v/Qwen-Image-Lightning",
-            "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors",
-            steps=8,
-        ),
-        _qwen_edit(
-            "qwen-image-edit-2511",
-            "Qwen/Qwen-Image-Edit-2511",
-            "lightx2v/Qwen-Image-Edit-2511-Lightning",
-            "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors",
-            steps=4,
-        ),
+        _qwen("2509", "lightx2v/Qwen-Image-Lightning", "Qwen-Image-Edit-2509"),
+        _qwen("2511", "lightx2v/Qwen-Image-Edit-2511-Lightning", None),
         ModelChoice(
-            key="wan2.2-i2v-a14b",
+            key="a14b",
             stage="animate",
             description=(
-                "Wan-AI/Wan2.2-I2V-A14B-Diffusers (two experts) + LightX2V 4-step LoRAs "
-                "(high noise -> transformer, low noise -> transformer_2)"
+                "Wan-AI/Wan2.2-I2V-A14B-Diffusers (two experts); lightning: LightX2V 4-step"
+                " LoRAs (high noise -> transformer, low noise -> transformer_2)"
             ),
-            pipeline_repo=Repo(
+            snapshot=Snapshot(
                 repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
-                allow_patterns=_DIFFUSERS_PATTERNS,
-                files=("model_index.json", "scheduler/scheduler_config.json"),
+                folder="Wan2.2-I2V-A14B-Diffusers",
                 weight_components=("transformer", "transformer_2", "text_encoder", "vae"),
-                pipeline=True,
-                approx_gb=69.0,
+                approx_gb=69.0,  # two 14B experts ~28 GB each + UMT5 ~11 GB + VAE
             ),
-            lora_repos=(
-                Repo(
-                    repo_id=_WAN_LIGHTNING,
-                    allow_patterns=(
-                        f"{_WAN_LIGHTNING_DIR}/high_noise_model.safetensors",
-                        f"{_WAN_LIGHTNING_DIR}/low_noise_model.safetensors",
-                    ),
-                    files=(
-                        f"{_WAN_LIGHTNING_DIR}/high_noise_model.safetensors",
-                        f"{_WAN_LIGHTNING_DIR}/low_noise_model.safetensors",
-                    ),
-                    approx_gb=1.2,
+            mode_files={
+                "lightning": tuple(
+                    RepoFile(
+                        repo_id=_WAN_LORA_REPO,
+                        repo_path=f"split_files/loras/{name}",
+                        local_path=f"loras/{name}",
+                        approx_gb=0.6,
+                    )
+                    for name in (
+                        "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+                        "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors",
+                    )
                 ),
-            ),
-            loras=(
-                LoraFile(
-                    name="lightning_high_noise",
-                    repo_id=_WAN_LIGHTNING,
-                    filename=f"{_WAN_LIGHTNING_DIR}/high_noise_model.safetensors",
-                    component="transformer",
-                ),
-                LoraFile(
-                    name="lightning_low_noise",
-                    repo_id=_WAN_LIGHTNING,
-                    filename=f"{_WAN_LIGHTNING_DIR}/low_noise_model.safetensors",
-                    component="transformer_2",
-                ),
-            ),
-            steps=4,
+                "standard": (),
+            },
             vram_gb_resident=80,
-            notes="two 14B experts ~28 GB each + UMT5 ~11 GB in bf16; one expert runs at a time",
         ),
         ModelChoice(
-            key="wan2.2-ti2v-5b",
+            key="ti2v-5b",
             stage="animate",
-            description="Wan-AI/Wan2.2-TI2V-5B-Diffusers (one 5B transformer, no LoRA)",
-            pipeline_repo=Repo(
+            description="Wan-AI/Wan2.2-TI2V-5B-Diffusers (one 5B transformer; standard mode)",
+            snapshot=Snapshot(
                 repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
-                allow_patterns=_DIFFUSERS_PATTERNS,
-                files=("model_index.json", "scheduler/scheduler_config.json"),
+                folder="Wan2.2-TI2V-5B-Diffusers",
                 weight_components=("transformer", "text_encoder", "vae"),
-                pipeline=True,
                 approx_gb=24.0,
             ),
+            mode_files={"standard": ()},
             vram_gb_resident=32,
-            notes="no distilled LoRA: use ~30-50 steps with guidance",
         ),
     )
 }
 
-#: The model a worker runs when its variable is unset.
-DEFAULT_MODEL: dict[Stage, str] = {"edit": "qwen-image-edit-2509", "animate": "wan2.2-i2v-a14b"}
+#: The model each worker runs when its variable is unset (the engines' defaults).
+DEFAULT_MODEL: dict[Stage, str] = {"edit": "2509", "animate": "a14b"}
 
 
-class ModelsMissingError(Exception):
-    """The chosen model is not (completely) in the model directory; the message lists what."""
+def default_model_dirs(stage: Stage) -> tuple[str, str]:
+    """Where the engines look when ``VIDEOKIT_MODEL_DIR`` is unset: baked, then the volume."""
+    sub = MODEL_SUBDIR[stage]
+    return (f"{BAKED_ROOT}/{sub}", f"{VOLUME_ROOT}/{sub}")
 
 
 def choose(stage: Stage, key: str | None) -> ModelChoice:
@@ -265,51 +225,49 @@ def choose(stage: Stage, key: str | None) -> ModelChoice:
     return choice
 
 
-def verify(choice: ModelChoice, model_dir: Path | str) -> list[str]:
-    """What is missing or incomplete for ``choice`` under ``model_dir`` (empty: all there).
+def verify(choice: ModelChoice, mode: str, model_dir: Path | str) -> list[str]:
+    """What is missing or incomplete for ``choice`` in ``mode`` under ``model_dir`` ([]: none).
 
     Each entry is one line naming a path relative to ``model_dir``.
     """
     root = Path(model_dir)
-    problems: list[str] = []
-    for repo in choice.repos:
-        problems.extend(_verify_repo(root, repo))
+    problems = _verify_snapshot(root, choice.snapshot)
+    for item in choice.files(mode):
+        problems.extend(_nonempty_file(root / item.local_path, PurePosixPath(item.local_path)))
+    for partial in sorted(root.rglob("*.incomplete")) if root.is_dir() else ():
+        problems.append(
+            f"interrupted download: {partial.relative_to(root).as_posix()} (download again)"
+        )
     return problems
 
 
-def _verify_repo(root: Path, repo: Repo) -> list[str]:
-    base = root / repo.repo_id
-    rel = PurePosixPath(repo.repo_id)
+def _verify_snapshot(root: Path, snapshot: Snapshot) -> list[str]:
+    base = root / snapshot.folder
+    rel = PurePosixPath(snapshot.folder)
     if not base.is_dir():
-        return [f"missing: {rel}/ (the whole repository)"]
+        return [f"missing: {rel}/ (all of {snapshot.repo_id})"]
     problems: list[str] = []
-    for name in repo.files:
+    for name in snapshot.files:
         problems.extend(_nonempty_file(base / name, rel / name))
-    components = list(repo.weight_components)
-    if repo.pipeline:
-        components += [c for c in _pipeline_components(base, rel, problems) if c not in components]
+    components = list(snapshot.weight_components)
+    components += [c for c in _index_components(base, rel, problems) if c not in components]
     for component in components:
         folder = base / component
         if not folder.is_dir():
             problems.append(f"missing: {rel / component}/")
-        elif component in repo.weight_components:
+        elif component in snapshot.weight_components:
             problems.extend(_nonempty_file(folder / "config.json", rel / component / "config.json"))
             problems.extend(_verify_weights(folder, rel / component))
         elif not any(folder.iterdir()):
             problems.append(f"empty: {rel / component}/")
-    incomplete = base / ".cache" / "huggingface" / "download"
-    if incomplete.is_dir():
-        for partial in sorted(incomplete.rglob("*.incomplete")):
-            problems.append(
-                f"interrupted download: {rel / partial.relative_to(base)} (run the download again)"
-            )
     return problems
 
 
-def _pipeline_components(base: Path, rel: PurePosixPath, problems: list[str]) -> list[str]:
+def _index_components(base: Path, rel: PurePosixPath, problems: list[str]) -> list[str]:
+    """The components ``model_index.json`` names ([library, class] pairs; [null, null] = none)."""
     index = base / "model_index.json"
     if not index.is_file():
-        return []  # already reported as a missing file
+        return []  # reported as a missing file
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -318,15 +276,13 @@ def _pipeline_components(base: Path, rel: PurePosixPath, problems: list[str]) ->
     if not isinstance(data, dict):
         problems.append(f"unreadable: {rel}/model_index.json (not a JSON object)")
         return []
-    # Components are [library, class] pairs; [null, null] marks an optional one that is absent.
     return sorted(
         name
         for name, value in data.items()
         if not name.startswith("_")
         and isinstance(value, list)
         and len(value) == 2
-        and value[0] is not None
-        and value[1] is not None
+        and None not in value
     )
 
 
@@ -341,8 +297,9 @@ def _nonempty_file(path: Path, rel: PurePosixPath) -> list[str]:
 def _verify_weights(folder: Path, rel: PurePosixPath) -> list[str]:
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if not indexes:
-        singles = [p for p in folder.glob("*.safetensors") if p.stat().st_size > 0]
-        return [] if singles else [f"missing: {rel}/*.safetensors (no weights)"]
+        if any(p.stat().st_size > 0 for p in folder.glob("*.safetensors")):
+            return []
+        return [f"missing: {rel}/*.safetensors (no weights)"]
     problems: list[str] = []
     for index in indexes:
         try:
@@ -352,90 +309,16 @@ def _verify_weights(folder: Path, rel: PurePosixPath) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             problems.append(f"unreadable: {rel / index.name} (not a safetensors index)")
             continue
-        size = 0
+        size, absent = 0, []
         for shard in shards:
             path = folder / shard
-            if not path.is_file():
-                problems.append(f"missing: {rel / shard}")
-            else:
+            if path.is_file():
                 size += path.stat().st_size
-        if not problems and size < total:
+            else:
+                absent.append(f"missing: {rel / shard}")
+        problems.extend(absent)
+        if not absent and size < total:
             problems.append(
                 f"truncated: {rel}/ shards hold {size} bytes, {index.name} lists {total}"
             )
     return problems
-
-
-def resolve_model_dir(
-    choice: ModelChoice, env: Mapping[str, str], candidates: Iterable[str] = MODEL_DIR_CANDIDATES
-) -> tuple[Path, list[str]]:
-    """The model directory to use, and what is missing there.
-
-    ``VIDEOKIT_MODEL_DIR`` when set; otherwise the first candidate holding the whole model, or, if
-    none does, the first candidate that exists (else the first), with its problems.
-    """
-    explicit = env.get("VIDEOKIT_MODEL_DIR", "").strip()
-    if explicit:
-        path = Path(explicit)
-        return path, verify(choice, path)
-    options = [Path(c) for c in candidates]
-    for path in options:
-        if path.is_dir() and not verify(choice, path):
-            return path, []
-    fallback = next((p for p in options if p.is_dir()), options[0])
-    return fallback, verify(choice, fallback)
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def prepare_worker_env(
-    stage: Stage,
-    env: MutableMapping[str, str],
-    *,
-    candidates: Iterable[str] = MODEL_DIR_CANDIDATES,
-    warn: Callable[[str], None] | None = None,
-) -> str | None:
-    """Before a worker loads its engine: pick the model directory and check the weights are there.
-
-    Only for ``VIDEOKIT_ENGINE=diffusers`` (other engines need no files); returns the model
-    directory it set in ``env`` (``VIDEOKIT_MODEL_DIR``), or None. Missing files raise
-    :class:`ModelsMissingError` listing them, so a worker with no weights fails at start with a
-    readable message instead of a stack trace from ``from_pretrained`` (the image runs with
-    ``HF_HUB_OFFLINE=1``: nothing is downloaded at cold start). With ``VIDEOKIT_ALLOW_HUB=1`` the
-    engine may fetch what is missing, so the problems are only printed (``warn``, default stderr).
-    A model name not in :data:`MODELS` is left to the engine to judge.
-    """
-    say = warn or _to_stderr
-
-    if (env.get("VIDEOKIT_ENGINE", "").strip() or "preview") != "diffusers":
-        return None
-    try:
-        choice = choose(stage, env.get(MODEL_ENV[stage]))
-    except KeyError as exc:
-        say(f"videokit worker: {exc.args[0]}; not checking its files (the engine decides)")
-        return None
-    model_dir, problems = resolve_model_dir(choice, env, candidates)
-    env["VIDEOKIT_MODEL_DIR"] = str(model_dir)
-    if not problems:
-        say(f"videokit worker: {choice.key} found complete in {model_dir}")
-        return str(model_dir)
-    shown = problems[:20]
-    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-    message = (
-        f"{choice.key} is incomplete in {model_dir} ({len(problems)} problem(s)):\n  "
-        + "\n  ".join(shown)
-        + more
-        + "\nhint: bake the weights (docker build --build-arg BAKE_MODELS=1), or fill the network"
-        f" volume: python workers/download_models.py --worker {stage} --model {choice.key}"
-        f" --target {model_dir}; set VIDEOKIT_MODEL_DIR if they are elsewhere"
-    )
-    if _truthy(env.get("VIDEOKIT_ALLOW_HUB")):
-        say(f"videokit worker: {message}\n(VIDEOKIT_ALLOW_HUB=1: the engine may download them)")
-        return str(model_dir)
-    raise ModelsMissingError(message)

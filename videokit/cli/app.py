@@ -424,6 +424,38 @@ def serve(
 
 
 @app.command()
+def deploy(
+    spec: Annotated[Path, typer.Argument(help="Deploy spec (YAML), e.g. examples/deploy.yaml.")],
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print every field that would be sent; change nothing."),
+    ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="With --dry-run: do not read existing templates/endpoints."),
+    ] = False,
+) -> None:
+    """Create or update the RunPod templates and serverless endpoints of both workers.
+
+    Reads RUNPOD_API_KEY from the environment or `.env` (there is no flag: it would end up in
+    shell history). Idempotent: templates and endpoints are found by name and updated in place.
+    Prints the endpoint ids and the `.env` lines to render with them.
+
+    Examples:
+
+      videokit deploy examples/deploy.yaml --dry-run
+
+      videokit deploy examples/deploy.yaml >> .env
+    """
+    with _errors():
+        from videokit.config import Settings
+        from videokit.deploy import run_deploy
+
+        key = Settings.environment().get("RUNPOD_API_KEY") or None
+        run_deploy(spec, dry_run=dry_run, api_key=key, out=sys.stdout, offline=offline)
+
+
+@app.command()
 def schema(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")

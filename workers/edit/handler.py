@@ -1,59 +1,38 @@
 """RunPod entrypoint of the **edit** worker (Qwen-Image-Edit).
 
-The image runs ``python -u workers/edit/handler.py``. At start, before any job:
+The image runs ``python -u workers/edit/handler.py``. At start, before any job, the engine is
+loaded once from the environment (``VIDEOKIT_ENGINE``: ``diffusers`` in the image; the engine
+reads ``VIDEOKIT_QWEN_MODEL``, ``VIDEOKIT_MODEL_DIR``... itself and, if a weight file is missing,
+fails here with the list of missing paths: nothing is downloaded at cold start). The first job,
+and a FlashBoot snapshot, then find it ready. ``runpod.serverless.start`` serves jobs with the
+async handler of :func:`videokit.worker.handler.make_handler`, one at a time (one GPU, one
+pipeline).
 
-1. with ``VIDEOKIT_ENGINE=diffusers``, the model directory is chosen and checked
-   (``workers/models.py``): missing weights stop the worker with a list of what is missing;
-2. the engine is loaded once (``engine_from_env``), so the first job, and FlashBoot snapshots,
-   find it ready;
-3. ``runpod.serverless.start`` serves jobs with the async handler from ``make_handler``, one job
-   at a time (one GPU, one pipeline).
-
-Locally, RunPod's own test mode runs one job and exits (0 on success, 1 on a failed job)::
+Locally, RunPod's test mode runs one job and exits (0 if it succeeded, 1 if not)::
 
     VIDEOKIT_ENGINE=preview python workers/edit/handler.py --test_input '{"input": {...}}'
 
-Exit codes at start: 2 configuration error (unknown engine, bad option), 3 weights missing.
+A configuration error at start (unknown engine or model, missing weights) prints one message and
+exits with code 2.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
-from pathlib import Path
 from typing import Final
 
 STAGE: Final = "edit"
 
 
-def _prepare_models() -> None:
-    path = Path(__file__).resolve().parent.parent / "models.py"
-    spec = importlib.util.spec_from_file_location("videokit_worker_models", path)
-    if spec is None or spec.loader is None:  # pragma: no cover - shipped beside this file
-        raise SystemExit(f"cannot load {path}")
-    models = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = models
-    spec.loader.exec_module(models)
-    try:
-        models.prepare_worker_env(STAGE, os.environ)
-    except models.ModelsMissingError as exc:
-        print(f"videokit {STAGE} worker: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(3) from None
-
-
 def main() -> None:
-    _prepare_models()
-
-    import runpod
+    import runpod  # type: ignore[import-untyped]
 
     from videokit.errors import VideoKitError
     from videokit.worker.engines import engine_from_env
     from videokit.worker.handler import make_handler
 
     try:
-        engine = engine_from_env(STAGE)
-        handler = make_handler(STAGE, engine)
+        handler = make_handler(STAGE, engine_from_env(STAGE))
     except VideoKitError as exc:
         print(f"videokit {STAGE} worker: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
@@ -61,7 +40,7 @@ def main() -> None:
     runpod.serverless.start(
         {
             "handler": handler,
-            # One GPU holds one pipeline: never pull a second job while one runs.
+            # One GPU holds one pipeline: never take a second job while one runs.
             "concurrency_modifier": lambda _current: 1,
         }
     )

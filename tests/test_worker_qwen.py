@@ -1,0 +1,668 @@
+"""The Qwen-Image-Edit engine, run for real on tiny random weights (CPU, offline).
+
+The engines are the ``tiny`` engine: diffusers' real ``QwenImageEditPlusPipeline`` with tiny
+configs built in code (:mod:`videokit.worker.tiny_qwen`), saved as a model folder and loaded by
+the same loader real weights go through, with synthetic LoRAs in the Lightning files' key format.
+Jobs go through the real worker handler (compat formats, input checks, presigned uploads to a
+real S3 server); nothing is mocked. Observation only: forward hooks count transformer calls and
+read the timesteps it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import shutil
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.s3server import S3Server, s3_server  # noqa: F401
+from videokit.backends.base import JobContext
+from videokit.errors import ConfigError
+from videokit.media.images import decode_png_array, encode_png
+from videokit.protocol import EditRequest, MediaInput, MediaOutput
+from videokit.storage import S3Storage, StorageConfig
+from videokit.worker import JobInputError, make_handler, qwen
+from videokit.worker import engines as engine_registry
+
+torch = pytest.importorskip("torch")  # the model engines need the [gpu] extra
+DIFFUSERS = pytest.importorskip("diffusers").__version__
+from videokit.worker import tiny_qwen  # noqa: E402
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+def _picture(width: int, height: int, tint: int = 40) -> bytes:
+    img = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(img)
+    for y in range(height):
+        draw.line([(0, y), (width, y)], fill=(30 + 150 * y // height, 90, 200 - tint))
+    draw.ellipse((width // 3, height // 4, width // 2, height // 2), fill=(250, 200, 40))
+    return encode_png(img)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+WIDE = _picture(96, 64)
+SQUARE = _picture(64, 64, tint=120)
+TALL = _picture(60, 90, tint=200)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width``×``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _native(images: list[bytes], **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": "edit",
+        "images": [{"base64": _b64(data)} for data in images],
+        "prompt": fields.pop("prompt", "make the sky purple"),
+        "seed": fields.pop("seed", 7),
+        **fields,
+    }
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    array = decode_png_array(data)
+    return array.shape[1], array.shape[0]
+
+
+# -- engines (one build per module) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny matrices gain nothing from a thread pool, and on a shared CPU OpenMP's spinning workers
+    # make each call 10-30x slower whenever another process is busy: one thread keeps jobs ~0.2 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def lightning() -> Iterator[qwen.QwenEngine]:
+    """The ``tiny`` engine from the registry, lightning mode (the default)."""
+    engine = engine_registry.load_engine("edit", "tiny", env={})
+    assert isinstance(engine, qwen.QwenEngine)
+    engine.log = lambda line: None
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe() -> Any:
+    """A bare tiny pipeline (no LoRA), for tests that only read it."""
+    return tiny_qwen.build_pipeline()
+
+
+@pytest.fixture(scope="module")
+def standard_logs() -> list[str]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def standard(standard_logs: list[str]) -> Iterator[qwen.QwenEngine]:
+    engine = qwen.load_engine(
+        tiny=True, env={"VIDEOKIT_QWEN_MODE": "standard"}, log=standard_logs.append
+    )
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+def _job(
+    engine: qwen.QwenEngine, document: dict[str, Any], *, job_id: str = "job", **options: Any
+) -> dict[str, Any]:
+    options.setdefault("allow_private_urls", True)
+    handler = make_handler("edit", engine, log=lambda line: None, **options)
+    return asyncio.run(handler({"id": job_id, "input": document}))
+
+
+def _job_error(engine: qwen.QwenEngine, document: dict[str, Any], **options: Any) -> str:
+    with pytest.raises(JobInputError) as caught:
+        _job(engine, document, **options)
+    return caught.value.message
+
+
+class _Calls:
+    """Counts transformer calls and records the (normalised) timesteps and active adapters."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.timesteps: list[float] = []
+        self.adapters: list[list[str]] = []
+        self._pipe = pipe
+        self._handle = pipe.transformer.register_forward_pre_hook(self._pre, with_kwargs=True)
+
+    def _pre(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self.timesteps.append(float(kwargs["timestep"][0]))
+        self.adapters.append(list(self._pipe.get_active_adapters()))
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@pytest.fixture
+def calls() -> Iterator[Callable[[qwen.QwenEngine], _Calls]]:
+    opened: list[_Calls] = []
+
+    def watch(engine: qwen.QwenEngine) -> _Calls:
+        opened.append(_Calls(engine.pipe))
+        return opened[-1]
+
+    yield watch
+    for watcher in opened:
+        watcher.close()
+
+
+# -- end to end through the handler ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("images", "width", "height"),
+    [([WIDE], 160, 128), ([WIDE, SQUARE, TALL], 128, 192)],
+    ids=["one-image", "three-images"],
+)
+def test_native_edit_returns_png_of_requested_size(
+    lightning: qwen.QwenEngine, images: list[bytes], width: int, height: int
+) -> None:
+    out = _job(lightning, _native(images, width=width, height=height))
+
+    png = MediaOutput.model_validate(out["image"]).decode()  # checks size and sha256
+    assert png.startswith(b"\x89PNG")
+    assert _png_size(png) == (width, height)
+    assert (out["width"], out["height"]) == (width, height)
+    assert (
+        out["model"]
+        == f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/lightning-8@diffusers-{DIFFUSERS}"
+    )
+    assert out["seed"] == 7 and out["inference_ms"] > 0
+    assert out["peak_memory_bytes"] is None  # CPU
+
+
+def test_default_size_follows_first_image(lightning: qwen.QwenEngine) -> None:
+    # The tiny engine's default area is 128²; the real one's is 1024² (see test_default_size).
+    out = _job(lightning, _native([TALL, WIDE], steps=4))
+    size = _png_size(MediaOutput.model_validate(out["image"]).decode())
+    assert size == (out["width"], out["height"]) == qwen.default_size(60, 90, area=128 * 128)
+    assert size[0] < size[1] and size[0] % 16 == 0 and size[1] % 16 == 0
+
+
+def test_default_size() -> None:
+    assert qwen.default_size(1024, 1024) == (1024, 1024)
+    assert qwen.default_size(1920, 1080) == (1360, 768)  # 16:9 at ~1 MP
+    assert qwen.default_size(600, 800) == (880, 1184)
+    for width, height in [(5000, 100), (100, 5000), (333, 777), (1, 1)]:
+        w, h = qwen.default_size(width, height)
+        assert w % 16 == 0 and h % 16 == 0
+        assert 128 <= w <= 1920 and 128 <= h <= 1920
+
+
+def test_seed_determines_the_output(lightning: qwen.QwenEngine) -> None:
+    first = _job(lightning, _native([WIDE], width=128, height=128, seed=11))
+    again = _job(lightning, _native([WIDE], width=128, height=128, seed=11))
+    other = _job(lightning, _native([WIDE], width=128, height=128, seed=12))
+    assert first["image"]["sha256"] == again["image"]["sha256"]
+    assert first["image"]["sha256"] != other["image"]["sha256"]
+
+
+def test_output_uploaded_to_presigned_url(
+    lightning: qwen.QwenEngine,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    storage = S3Storage(
+        StorageConfig(
+            bucket=s3_server.bucket,
+            endpoint_url=s3_server.endpoint_url,
+            access_key_id="testing",
+            secret_access_key="testing",
+        ),
+        client=s3_server.client,
+    )
+    target = storage.output_target("edited.png", content_type="image/png")
+    document = _native([WIDE, SQUARE], width=144, height=128)
+    document["outputs"] = {"image": target.model_dump()}
+
+    out = _job(lightning, document)
+
+    media = MediaOutput.model_validate(out["image"])
+    assert media.base64 is None and media.url == target.get_url
+    png = storage.download(media)  # verifies size and sha256
+    assert _png_size(png) == (144, 128)
+    inline = _job(lightning, _native([WIDE, SQUARE], width=144, height=128))
+    assert inline["image"]["sha256"] == media.sha256  # same job, same pixels, either way
+
+
+def test_seed003_style_input(lightning: qwen.QwenEngine) -> None:
+    document = {
+        "image_base64": "data:image/png;base64," + _b64(WIDE),
+        "images_base64": [_b64(SQUARE)],
+        "prompt": "put a hat on the sun",
+        "num_inference_steps": 4,
+        "guidance_scale": 1.0,
+        "seed": 5,
+    }
+    out = _job(lightning, document)
+
+    assert out["success"] is True and out["seed"] == 5
+    png = base64.b64decode(out["edited_image_base64"])
+    assert _png_size(png) == (out["width"], out["height"])
+    assert out["inference_time_ms"] > 0
+
+
+# -- Lightning LoRA and schedulers -----------------------------------------------------------------
+
+
+def test_lightning_lora_keys_are_recognised(tiny_pipe: Any, tmp_path: Path) -> None:
+    pipe = tiny_pipe
+    path = tiny_qwen.make_lightning_lora(tmp_path / "l.safetensors", pipe.transformer)
+    from safetensors.torch import load_file
+
+    raw = load_file(str(path))
+    blocks = len(pipe.transformer.transformer_blocks)
+    assert len(raw) == blocks * len(tiny_qwen.LIGHTNING_LORA_MODULES) * 3  # down, up, alpha
+    assert "transformer_blocks.0.img_mlp.net.0.proj.lora_down.weight" in raw
+
+    converted = pipe.lora_state_dict(str(path))  # diffusers' own recognition and conversion
+    assert len(converted) == blocks * len(tiny_qwen.LIGHTNING_LORA_MODULES) * 2
+    assert all(k.startswith("transformer.transformer_blocks.") for k in converted)
+    key = "transformer.transformer_blocks.1.attn.to_add_out"
+    down = raw["transformer_blocks.1.attn.to_add_out.lora_down.weight"].float()
+    up = raw["transformer_blocks.1.attn.to_add_out.lora_up.weight"].float()
+    delta = converted[f"{key}.lora_B.weight"].float() @ converted[f"{key}.lora_A.weight"].float()
+    alpha, rank = 2.0, down.shape[0]
+    assert torch.allclose(delta, up @ down * alpha / rank, atol=1e-5)  # alpha/rank folded in
+
+
+def test_lightning_lora_changes_the_transformer(tmp_path: Path) -> None:
+    pipe = tiny_qwen.build_pipeline()
+    path = tiny_qwen.make_lightning_lora(tmp_path / "l.safetensors", pipe.transformer)
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(1, 32, 16, generator=generator),
+        "encoder_hidden_states": torch.randn(1, 5, 32, generator=generator),
+        "timestep": torch.tensor([0.5]),
+        "img_shapes": [[(1, 4, 4), (1, 4, 4)]],
+        "return_dict": False,
+    }
+    base = pipe.transformer(**inputs)[0]
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="lightning-8")
+
+    adapted = pipe.transformer(**inputs)[0]
+    assert not torch.allclose(base, adapted, atol=1e-4)
+    layer = pipe.transformer.transformer_blocks[0]
+    for name in tiny_qwen.LIGHTNING_LORA_MODULES:
+        assert "lightning-8" in layer.get_submodule(name).lora_A, name
+    pipe.disable_lora()
+    assert torch.allclose(pipe.transformer(**inputs)[0], base, atol=1e-6)  # added, not merged
+
+
+def test_lightning_engine_loads_both_loras(lightning: qwen.QwenEngine) -> None:
+    assert isinstance(lightning, engine_registry.Engine) and lightning.name == "tiny"
+    assert lightning.adapters == {"lightning-4", "lightning-8"}
+    identity = f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/lightning@diffusers-{DIFFUSERS}"
+    assert lightning.identity("edit") == identity
+    assert _job(lightning, {"warmup": True}) == {"warm": True, "model": identity}
+
+
+@pytest.mark.parametrize("steps", [4, 8])
+def test_lightning_schedule_and_adapter_per_step_count(
+    lightning: qwen.QwenEngine, calls: Callable[[qwen.QwenEngine], _Calls], steps: int
+) -> None:
+    config = lightning.pipe.scheduler.config
+    assert config.use_dynamic_shifting and config.time_shift_type == "exponential"
+    assert config.base_shift == config.max_shift == pytest.approx(math.log(3))
+    assert config.shift_terminal is None
+    watched = calls(lightning)
+
+    _job(lightning, _native([WIDE], steps=steps, width=128, height=128))
+
+    # shift 3 over linspace(1, 1/steps, steps): sigma' = 3 sigma / (1 + 2 sigma)
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    expected = 3 * sigmas / (1 + 2 * sigmas)
+    assert watched.timesteps == pytest.approx(expected.tolist(), abs=1e-4)
+    if steps == 4:
+        assert watched.timesteps == pytest.approx([1.0, 0.9, 0.75, 0.5], abs=1e-4)
+    assert watched.adapters == [[f"lightning-{steps}"]] * steps
+
+
+def test_standard_mode_uses_the_model_scheduler(
+    standard: qwen.QwenEngine, calls: Callable[[qwen.QwenEngine], _Calls]
+) -> None:
+    assert standard.adapters == frozenset()
+    assert standard.pipe.scheduler.config.max_shift == tiny_qwen.QWEN_SCHEDULER_CONFIG["max_shift"]
+    assert standard.pipe.scheduler.config.shift_terminal == 0.02
+    watched = calls(standard)
+
+    out = _job(standard, _native([WIDE], steps=5, width=128, height=128))
+
+    assert len(watched.timesteps) == 5 and watched.adapters == [[]] * 5
+    assert watched.timesteps[0] == pytest.approx(1.0)
+    assert out["model"].startswith(f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/standard@")
+
+
+@pytest.mark.parametrize(
+    ("cfg", "negative", "per_step"),
+    [
+        (4.0, "blurry, low quality", 2),
+        (4.0, "", 1),  # no negative prompt: CFG off (diffusers would run it against "")
+        (4.0, "   ", 1),
+        (1.0, "blurry, low quality", 1),  # scale <= 1: CFG off
+    ],
+)
+def test_cfg_runs_only_with_scale_above_one_and_a_negative_prompt(
+    standard: qwen.QwenEngine,
+    calls: Callable[[qwen.QwenEngine], _Calls],
+    cfg: float,
+    negative: str,
+    per_step: int,
+) -> None:
+    watched = calls(standard)
+    _job(
+        standard,
+        _native(
+            [WIDE], steps=3, width=128, height=128, true_cfg_scale=cfg, negative_prompt=negative
+        ),
+    )
+    assert len(watched.timesteps) == 3 * per_step
+
+
+def test_lightning_ignores_cfg(
+    lightning: qwen.QwenEngine, calls: Callable[[qwen.QwenEngine], _Calls]
+) -> None:
+    lines: list[str] = []
+    lightning.log = lines.append
+    watched = calls(lightning)
+    try:
+        _job(lightning, _native([WIDE], steps=4, true_cfg_scale=4.0, negative_prompt="ugly"))
+    finally:
+        lightning.log = lambda line: None
+    assert len(watched.timesteps) == 4  # one transformer call per step
+    record = json.loads(lines[-1])
+    assert record["cfg"] is False and record["notes"] == ["cfg_ignored_lightning"]
+
+
+# -- bad input: clear errors, and the engine serves the next job -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (_native([b"this is not an image at all"]), "images[0]: this is text, not an image"),
+        (_native([_png_claiming(100_000, 100_000)]), "images[0]: the header claims more pixels"),
+        (_native([_png_claiming(8000, 6000)]), "images[0]: 8000x6000 is 48,000,000 pixels, over"),
+        (
+            {**_native([WIDE]), "images": [{"url": "http://169.254.169.254/latest/meta-data"}]},
+            "images[0]: ",
+        ),
+        (_native([WIDE, WIDE, SQUARE, TALL]), "images: List should have at most 3 items"),
+        (
+            _native([WIDE], steps=5),
+            "steps: this worker runs the Lightning LoRA, which takes 4 or 8",
+        ),
+        ({"image_base64": _b64(WIDE), "prompt": "x", "num_inference_steps": 30}, "got 30"),
+    ],
+    ids=[
+        "not-an-image",
+        "bomb",
+        "too-large",
+        "refused-url",
+        "four-images",
+        "steps-5",
+        "seed003-steps",
+    ],
+)
+def test_bad_input_is_refused_and_the_engine_serves_the_next_job(
+    lightning: qwen.QwenEngine, document: dict[str, Any], expected: str
+) -> None:
+    message = _job_error(lightning, document)
+    assert message.startswith("invalid input: ")
+    assert expected in message
+    out = _job(lightning, _native([WIDE], width=128, height=128, steps=4))
+    assert _png_size(MediaOutput.model_validate(out["image"]).decode()) == (128, 128)
+
+
+def test_refused_url_names_the_reason(lightning: qwen.QwenEngine) -> None:
+    document = {**_native([WIDE]), "images": [{"url": "http://127.0.0.1:9/x.png"}]}
+    message = _job_error(lightning, document, allow_private_urls=False)
+    assert "images[0]" in message and "loopback" in message
+
+
+def test_engine_refuses_url_inputs_it_was_not_given_inline(lightning: qwen.QwenEngine) -> None:
+    request = EditRequest(
+        images=[MediaInput(url="https://example.com/a.png")], prompt="x", seed=1, steps=4
+    )
+    with pytest.raises(JobInputError, match="images\\[0\\]: the engine takes inline images"):
+        asyncio.run(lightning.edit(request, JobContext(scene="s", stage="edit")))
+
+
+# -- cancellation ----------------------------------------------------------------------------------
+
+
+def test_cancellation_stops_the_denoising_loop_at_the_next_step(standard: qwen.QwenEngine) -> None:
+    pipe = standard.pipe
+    steps: list[int] = []
+
+    def slow_step(*args: Any) -> None:
+        # Slow each step a little so that 40 steps take ~1 s: a cancellation cannot come too late.
+        steps.append(1)
+        time.sleep(0.025)
+
+    slow = pipe.transformer.register_forward_pre_hook(slow_step)
+    decodes: list[int] = []
+    vae_decode = pipe.vae.decode
+
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(1)
+        return vae_decode(*args, **kwargs)
+
+    pipe.vae.decode = decode
+    handler = make_handler("edit", standard, allow_private_urls=True, log=lambda line: None)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            handler({"id": "c", "input": _native([WIDE], steps=40, width=128, height=128)})
+        )
+        while not steps:
+            assert not task.done()
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await standard.wait_idle()  # the pipeline thread has returned
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        slow.remove()
+        del pipe.vae.decode  # the instance attribute: back to the method
+    assert 1 <= len(steps) <= 3  # the step running when cancelled, maybe one more
+    assert standard.clock.steps == len(steps)  # every step that started also ended
+    assert standard.clock.stopped is None and not decodes  # never reached the VAE decode
+    out = _job(standard, _native([WIDE], steps=2, width=128, height=128))
+    assert out["width"] == 128
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+def test_one_json_log_line_per_load_and_job_without_the_prompt(
+    standard: qwen.QwenEngine, standard_logs: list[str]
+) -> None:
+    before = len(standard_logs)
+    secret = "a prompt that must never reach a log"
+    _job(standard, _native([WIDE, SQUARE], prompt=secret, steps=2, width=128, height=160))
+
+    load = json.loads(standard_logs[0])
+    assert load["event"] == "videokit.qwen.load" and load["mode"] == "standard"
+    assert load["load_ms"] > 0
+    (line,) = standard_logs[before:]
+    record = json.loads(line)
+    assert record["event"] == "videokit.qwen.job" and record["status"] == "ok"
+    assert record["images"] == 2 and (record["width"], record["height"]) == (128, 160)
+    assert set(record["timings_ms"]) >= {"text_encode", "image_encode", "denoise", "decode"}
+    assert all(secret not in entry and "base64" not in entry for entry in standard_logs)
+
+
+# -- settings and model files ----------------------------------------------------------------------
+
+
+def test_settings_come_from_options_then_environment() -> None:
+    env = {
+        "VIDEOKIT_QWEN_MODEL": "2511",
+        "VIDEOKIT_QWEN_MODE": "standard",
+        "VIDEOKIT_DTYPE": "fp16",
+        "VIDEOKIT_MODEL_DIR": "/somewhere",
+        "VIDEOKIT_OFFLOAD": "model",
+    }
+    settings = qwen.resolve_settings(tiny=False, env=env)
+    assert settings.model.key == "2511" and settings.mode == "standard"
+    assert (settings.dtype, settings.offload, settings.device) == ("fp16", "model", "cuda")
+    assert settings.model_dir == Path("/somewhere") and not settings.allow_hub
+    settings = qwen.resolve_settings(tiny=False, env=env, mode="lightning", dtype="bf16")
+    assert settings.mode == "lightning" and settings.dtype == "bf16"
+    assert qwen.resolve_settings(tiny=True, env={}).dtype == "fp32"
+    for bad in (
+        {"VIDEOKIT_QWEN_MODEL": "2408"},
+        {"VIDEOKIT_QWEN_MODE": "turbo"},
+        {"VIDEOKIT_DTYPE": "int4"},
+        {"VIDEOKIT_OFFLOAD": "sequential"},
+    ):
+        with pytest.raises(ConfigError):
+            qwen.resolve_settings(tiny=True, env=bad)
+    with pytest.raises(ConfigError, match="no option 'colour'"):
+        qwen.load_engine(tiny=True, env={}, colour="blue")
+
+
+@pytest.fixture(scope="module")
+def model_root(tiny_pipe: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model root in the documented layout, with tiny weights and Lightning-format LoRAs."""
+    root = tmp_path_factory.mktemp("models")
+    model = qwen.MODELS["2509"]
+    tiny_qwen.write_model_dir(tiny_pipe, root / model.folder, lora_files=list(model.loras.values()))
+    return root
+
+
+def _copy(root: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(root, tmp_path / "root"))
+
+
+def test_missing_model_files_are_listed_with_the_place_looked(
+    model_root: Path, tmp_path: Path
+) -> None:
+    root = _copy(model_root, tmp_path)
+    (root / "Qwen-Image-Edit-2509/transformer/diffusion_pytorch_model.safetensors").unlink()
+    (root / "loras/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors").unlink()
+
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, model_dir=root, device="cpu", env={})
+
+    message = str(caught.value)
+    assert "missing 2 file(s)" in message and "model_dir option" in message
+    assert (
+        str(root / "Qwen-Image-Edit-2509/transformer/diffusion_pytorch_model.safetensors")
+        in message
+    )
+    assert (
+        str(root / "loras/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors") in message
+    )
+    assert "hf download Qwen/Qwen-Image-Edit-2509" in message
+    # Standard mode needs no LoRA: only the transformer weights are missing then.
+    with pytest.raises(ConfigError, match="missing 1 file"):
+        qwen.load_engine(tiny=False, model_dir=root, mode="standard", device="cpu", env={})
+
+
+def test_sharded_weights_are_checked_through_their_index(model_root: Path, tmp_path: Path) -> None:
+    root = _copy(model_root, tmp_path)
+    folder = root / "Qwen-Image-Edit-2509/transformer"
+    (folder / "diffusion_pytorch_model.safetensors").rename(folder / "part-1.safetensors")
+    index = {"weight_map": {"a": "part-1.safetensors", "b": "part-2.safetensors"}}
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    assert qwen.missing_files(root, qwen.MODELS["2509"], "lightning") == [
+        "Qwen-Image-Edit-2509/transformer/part-2.safetensors"
+    ]
+
+
+def test_no_model_directory_lists_the_default_places(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    places = (tmp_path / "baked", tmp_path / "volume")
+    monkeypatch.setattr(qwen, "DEFAULT_MODEL_DIRS", places)
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, env={})
+    assert str(places[0]) in str(caught.value) and str(places[1]) in str(caught.value)
+
+    (places[1] / "loras").mkdir(parents=True)  # the volume exists, but holds no model
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, env={})
+    message = str(caught.value)
+    assert f"first existing of {places[0]}, {places[1]}" in message
+    assert str(places[1] / "Qwen-Image-Edit-2509/model_index.json") in message
+
+
+def test_real_loader_on_a_model_folder(model_root: Path) -> None:
+    """The diffusers engine's own path (layout check, from_pretrained, LoRA files, model offload)
+    on a folder of tiny weights; the pipeline's resize targets are shrunk as the tiny engine's."""
+    lines: list[str] = []
+    engine = qwen.load_engine(
+        tiny=False, model_dir=model_root, device="cpu", dtype="fp32", offload="model", env={},
+        log=lines.append,
+    )  # fmt: skip
+    try:
+        assert engine.name == "diffusers"
+        assert (
+            engine.identity("edit") == f"qwen-image-edit-2509/lightning-fp32@diffusers-{DIFFUSERS}"
+        )
+        assert engine.adapters == {"lightning-4", "lightning-8"}
+        assert json.loads(lines[0])["offload"] == "model"
+        with tiny_qwen.shrunk_image_sizes():
+            out = _job(engine, _native([WIDE], width=128, height=128))
+        assert out["model"].startswith("qwen-image-edit-2509/lightning-8-fp32@")
+        assert _png_size(MediaOutput.model_validate(out["image"]).decode()) == (128, 128)
+    finally:
+        asyncio.run(engine.aclose())
+
+
+def test_tiny_tokenizer_drops_exactly_the_system_prompt(tiny_pipe: Any) -> None:
+    pipe = tiny_pipe
+    template = pipe.prompt_template_encode
+    prefix = template.split("{}")[0]
+    ids = pipe.tokenizer(template.format("Picture 1: hello"))["input_ids"]
+    assert len(pipe.tokenizer(prefix)["input_ids"]) == pipe.prompt_template_encode_start_idx
+    kept = pipe.tokenizer.decode(ids[pipe.prompt_template_encode_start_idx :])
+    assert kept.startswith("Picture 1: hello")
+
+
+# -- the GPU benchmark's code path, at tiny size ---------------------------------------------------
+
+
+def test_gpu_benchmark_runs_tiny() -> None:
+    from benchmarks.gpu_qwen import bench_qwen
+
+    fast = bench_qwen("cpu", megapixels=0.02, steps=4, tiny=True, warmup=False)
+    assert fast["mode"] == "lightning" and fast["output"] == "144x144"
+    assert fast["transformer_calls_per_step"] == 1
+    assert set(fast["seconds"]) == {"text_encode", "image_encode", "denoise", "decode", "total"}
+    assert fast["lora_params"] > 0 and fast["peak_memory_bytes"] is None
+    guided = bench_qwen("cpu", megapixels=0.02, steps=2, tiny=True, cfg_scale=4.0, warmup=False)
+    assert guided["mode"] == "standard" and guided["transformer_calls_per_step"] == 2

@@ -1,0 +1,845 @@
+"""Everything the worker images run, run here: no Docker, no GPU, no network.
+
+* ``workers/download_models.py``: ``--list``, ``--dry-run``, ``--verify`` on complete and broken
+  layouts, ``--bake 0``, and a whole download against a stand-in ``huggingface_hub``;
+* the table in ``workers/models.py`` against the engines' own tables and file checks: a directory
+  laid out from it is one the engines load from;
+* each Dockerfile: parsed; every file it copies or runs exists and is in the build context; the
+  pins match the versions installed here (what the engines are tested with); no secret in an
+  ARG/ENV; its bake step and its CMD are executed (``--test_input`` with the preview engine, and
+  the tiny one: the real pipeline classes with tiny weights);
+* ``.github/workflows/workers.yml`` points at those Dockerfiles.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import importlib.metadata
+import importlib.util
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = ROOT / "workers"
+STAGES = ("edit", "animate")
+MODEL_VAR = {"edit": "VIDEOKIT_QWEN_MODEL", "animate": "VIDEOKIT_WAN_MODEL"}
+
+
+def load_path(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+models = load_path("vk_workers_models", WORKERS / "models.py")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a worker script: none of ours, and never RunPod's job queue."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VIDEOKIT_", "RUNPOD_", "HF_")) and k != "BAKE_MODELS"
+    }
+    env.update(extra)
+    return env
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def download(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "workers/download_models.py", *args], clean_env(**env))
+
+
+# -- a model directory shaped like the real repositories ------------------------------------------
+
+
+def write(path: Path, data: bytes | str = b"x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def make_snapshot(folder: Path, snapshot: Any) -> None:
+    """A diffusers snapshot as the Hub has it: index, configs, tokenizers, sharded weights."""
+    edit = snapshot.folder.startswith("Qwen-Image-Edit")
+    components = [*snapshot.weight_components, "scheduler", "tokenizer"]
+    if edit:
+        components.append("processor")
+    index = {"_class_name": "Pipeline", "_diffusers_version": "0.42.1"}
+    index.update({name: ["diffusers", "Class"] for name in components})
+    if "transformer_2" in snapshot.weight_components:
+        index.update({"image_encoder": [None, None], "image_processor": [None, None]})
+    write(folder / "model_index.json", json.dumps(index))
+    write(folder / "scheduler/scheduler_config.json", "{}")
+    for tokenizer in ["tokenizer", *(["processor"] if edit else [])]:
+        for name in ("tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt"):
+            write(folder / tokenizer / name, "{}")
+    if edit:
+        write(folder / "processor/preprocessor_config.json", "{}")
+    for component in snapshot.weight_components:
+        write(folder / component / "config.json", "{}")
+        stem = "model" if component == "text_encoder" else "diffusion_pytorch_model"
+        if component == "vae":
+            write(folder / component / f"{stem}.safetensors", b"w" * 64)
+            continue
+        shards = [f"{stem}-0000{i}-of-00002.safetensors" for i in (1, 2)]
+        for shard in shards:
+            write(folder / component / shard, b"w" * 100)
+        weight_map = {f"layer.{i}": shard for i, shard in enumerate(shards)}
+        write(
+            folder / component / f"{stem}.safetensors.index.json",
+            json.dumps({"metadata": {"total_size": 190}, "weight_map": weight_map}),
+        )
+
+
+def make_layout(root: Path, choice: Any, mode: str) -> Path:
+    make_snapshot(root / choice.snapshot.folder, choice.snapshot)
+    for item in choice.files(mode):
+        write(root / item.local_path, b"lora" * 16)
+    return root
+
+
+CASES = [(key, mode) for key, choice in sorted(models.MODELS.items()) for mode in choice.modes]
+
+
+# -- the table against the engines ------------------------------------------------------------------
+
+
+def engine_check(choice: Any, mode: str, root: Path) -> list[str]:
+    """What the engine itself says is missing under ``root`` (its own load-time check)."""
+    if choice.stage == "edit":
+        from videokit.worker import qwen
+
+        return list(qwen.missing_files(root, qwen.MODELS[choice.key], mode))
+    pytest.importorskip("torch")
+    from videokit.worker import wan
+
+    return list(wan._missing_in(root, wan.MODELS[choice.key], mode)[0])
+
+
+@pytest.mark.parametrize(("key", "mode"), CASES)
+def test_a_layout_from_the_table_is_complete_for_the_script_and_the_engine(
+    tmp_path: Path, key: str, mode: str
+) -> None:
+    choice = models.MODELS[key]
+    root = make_layout(tmp_path, choice, mode)
+    assert models.verify(choice, mode, root) == []
+    assert engine_check(choice, mode, root) == []
+
+
+def test_the_table_names_what_the_engines_load() -> None:
+    from videokit.worker import qwen
+
+    edit = {k: c for k, c in models.MODELS.items() if c.stage == "edit"}
+    assert set(edit) == set(qwen.MODELS)
+    assert tuple(Path(d) for d in models.default_model_dirs("edit")) == qwen.DEFAULT_MODEL_DIRS
+    for key, choice in edit.items():
+        spec = qwen.MODELS[key]
+        assert (choice.snapshot.repo_id, choice.snapshot.folder) == (spec.repo, spec.folder)
+        loras = choice.files("lightning")
+        assert {Path(f.local_path).name for f in loras} == set(spec.loras.values())
+        for item in loras:
+            name = Path(item.local_path).name
+            assert item.repo_id == spec.lora_repo
+            assert item.local_path == f"loras/{name}"
+            expected = f"{spec.lora_subfolder}/{name}" if spec.lora_subfolder else name
+            assert item.repo_path == expected
+
+    pytest.importorskip("torch")
+    from videokit.worker import wan
+
+    animate = {k: c for k, c in models.MODELS.items() if c.stage == "animate"}
+    assert set(animate) == set(wan.MODELS)
+    assert tuple(Path(d) for d in models.default_model_dirs("animate")) == wan.DEFAULT_MODEL_DIRS
+    for key, choice in animate.items():
+        spec = wan.MODELS[key]
+        assert (choice.snapshot.repo_id, choice.snapshot.folder) == (spec.repo_id, spec.folder)
+        assert ("lightning" in choice.modes) == spec.lightning
+        assert ("transformer_2" in choice.snapshot.weight_components) == spec.two_experts
+        if spec.lightning:
+            loras = choice.files("lightning")
+            _, high, low = wan.LORA_SETS[0]
+            assert [Path(f.local_path).name for f in loras] == [high, low]
+            for item in loras:
+                assert item.repo_id == wan._LORA_REPO
+                assert item.repo_path == f"{wan._LORA_REPO_FOLDER}/{Path(item.local_path).name}"
+
+
+BREAKAGES: list[tuple[str, Callable[[Path], None], str]] = [
+    (
+        "a shard",
+        lambda f: (f / "transformer/diffusion_pytorch_model-00002-of-00002.safetensors").unlink(),
+        "missing: {folder}/transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+    ),
+    (
+        "a truncated shard",
+        lambda f: (f / "text_encoder/model-00001-of-00002.safetensors").write_bytes(b"w"),
+        "truncated: {folder}/text_encoder/ shards hold 101 bytes",
+    ),
+    (
+        "the index",
+        lambda f: (f / "model_index.json").unlink(),
+        "missing: {folder}/model_index.json",
+    ),
+    (
+        "a component the index names",
+        lambda f: [p.unlink() for p in (f / "tokenizer").iterdir()],
+        "empty: {folder}/tokenizer/",
+    ),
+    ("a config", lambda f: (f / "vae/config.json").unlink(), "missing: {folder}/vae/config.json"),
+    (
+        "an interrupted download",
+        lambda f: write(f / ".cache/huggingface/download/transformer/x.safetensors.incomplete"),
+        "interrupted download: {folder}/.cache/huggingface/download/transformer/",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "damage", "expected"), BREAKAGES, ids=[b[0] for b in BREAKAGES])
+def test_verify_names_what_is_missing_and_exits_1(
+    tmp_path: Path, what: str, damage: Callable[[Path], None], expected: str
+) -> None:
+    choice = models.MODELS["2509"]
+    root = make_layout(tmp_path / "qwen-edit", choice, "lightning")
+    assert download("--worker", "edit", "--target", str(root), "--verify").returncode == 0
+    damage(root / choice.snapshot.folder)
+    result = download("--worker", "edit", "--target", str(root), "--verify")
+    assert result.returncode == 1, result.stdout
+    assert "2509 (lightning) is incomplete in" in result.stdout
+    assert expected.format(folder=choice.snapshot.folder) in result.stdout
+
+
+def test_verify_of_a_missing_lora_and_an_empty_directory(tmp_path: Path) -> None:
+    choice = models.MODELS["a14b"]
+    root = make_layout(tmp_path / "wan", choice, "lightning")
+    lora = root / choice.files("lightning")[1].local_path
+    lora.unlink()
+    result = download("--worker", "animate", "--target", str(root), "--verify")
+    assert result.returncode == 1
+    assert f"missing: loras/{lora.name}" in result.stdout
+    # Standard mode needs no LoRA: the same directory is complete for it.
+    ok = download("--worker", "animate", "--mode", "standard", "--target", str(root), "--verify")
+    assert ok.returncode == 0, ok.stdout
+    empty = download("--worker", "animate", "--target", str(tmp_path / "nothing"), "--verify")
+    assert empty.returncode == 1
+    assert "missing: Wan2.2-I2V-A14B-Diffusers/ (all of Wan-AI/Wan2.2-I2V-A14B-Diffusers)" in (
+        empty.stdout
+    )
+
+
+# -- download_models.py: dry run, bake, arguments -------------------------------------------------
+
+
+def test_list_names_every_model() -> None:
+    result = download("--list")
+    assert result.returncode == 0
+    for key in models.MODELS:
+        assert key in result.stdout
+    assert "2509 (default)" in result.stdout and "a14b (default)" in result.stdout
+
+
+@pytest.mark.parametrize(("key", "mode"), CASES)
+def test_dry_run_prints_every_repository_and_destination(
+    tmp_path: Path, key: str, mode: str
+) -> None:
+    choice = models.MODELS[key]
+    target = tmp_path / "models"
+    result = download(
+        "--worker", choice.stage, "--model", key, "--mode", mode, "--target", str(target),
+        "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"{choice.stage} model {key} ({mode} mode)" in out
+    assert f"{choice.snapshot.repo_id} @ main -> {target / choice.snapshot.folder}" in out
+    for item in choice.files(mode):
+        assert f"{item.repo_id} @ main: {item.repo_path} -> {target / item.local_path}" in out
+    assert "token: none (public repositories)" in out
+    assert out.rstrip().endswith("dry run: nothing downloaded")
+    assert not target.exists()
+
+
+def test_defaults_come_from_the_worker_environment(tmp_path: Path) -> None:
+    result = run(
+        [sys.executable, "workers/download_models.py", "--worker", "edit", "--dry-run"],
+        clean_env(
+            VIDEOKIT_QWEN_MODEL="2511",
+            VIDEOKIT_QWEN_MODE="standard",
+            VIDEOKIT_MODEL_DIR=str(tmp_path),
+        ),
+    )
+    assert result.returncode == 0
+    assert "edit model 2511 (standard mode)" in result.stdout
+    assert f"-> {tmp_path / 'Qwen-Image-Edit-2511'}" in result.stdout
+    assert "loras/" not in result.stdout
+    default = download("--worker", "animate", "--dry-run")
+    assert "/runpod-volume/models/wan/Wan2.2-I2V-A14B-Diffusers" in default.stdout
+
+
+def test_the_token_source_is_printed_never_the_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "hf_token"
+    token_file.write_text("hf_FILETOKEN123\n")
+    from_file = download("--worker", "edit", "--dry-run", "--token-file", str(token_file))
+    assert f"token: secret file {token_file}" in from_file.stdout
+    from_env = download("--worker", "edit", "--dry-run", HF_TOKEN="hf_ENVTOKEN456")
+    assert "token: HF_TOKEN from the environment" in from_env.stdout
+    for result in (from_file, from_env):
+        assert "hf_FILETOKEN123" not in result.stdout + result.stderr
+        assert "hf_ENVTOKEN456" not in result.stdout + result.stderr
+    missing = download("--worker", "edit", "--dry-run", "--token-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_bad_arguments_exit_2() -> None:
+    assert download("--worker", "edit", "--model", "a14b", "--dry-run").returncode == 2
+    assert "unknown edit model 'a14b'" in download("--worker", "edit", "--model", "a14b").stderr
+    ti2v = download("--worker", "animate", "--model", "ti2v-5b", "--mode", "lightning")
+    assert ti2v.returncode == 2 and "has no 'lightning' mode" in ti2v.stderr
+    assert download("--dry-run").returncode == 2  # no --worker
+    assert download("--worker", "edit", "--bake", "2").returncode == 2
+
+
+def test_downloading_is_refused_offline(tmp_path: Path) -> None:
+    result = download("--worker", "edit", "--target", str(tmp_path / "m"), HF_HUB_OFFLINE="1")
+    assert result.returncode == 2
+    assert "HF_HUB_OFFLINE is set" in result.stderr
+
+
+# -- a whole download, against a stand-in for huggingface_hub -------------------------------------
+
+
+@dataclass
+class FakeHub:
+    calls: list[tuple[str, dict[str, Any]]]
+    hf_home: list[str]
+
+    def snapshot_download(self, repo_id: str, **kwargs: Any) -> str:
+        self.calls.append(("snapshot", {"repo_id": repo_id, **kwargs}))
+        self.hf_home.append(os.environ["HF_HOME"])
+        snapshot = next(c.snapshot for c in models.MODELS.values() if c.snapshot.repo_id == repo_id)
+        make_snapshot(Path(kwargs["local_dir"]), snapshot)
+        return str(kwargs["local_dir"])
+
+    def hf_hub_download(self, repo_id: str, filename: str, **kwargs: Any) -> str:
+        self.calls.append(("file", {"repo_id": repo_id, "filename": filename, **kwargs}))
+        path = Path(kwargs["local_dir"]) / filename
+        write(path, b"lora" * 16)
+        return str(path)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    hub = FakeHub(calls=[], hf_home=[])
+    # The engines (imported for their file checks) need the real huggingface_hub: import them
+    # before the stand-in takes its place.
+    importlib.import_module("videokit.worker.qwen")
+    if importlib.util.find_spec("torch") is not None:
+        importlib.import_module("videokit.worker.wan")
+    module = SimpleNamespace(
+        snapshot_download=hub.snapshot_download, hf_hub_download=hub.hf_hub_download
+    )
+    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
+    # setenv then delenv: whatever the script sets in os.environ is undone after the test.
+    for name in ("HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
+                 "VIDEOKIT_MODEL_DIR", "VIDEOKIT_WAN_MODEL", "VIDEOKIT_WAN_MODE"):  # fmt: skip
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    yield hub
+
+
+def test_a_download_fetches_the_table_into_the_engine_layout_and_verifies_it(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = load_path("vk_download_models", WORKERS / "download_models.py")
+    token_file = tmp_path / "hf_token"
+    token_file.write_text("hf_SECRET_TOKEN_789")
+    target = tmp_path / "models" / "wan"
+    code = script.main(
+        [
+            "--worker",
+            "animate",
+            "--target",
+            str(target),
+            "--bake",
+            "1",
+            "--token-file",
+            str(token_file),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "a14b (lightning): complete in" in out
+    assert "hf_SECRET_TOKEN_789" not in out
+    kinds = [(kind, call["repo_id"]) for kind, call in fake_hub.calls]
+    assert kinds == [
+        ("snapshot", "Wan-AI/Wan2.2-I2V-A14B-Diffusers"),
+        ("file", "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"),
+        ("file", "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"),
+    ]
+    snapshot_call = fake_hub.calls[0][1]
+    assert snapshot_call["token"] == "hf_SECRET_TOKEN_789"
+    assert snapshot_call["local_dir"] == target / "Wan2.2-I2V-A14B-Diffusers"
+    assert "*/*.safetensors" in snapshot_call["allow_patterns"]
+    # The engine finds what was downloaded; no scratch folder (HF_HOME) is left behind.
+    assert engine_check(models.MODELS["a14b"], "lightning", target) == []
+    assert fake_hub.hf_home and not Path(fake_hub.hf_home[0]).exists()
+    assert sorted(p.name for p in target.iterdir()) == ["Wan2.2-I2V-A14B-Diffusers", "loras"]
+    # Run again: the LoRAs are there already and are not fetched twice.
+    fake_hub.calls.clear()
+    assert script.main(["--worker", "animate", "--target", str(target)]) == 0
+    assert [kind for kind, _ in fake_hub.calls] == ["snapshot"]
+    assert fake_hub.calls[0][1]["token"] is False  # no token: never one found on disk
+
+
+# -- the Dockerfiles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(path: Path) -> list[Instruction]:
+    instructions: list[Instruction] = []
+    buffer, start = "", 0
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        stripped = raw.strip()
+        if not buffer and (not stripped or stripped.startswith("#")):
+            continue
+        if buffer and stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if not buffer:
+            start = number
+        if stripped.endswith("\\"):
+            buffer += stripped[:-1] + " "
+            continue
+        buffer += stripped
+        keyword, _, args = buffer.partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip(), start))
+        buffer = ""
+    assert not buffer, f"{path}: unterminated continuation"
+    return instructions
+
+
+def dockerfile(stage: str) -> list[Instruction]:
+    return parse_dockerfile(WORKERS / stage / "Dockerfile")
+
+
+def arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "ARG" and "=" in ins.args:
+            name, _, value = ins.args.partition("=")
+            out[name] = value
+    return out
+
+
+def env_pairs(ins: Instruction) -> dict[str, str]:
+    return dict(token.split("=", 1) for token in shlex.split(ins.args))
+
+
+def dockerignore_allows(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes."""
+    included = True
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        body = pattern[1:] if negate else pattern
+        body = body.removeprefix("**/")
+        parts = path.split("/")
+        matched = any(
+            fnmatch("/".join(parts[: i + 1]), body) or fnmatch(parts[i], body)
+            for i in range(len(parts))
+        )
+        if matched:
+            included = negate
+    return included
+
+
+def ignore_patterns(stage: str) -> list[str]:
+    text = (WORKERS / stage / "Dockerfile.dockerignore").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_copied_file_exists_and_is_in_the_build_context(stage: str) -> None:
+    patterns = ignore_patterns(stage)
+    copies = [ins for ins in dockerfile(stage) if ins.keyword == "COPY"]
+    assert copies
+    for ins in copies:
+        *sources, _destination = shlex.split(ins.args)
+        for source in sources:
+            assert not source.startswith("--"), "no COPY --from/--chown expected"
+            assert (ROOT / source).exists(), f"line {ins.line}: {source} does not exist"
+            assert dockerignore_allows(patterns, source), f"{source} is excluded from the context"
+    for secret in (".env", ".venv/bin/python", "tests/test_deploy.py", "out/x", ".git/config"):
+        assert not dockerignore_allows(patterns, secret), f"{secret} would be sent to the builder"
+    assert dockerignore_allows(patterns, "videokit/worker/handler.py")
+    assert not dockerignore_allows(patterns, "videokit/__pycache__/x.pyc")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_script_a_run_or_cmd_names_exists(stage: str) -> None:
+    instructions = dockerfile(stage)
+    scripts = []
+    for ins in instructions:
+        if ins.keyword in ("RUN", "CMD", "ENTRYPOINT"):
+            scripts += re.findall(r"[\w./-]+\.(?:py|sh)\b", ins.args)
+    assert f"workers/{stage}/handler.py" in scripts
+    assert "workers/download_models.py" in scripts
+    for script in scripts:
+        assert (ROOT / script).is_file(), script
+    (cmd,) = [ins for ins in instructions if ins.keyword == "CMD"]
+    assert json.loads(cmd.args) == ["python", "-u", f"workers/{stage}/handler.py"]
+    (entry,) = [ins for ins in instructions if ins.keyword == "ENTRYPOINT"]
+    assert json.loads(entry.args) == ["/usr/bin/tini", "--"]
+
+
+PINNED = ("diffusers", "transformers", "accelerate", "peft", "safetensors", "huggingface-hub",
+          "hf-xet", "ftfy", "sentencepiece", "runpod")  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_pins_are_the_tested_versions(stage: str) -> None:
+    text = " ".join(ins.args for ins in dockerfile(stage) if ins.keyword == "RUN")
+    pins = dict(re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+-]*)", text))
+    torch = importlib.metadata.version("torch").split("+")[0] if _installed("torch") else None
+    if torch is not None:
+        assert pins["torch"] == torch
+    assert "torch" in pins
+    for name in PINNED:
+        assert name in pins, f"{name} is not pinned"
+        if _installed(name):
+            assert pins[name] == importlib.metadata.version(name), name
+    # The pins satisfy the project's own gpu extra (pip would otherwise fail or replace them).
+    requires = importlib.metadata.requires("videokit") or []
+    for requirement in requires:
+        match = re.match(r"([A-Za-z0-9_.-]+)==([^;\s]+)", requirement)
+        if match and match.group(1) in pins:
+            assert pins[match.group(1)] == match.group(2), requirement
+    base = arg_defaults(dockerfile(stage))["BASE_IMAGE"]
+    assert re.fullmatch(r"nvidia/cuda:13\.0\.\d+-[a-z-]+-ubuntu24\.04", base), base
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_secret_is_baked_and_the_image_runs_offline_and_unprivileged(stage: str) -> None:
+    instructions = dockerfile(stage)
+    for ins in instructions:
+        names = (
+            [ins.args.partition("=")[0]] if ins.keyword == "ARG" else list(env_pairs(ins))
+            if ins.keyword == "ENV" else []
+        )  # fmt: skip
+        for name in names:
+            assert not re.search(r"TOKEN|KEY|SECRET|PASSW", name, re.I), f"line {ins.line}: {name}"
+    text = (WORKERS / stage / "Dockerfile").read_text()
+    assert "HF_TOKEN" not in "".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")
+    )
+    keywords = [ins.keyword for ins in instructions]
+    (bake,) = [i for i in instructions if i.keyword == "RUN" and "download_models.py" in i.args]
+    assert bake.args.startswith("--mount=type=secret,id=hf_token ")
+    offline = next(
+        i for i, ins in enumerate(instructions)
+        if ins.keyword == "ENV" and env_pairs(ins).get("HF_HUB_OFFLINE") == "1"
+    )  # fmt: skip
+    assert instructions.index(bake) < offline < keywords.index("CMD")
+    (user,) = [ins for ins in instructions if ins.keyword == "USER"]
+    assert user.args.split(":")[0] not in ("root", "0")
+    assert instructions.index(user) < keywords.index("CMD")
+    defaults = arg_defaults(instructions)
+    assert defaults["BAKE_MODELS"] == "0"
+    assert defaults[MODEL_VAR[stage]] == models.DEFAULT_MODEL[stage]
+    engine_env = next(
+        env_pairs(i) for i in instructions if i.keyword == "ENV" and "VIDEOKIT_ENGINE" in i.args
+    )
+    assert engine_env["VIDEOKIT_ENGINE"] == "diffusers"
+
+
+def test_the_two_dockerfiles_differ_only_in_their_worker() -> None:
+    def normalise(stage: str) -> str:
+        text = (WORKERS / stage / "Dockerfile").read_text()
+        code = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        sub = models.MODEL_SUBDIR[stage]
+        for old in (f"/models/{sub}", MODEL_VAR[stage], models.DEFAULT_MODEL[stage], stage):
+            code = code.replace(old, "<worker>")
+        return code
+
+    assert normalise("edit") == normalise("animate")
+    assert ignore_patterns("edit") == ignore_patterns("animate")
+
+
+def bake_command(stage: str, bake: str) -> tuple[str, dict[str, str]]:
+    instructions = dockerfile(stage)
+    (ins,) = [i for i in instructions if i.keyword == "RUN" and "download_models.py" in i.args]
+    command = re.sub(r"^(--mount=\S+\s+)+", "", ins.args)
+    assert command.startswith("python ")
+    env = clean_env(**{**arg_defaults(instructions), "BAKE_MODELS": bake})
+    return sys.executable + command[len("python") :], env
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_bake_step_runs_as_written(stage: str) -> None:
+    command, env = bake_command(stage, "0")
+    skipped = run(["bash", "-c", command], env)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "BAKE_MODELS=0: no weights in the image" in skipped.stdout
+    assert f"/runpod-volume/models/{models.MODEL_SUBDIR[stage]}" in skipped.stdout
+
+    command, env = bake_command(stage, "1")
+    planned = run(["bash", "-c", command + " --dry-run"], env)
+    assert planned.returncode == 0, planned.stderr
+    choice = models.MODELS[models.DEFAULT_MODEL[stage]]
+    target = f"/models/{models.MODEL_SUBDIR[stage]}"
+    assert (
+        f"{choice.snapshot.repo_id} @ main -> {target}/{choice.snapshot.folder}" in planned.stdout
+    )
+    for item in choice.files("lightning"):
+        assert f"-> {target}/{item.local_path}" in planned.stdout
+
+
+# -- the entrypoints, run as the image's CMD -------------------------------------------------------
+
+
+def small_png(width: int = 96, height: int = 64) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@dataclass
+class Uploads:
+    """A loopback server taking the workers' PUTs (presigned-URL uploads), as S3 would."""
+
+    received: dict[str, tuple[str, bytes]]
+    port: int = 0
+
+    def target(self, name: str, content_type: str) -> dict[str, str]:
+        url = f"http://127.0.0.1:{self.port}/bucket/{name}?X-Amz-Signature=abc"
+        return {"put_url": url, "get_url": url, "content_type": content_type}
+
+
+@pytest.fixture
+def uploads() -> Iterator[Uploads]:
+    state = Uploads(received={})
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            path = self.path.split("?", 1)[0]
+            state.received[path] = (self.headers.get("Content-Type", ""), body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.port = httpd.server_address[1]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def native_job(stage: str, uploads: Uploads) -> dict[str, Any]:
+    """A native job whose outputs are PUT to the loopback server (the job output holds URLs)."""
+    if stage == "edit":
+        return {
+            "kind": "edit",
+            "images": [{"base64": small_png()}],
+            "prompt": "add a hat",
+            "steps": 4,
+            "seed": 3,
+            "width": 160,
+            "height": 128,
+            "outputs": {"image": uploads.target("edit.png", "image/png")},
+        }
+    return {
+        "kind": "animate",
+        "image": {"base64": small_png()},
+        "prompt": "a slow wave",
+        "width": 128,
+        "height": 128,
+        "frames": 5,
+        "fps": 8,
+        "seed": 3,
+        "outputs": {
+            "video": uploads.target("clip.mp4", "video/mp4"),
+            "last_frame": uploads.target("last.png", "image/png"),
+        },
+    }
+
+
+def run_cmd(
+    stage: str, job: dict[str, Any], timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    (cmd,) = [i for i in dockerfile(stage) if i.keyword == "CMD"]
+    argv = json.loads(cmd.args)
+    assert argv[0] == "python"
+    test_input = json.dumps({"input": job})
+    return run([sys.executable, *argv[1:], "--test_input", test_input], clean_env(**env), timeout)
+
+
+def job_output(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The job's output from RunPod's "Job result:" line (it cuts lines over 4096 characters)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "completed successfully" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if "Job result: " in x)
+    assert "TRUNCATED" not in line, "output too large to read back: use upload targets"
+    document = ast.literal_eval(line.split("Job result: ", 1)[1])
+    assert isinstance(document, dict)
+    output = document["output"]
+    assert isinstance(output, dict)
+    return output
+
+
+def job_log(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [
+        json.loads(x) for x in result.stderr.splitlines() if x.startswith('{"event":"videokit.job"')
+    ]
+    assert len(lines) == 1
+    record = lines[0]
+    assert isinstance(record, dict)
+    return record
+
+
+def check_uploaded(stage: str, output: dict[str, Any], uploads: Uploads) -> None:
+    if stage == "edit":
+        assert output["image"]["url"].startswith(f"http://127.0.0.1:{uploads.port}/bucket/edit.png")
+        content_type, body = uploads.received["/bucket/edit.png"]
+        assert content_type == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
+        assert output["image"]["size_bytes"] == len(body)
+        assert (output["width"], output["height"]) == (160, 128)
+    else:
+        content_type, video = uploads.received["/bucket/clip.mp4"]
+        assert content_type == "video/mp4" and video[4:8] == b"ftyp"
+        assert uploads.received["/bucket/last.png"][1][:4] == b"\x89PNG"
+        assert output["video"]["size_bytes"] == len(video)
+        assert (output["width"], output["height"], output["frames"]) == (128, 128, 5)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_cmd_runs_a_job_with_the_preview_engine(stage: str, uploads: Uploads) -> None:
+    result = run_cmd(
+        stage, native_job(stage, uploads), VIDEOKIT_ENGINE="preview",
+        VIDEOKIT_ALLOW_PRIVATE_URLS="1",
+    )  # fmt: skip
+    check_uploaded(stage, job_output(result), uploads)
+    record = job_log(result)
+    assert (record["stage"], record["status"]) == (stage, "ok")
+    assert record["model"].startswith("preview/")
+
+
+def test_the_edit_cmd_answers_a_seed_003_job_inline() -> None:
+    job = {"image_base64": small_png(), "prompt": "add a hat", "seed": 3}
+    output = job_output(run_cmd("edit", job, VIDEOKIT_ENGINE="preview"))
+    assert base64.b64decode(output["edited_image_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_warmup_job_and_a_bad_job(stage: str) -> None:
+    warm = job_output(run_cmd(stage, {"warmup": True}, VIDEOKIT_ENGINE="preview"))
+    assert warm["warm"] is True
+    bad = run_cmd(stage, {"prompt": "no image", "seed": 1}, VIDEOKIT_ENGINE="preview")
+    assert bad.returncode == 1
+    assert "invalid input" in bad.stdout
+    assert job_log(bad)["status"] == "invalid_input"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_startup_errors_exit_2_with_one_message(stage: str, tmp_path: Path) -> None:
+    unknown = run_cmd(stage, {"warmup": True}, VIDEOKIT_ENGINE="nope")
+    assert unknown.returncode == 2
+    assert f"videokit {stage} worker: unknown engine 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    if stage == "animate":
+        pytest.importorskip("torch")
+    empty = run_cmd(
+        stage, {"warmup": True}, timeout=180, VIDEOKIT_ENGINE="diffusers",
+        VIDEOKIT_MODEL_DIR=str(tmp_path),
+    )  # fmt: skip
+    assert empty.returncode == 2, empty.stderr[-2000:]
+    folder = models.MODELS[models.DEFAULT_MODEL[stage]].snapshot.folder
+    assert folder in empty.stderr and "Traceback" not in empty.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_cmd_runs_a_job_with_the_tiny_engine(stage: str, uploads: Uploads) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    result = run_cmd(
+        stage, native_job(stage, uploads), timeout=280, VIDEOKIT_ENGINE="tiny",
+        VIDEOKIT_ALLOW_PRIVATE_URLS="1",
+    )  # fmt: skip
+    check_uploaded(stage, job_output(result), uploads)
+    record = job_log(result)
+    assert record["status"] == "ok" and record["model"].startswith("tiny-")
+
+
+# -- CI -----------------------------------------------------------------------------------------------
+
+
+def test_the_workflow_builds_both_dockerfiles_from_the_root() -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/workers.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers["push"]["tags"] == ["v*"]
+    assert triggers["workflow_dispatch"]["inputs"]["bake_models"]["options"] == ["0", "1"]
+    assert workflow["permissions"]["packages"] == "write"
+    build = workflow["jobs"]["build"]
+    assert build["needs"] == "test"
+    assert build["strategy"]["matrix"]["worker"] == list(STAGES)
+    (push,) = [
+        s for s in build["steps"] if str(s.get("uses", "")).startswith("docker/build-push-action")
+    ]
+    settings = push["with"]
+    assert settings["context"] == "."
+    assert settings["file"] == "workers/${{ matrix.worker }}/Dockerfile"
+    for stage in STAGES:
+        assert (ROOT / settings["file"].replace("${{ matrix.worker }}", stage)).is_file()
+    assert "BAKE_MODELS=${{ env.BAKE }}" in settings["build-args"]
+    assert settings["secrets"].strip().startswith("hf_token=")
+    assert "ghcr.io" in json.dumps(build)
+    test_step = " ".join(str(s.get("run", "")) for s in workflow["jobs"]["test"]["steps"])
+    for name in re.findall(r"tests/\S+\.py", test_step):
+        assert (ROOT / name).is_file(), name
