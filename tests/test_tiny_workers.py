@@ -41,7 +41,17 @@ def _free_port() -> int:
 def serve(worker: str) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "videokit", "serve", worker, "--engine", "tiny", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "videokit",
+        "serve",
+        worker,
+        "--engine",
+        "tiny",
+        "--port",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}/v2/{worker}"
     try:
@@ -68,7 +78,16 @@ def test_story_renders_through_tiny_model_workers(tmp_path: Path) -> None:
         edit = stack.enter_context(serve("edit"))
         animate = stack.enter_context(serve("animate"))
         env = {**os.environ, "VIDEOKIT_EDIT_ENDPOINT": edit, "VIDEOKIT_ANIMATE_ENDPOINT": animate}
-        cmd = [sys.executable, "-m", "videokit", "render", str(story), "--out", str(tmp_path / "out"), "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "videokit",
+            "render",
+            str(story),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import os
 import sys
 import time
@@ -58,6 +57,7 @@ from videokit.protocol import (
     OutputTarget,
 )
 from videokit.storage import upload_presigned
+from videokit.worker.common import decode_media, json_line, log_to_stderr, ms_since
 from videokit.worker.compat import (
     JobInputError,
     OutputStyle,
@@ -140,7 +140,7 @@ def make_handler(
         max_input_bytes=max_input_bytes,
         fetch_timeout=fetch_timeout,
         upload_timeout=upload_timeout,
-        log=log or _log_to_stderr,
+        log=log or log_to_stderr,
     )
 
     # A plain `async def` (not a callable object): RunPod and our server pick their calling
@@ -167,10 +167,6 @@ def run_local(
     return asyncio.run(one_job())
 
 
-def _log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 @dataclass
 class _JobRecord:
     """What the job's log line says; filled in as the job goes."""
@@ -194,12 +190,7 @@ class _JobRecord:
     timings_ms: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
-        record = {"event": "videokit.job", **self.__dict__}
-        return json.dumps(
-            {key: value for key, value in record.items() if value not in (None, [], {})},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return json_line({"event": "videokit.job", **self.__dict__}, omit_empty=True)
 
 
 class _Timer:
@@ -210,7 +201,7 @@ class _Timer:
         self.started = time.perf_counter()
 
     def __exit__(self, *exc_info: object) -> None:
-        elapsed = round((time.perf_counter() - self.started) * 1000)
+        elapsed = ms_since(self.started)
         self.record.timings_ms[self.name] = self.record.timings_ms.get(self.name, 0) + elapsed
 
 
@@ -250,7 +241,7 @@ class _Worker:
             record.status = "ok"
             return output
         finally:
-            record.timings_ms["total"] = round((time.perf_counter() - started) * 1000)
+            record.timings_ms["total"] = ms_since(started)
             # A broken log sink must not fail the job or hide the job's own error.
             with contextlib.suppress(Exception):
                 self.log(record.line())
@@ -301,10 +292,7 @@ class _Worker:
                 except FetchRefused as exc:
                     raise JobInputError(f"{label}: {exc.message}", hint=exc.hint) from None
             else:
-                try:
-                    data = media.decode()
-                except ValueError as exc:
-                    raise JobInputError(f"{label}: {exc}") from None
+                data = decode_media(media, label)
             try:
                 # In a thread: verify() walks every PNG chunk, milliseconds for a big image.
                 await asyncio.to_thread(inspect_image, data, max_pixels=self.max_image_pixels)

@@ -16,7 +16,8 @@ loads, never at import):
 ``VIDEOKIT_OFFLOAD``       ``none`` (default) or ``model``: components live in CPU memory and
                            move to the GPU while they run (diffusers' model CPU offload): the
                            peak is about the largest component (the transformer, ~41 GB in
-                           bf16) instead of all of them (~58 GB), for a few seconds per job
+                           bf16) instead of all of them (~58 GB), at the cost of copying each
+                           component over PCIe on every job (seconds; not measured here)
 ``VIDEOKIT_DEVICE``        ``cuda`` (default), ``cuda:1``, ``cpu`` ...
 ``VIDEOKIT_ALLOW_HUB``     ``1``: files missing under the model root are downloaded from the
                            Hugging Face Hub (by huggingface_hub, with its own cache and login);
@@ -64,7 +65,7 @@ whatever login huggingface_hub finds itself.
   only when ``true_cfg_scale > 1`` **and** the request has a non-blank ``negative_prompt``: it
   costs a second transformer pass per step. A blank negative prompt is passed as ``None`` (diffusers
   would otherwise run CFG against the empty string); a scale above 1 without one means CFG is
-  off, which the job log records (``cfg_off``).
+  off, which the job log records (``notes: ["cfg_off_no_negative_prompt"]``).
 
 **Jobs.** Up to three input images (the first is edited, the others are references; decoded with
 :func:`~videokit.media.images.load_rgb`), a seeded CPU ``torch.Generator`` (the same seed gives
@@ -84,16 +85,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import dataclasses
 import importlib
 import json
 import math
 import os
-import shutil
-import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +109,26 @@ from videokit.protocol import (
     AnimateResult,
     EditRequest,
     EditResult,
-    MediaInput,
     MediaOutput,
+)
+from videokit.worker.common import (
+    DTYPE_NAMES,
+    LogFn,
+    PipelineCancelled,
+    ProgressFn,
+    env_flag,
+    env_option,
+    env_text,
+    inline_bytes,
+    json_line,
+    log_option,
+    log_to_stderr,
+    ms_since,
+    raise_if_cancelled,
+    reject_unknown_options,
+    release_memory,
+    threadsafe_progress,
+    torch_dtype,
 )
 from videokit.worker.compat import JobInputError
 
@@ -134,7 +152,6 @@ __all__ = [
 
 Mode = Literal["lightning", "standard"]
 Offload = Literal["none", "model"]
-LogFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -222,7 +239,6 @@ LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
     8: LightningVariant(steps=8, scheduler_config=LIGHTNING_SCHEDULER_CONFIG),
 }
 
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _MODES: tuple[Mode, ...] = ("lightning", "standard")
 _OFFLOADS: tuple[Offload, ...] = ("none", "model")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -253,23 +269,26 @@ class QwenSettings:
 def resolve_settings(
     *,
     tiny: bool,
-    model: str | None = None,
-    model_dir: str | os.PathLike[str] | None = None,
-    mode: str | None = None,
-    dtype: str | None = None,
-    offload: str | None = None,
-    device: str | None = None,
-    env: Mapping[str, str] | None = None,
+    model: object = None,
+    model_dir: object = None,
+    mode: object = None,
+    dtype: object = None,
+    offload: object = None,
+    device: object = None,
+    env: object = None,
 ) -> QwenSettings:
-    """Options, else ``env`` (default: ``os.environ``), else defaults; ConfigError if invalid."""
-    env = os.environ if env is None else env
+    """Options, else ``env`` (default: ``os.environ``), else defaults; ConfigError if invalid.
+
+    Options are typed ``object``: they arrive from engine configuration, and are checked here.
+    """
+    environ = env_option(env)
 
     def pick(value: object, name: str, variable: str) -> str | None:
         if value is not None:
             if not isinstance(value, str | os.PathLike):
                 raise ConfigError(f"engine option {name!r} must be a string, got {value!r}")
             return os.fspath(value).strip() or None
-        return env.get(variable, "").strip() or None
+        return env_text(environ, variable)
 
     model_key = pick(model, "model", "VIDEOKIT_QWEN_MODEL") or "2509"
     model_key = model_key.lower().removeprefix("qwen-image-edit-")
@@ -289,7 +308,7 @@ def resolve_settings(
     dtype_name = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
         dtype_name, dtype_name
     )
-    if dtype_name not in _DTYPES:
+    if dtype_name not in DTYPE_NAMES:
         raise ConfigError(
             f"unknown dtype {dtype_name!r}", hint="set VIDEOKIT_DTYPE to bf16, fp16 or fp32"
         )
@@ -306,7 +325,7 @@ def resolve_settings(
             hint="set VIDEOKIT_OFFLOAD to 'model' (or leave it unset)",
         )
     device_name = pick(device, "device", "VIDEOKIT_DEVICE") or ("cpu" if tiny else "cuda")
-    allow_hub = env.get("VIDEOKIT_ALLOW_HUB", "").strip().lower() in _TRUE
+    allow_hub = env_flag(environ, "VIDEOKIT_ALLOW_HUB", true=_TRUE)
 
     root: Path | None = None
     source = "built in code (tiny)"
@@ -422,9 +441,10 @@ def _missing_error(settings: QwenSettings, missing: list[str]) -> ConfigError:
             for name in model.loras.values()
         )
         lora_hint = f"; hf download {model.lora_repo} {files} --local-dir {root / 'loras'}"
+    absent = "" if root.is_dir() else ", which does not exist"
     return ConfigError(
         f"Qwen-Image-Edit-{model.key} ({settings.mode} mode) is missing {len(missing)} file(s) "
-        f"under {root} (the model root: {settings.model_dir_source}):\n{shown}",
+        f"under {root} (the model root: {settings.model_dir_source}{absent}):\n{shown}",
         hint=f"hf download {model.repo} --local-dir {root / model.folder}{lora_hint} "
         "(or set VIDEOKIT_ALLOW_HUB=1 to download at load time)",
     )
@@ -436,21 +456,31 @@ def _missing_error(settings: QwenSettings, missing: list[str]) -> ConfigError:
 def load_engine(
     *,
     tiny: bool,
-    model: str | None = None,
-    model_dir: str | os.PathLike[str] | None = None,
-    mode: str | None = None,
-    dtype: str | None = None,
-    offload: str | None = None,
-    device: str | None = None,
-    env: Mapping[str, str] | None = None,
-    log: LogFn | None = None,
+    model: object = None,
+    model_dir: object = None,
+    mode: object = None,
+    dtype: object = None,
+    offload: object = None,
+    device: object = None,
+    env: object = None,
+    log: object = None,
+    **unknown: object,
 ) -> QwenEngine:
     """Load Qwen-Image-Edit (``tiny``: the same pipeline on tiny random weights) for the edit stage.
 
-    Options left ``None`` come from ``env`` (default ``os.environ``, read now); see the module
-    docstring. Raises :class:`~videokit.errors.ConfigError` for bad settings and missing files.
-    ``log`` receives the JSON log lines (default: stderr).
+    ``model`` (``"2509"``/``"2511"``), ``model_dir``, ``mode`` (``"lightning"``/``"standard"``),
+    ``dtype`` (``"bf16"``/``"fp16"``/``"fp32"``), ``offload`` (``"model"``), ``device``: left
+    ``None``, each comes from ``env`` (default ``os.environ``, read now; see the module
+    docstring). ``log`` receives the JSON log lines (default: stderr). Raises
+    :class:`~videokit.errors.ConfigError` for unknown or bad options and for missing files.
+
+    The parameters are typed ``object`` so that this function is a
+    :class:`~videokit.worker.engines.ModelLoader` (``**options: object``); values are checked.
     """
+    reject_unknown_options(
+        "Qwen", unknown, ("model", "model_dir", "mode", "dtype", "offload", "device", "env")
+    )
+    write = log_option(log)
     settings = resolve_settings(
         tiny=tiny,
         model=model,
@@ -466,17 +496,16 @@ def load_engine(
         missing = missing_files(settings.model_dir, settings.model, settings.mode)
         if missing and not settings.allow_hub:
             raise _missing_error(settings, missing)
-    log = log or _log_to_stderr
     started = time.perf_counter()
     if tiny:
-        engine = _load_tiny(settings, log)
+        engine = _load_tiny(settings, write)
     else:
         assert settings.model_dir is not None
         pipe = _load_pipeline(settings, settings.model_dir)
-        engine = QwenEngine(pipe, settings, log=log)
-    elapsed = round((time.perf_counter() - started) * 1000)
-    log(
-        _json_line(
+        engine = QwenEngine(pipe, settings, log=write)
+    elapsed = ms_since(started)
+    write(
+        json_line(
             {
                 "event": "videokit.qwen.load",
                 "identity": engine.identity("edit"),
@@ -499,46 +528,29 @@ def _load_tiny(settings: QwenSettings, log: LogFn) -> QwenEngine:
     """Build the tiny pipeline, save it as a model root, and load that like real weights.
 
     Going through disk costs ~0.1 s and runs the real loader (layout check, ``from_pretrained``,
-    processor assembly, LoRA files) on every tiny load.
+    processor assembly, LoRA files) on every tiny load. The folder is deleted once loaded.
     """
     from videokit.worker import tiny_qwen
 
-    workdir = Path(tempfile.mkdtemp(prefix="videokit-tiny-qwen-"))
-    try:
-        model = MODELS["2509"]
+    model = MODELS["2509"]
+    with tempfile.TemporaryDirectory(prefix="videokit-tiny-qwen-") as workdir:
+        root = Path(workdir)
         tiny_qwen.write_model_dir(
             tiny_qwen.build_pipeline(),
-            workdir / model.folder,
+            root / model.folder,
             lora_files=[model.loras[steps] for steps in sorted(model.loras)],
         )
-        settings = _replace(settings, model=model, model_dir=workdir)
-        missing = missing_files(workdir, model, settings.mode)
+        missing = missing_files(root, model, settings.mode)
         if missing:  # a bug in write_model_dir, not a user error
             raise RuntimeError(f"the tiny model folder lacks {missing}")
-        pipe = _load_pipeline(settings, workdir)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
+        pipe = _load_pipeline(dataclasses.replace(settings, model=model), root)
     return QwenEngine(
         pipe,
-        settings,
+        dataclasses.replace(settings, model=model),
         log=log,
         image_sizes=(tiny_qwen.VAE_IMAGE_SIZE, tiny_qwen.CONDITION_IMAGE_SIZE),
         default_area=128 * 128,
-        workdir=workdir,
     )
-
-
-def _replace(settings: QwenSettings, **changes: Any) -> QwenSettings:
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
-
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, _DTYPES[name])
 
 
 def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
@@ -563,7 +575,7 @@ def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
     complete = not missing_files(root, model, "standard")
     source = str(local) if complete or not settings.allow_hub else model.repo
     local_only = not settings.allow_hub
-    dtype = _torch_dtype(settings.dtype)
+    dtype = torch_dtype(settings.dtype)
 
     # The processor is assembled here rather than by from_pretrained: the stock one also loads a
     # video processor, which needs torchvision (see tiny_qwen.ImageOnlyQwen2VLProcessor).
@@ -582,22 +594,25 @@ def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
         pipe.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(
             dict(variants[0].scheduler_config)
         )
-        for variant in variants:
-            path = _lora_path(root, model, variant.steps)
-            if path is not None:
-                pipe.load_lora_weights(
-                    str(path.parent),
-                    weight_name=path.name,
-                    adapter_name=variant.adapter,
-                    local_files_only=True,
-                )
-            else:  # only reachable with VIDEOKIT_ALLOW_HUB
-                pipe.load_lora_weights(
-                    model.lora_repo,
-                    weight_name=model.loras[variant.steps],
-                    subfolder=model.lora_subfolder,
-                    adapter_name=variant.adapter,
-                )
+        with warnings.catch_warnings():
+            # Two adapters in one model is the point; PEFT warns about it on the second.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            for variant in variants:
+                path = _lora_path(root, model, variant.steps)
+                if path is not None:
+                    pipe.load_lora_weights(
+                        str(path.parent),
+                        weight_name=path.name,
+                        adapter_name=variant.adapter,
+                        local_files_only=True,
+                    )
+                else:  # only reachable with VIDEOKIT_ALLOW_HUB
+                    pipe.load_lora_weights(
+                        model.lora_repo,
+                        weight_name=model.loras[variant.steps],
+                        subfolder=model.lora_subfolder,
+                        adapter_name=variant.adapter,
+                    )
     if settings.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -636,6 +651,7 @@ class PhaseClock:
     """
 
     cuda: bool = False
+    device: Any = None  # the CUDA device to synchronise (None: the current one)
     started: float = 0.0
     text_s: float = 0.0
     first_step: float | None = None
@@ -654,7 +670,7 @@ class PhaseClock:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
     def _text_pre(self, *args: Any) -> None:
@@ -699,10 +715,6 @@ class PhaseClock:
 # -- the engine ------------------------------------------------------------------------------------
 
 
-class _Cancelled(Exception):
-    """Raised inside the pipeline thread, from the step callback, when the job was cancelled."""
-
-
 _T = TypeVar("_T")
 
 
@@ -734,7 +746,6 @@ class QwenEngine:
         log: LogFn | None = None,
         image_sizes: tuple[int, int] | None = None,
         default_area: int = DEFAULT_AREA,
-        workdir: Path | None = None,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         import diffusers
@@ -743,11 +754,10 @@ class QwenEngine:
         self.pipe = pipe
         self.settings = settings
         self.name = "tiny" if settings.tiny else "diffusers"
-        self.log = log or _log_to_stderr
+        self.log = log or log_to_stderr
         self.image_sizes = image_sizes
         self.default_area = default_area
         self.max_image_pixels = max_image_pixels
-        self._workdir = workdir
         self._device = torch.device(settings.device)
         self._cuda = self._device.type == "cuda"
         self._busy = threading.Lock()  # one pipeline call at a time
@@ -759,7 +769,7 @@ class QwenEngine:
             else frozenset()
         )
         self._active_adapter: str | None = None
-        self.clock = PhaseClock(cuda=self._cuda)
+        self.clock = PhaseClock(cuda=self._cuda, device=self._device if self._cuda else None)
         self.clock.attach(pipe)
         model_name = f"tiny-qwen-edit-v{_tiny_version()}" if settings.tiny else settings.model.name
         default_dtype = "fp32" if settings.tiny else "bf16"
@@ -801,13 +811,7 @@ class QwenEngine:
         await asyncio.to_thread(self._busy.acquire)
         try:
             self.pipe = None
-            gc.collect()
-            if self._cuda:
-                import torch
-
-                torch.cuda.empty_cache()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
+            release_memory(self._cuda)
         finally:
             self._busy.release()
 
@@ -861,7 +865,9 @@ class QwenEngine:
                 record["adapter"] = plan.adapter
             if plan.notes:
                 record["notes"] = plan.notes
-            sources = [_inline(media, f"images[{i}]") for i, media in enumerate(request.images)]
+            sources = [
+                inline_bytes(media, f"images[{i}]") for i, media in enumerate(request.images)
+            ]
             ctx.on_progress(0.0, "encoding prompt and images")
             png, width, height, peak = await self._in_thread(
                 lambda cancel, progress: self._run(
@@ -879,10 +885,10 @@ class QwenEngine:
         else:
             record["status"] = "ok"
         finally:
-            record["total_ms"] = round((time.perf_counter() - started) * 1000)
+            record["total_ms"] = ms_since(started)
             with contextlib.suppress(Exception):
                 # A copy: after a cancellation the pipeline thread may still be writing timings.
-                self.log(_json_line(dict(record)))
+                self.log(json_line(dict(record)))
         ctx.on_progress(1.0, "edit ready")
         return EditResult(
             image=MediaOutput.inline(png, "image/png"),
@@ -900,7 +906,7 @@ class QwenEngine:
         plan: _Plan,
         sources: list[bytes],
         cancel: threading.Event,
-        progress: Callable[[float, str | None], None],
+        progress: ProgressFn,
         record: dict[str, Any],
     ) -> tuple[bytes, int, int, int | None]:
         """The job, in the worker thread: decode, run the pipeline, encode the PNG."""
@@ -916,14 +922,13 @@ class QwenEngine:
         else:
             width, height = default_size(*images[0].size, area=self.default_area)
         record.update(width=width, height=height)
-        timings: dict[str, int] = {"decode_inputs": _ms_since(decode_started)}
+        timings: dict[str, int] = {"decode_inputs": ms_since(decode_started)}
         record["timings_ms"] = timings
 
         waited = time.perf_counter()
         with self._busy:
-            timings["queue"] = _ms_since(waited)
-            if cancel.is_set():
-                raise _Cancelled
+            timings["queue"] = ms_since(waited)
+            raise_if_cancelled(cancel)
             pipe = self.pipe
             if pipe is None:
                 raise VideoKitError("the Qwen engine was closed")
@@ -942,8 +947,7 @@ class QwenEngine:
                 ) -> dict[str, Any]:
                     clock.step_done()
                     progress((step + 1) / (steps + 1), f"denoising step {step + 1}/{steps}")
-                    if cancel.is_set():
-                        raise _Cancelled
+                    raise_if_cancelled(cancel)
                     return {}
 
                 generator = torch.Generator(device="cpu").manual_seed(request.seed)
@@ -971,7 +975,7 @@ class QwenEngine:
         result = output.images[0]
         encode_started = time.perf_counter()
         png = encode_png(result)
-        timings["encode_png"] = _ms_since(encode_started)
+        timings["encode_png"] = ms_since(encode_started)
         return png, result.width, result.height, peak
 
     @contextlib.contextmanager
@@ -986,39 +990,23 @@ class QwenEngine:
 
     async def _in_thread(
         self,
-        work: Callable[[threading.Event, Callable[[float, str | None], None]], _T],
-        on_progress: Callable[[float, str | None], None],
+        work: Callable[[threading.Event, ProgressFn], _T],
+        on_progress: ProgressFn,
     ) -> _T:
         """Run ``work`` in a thread; cancelling the awaiting task stops it at the next step."""
-        loop = asyncio.get_running_loop()
+        progress = threadsafe_progress(asyncio.get_running_loop(), on_progress)
         cancel = threading.Event()
-
-        def progress(fraction: float, message: str | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
-                loop.call_soon_threadsafe(on_progress, fraction, message)
-
         try:
             return await asyncio.to_thread(work, cancel, progress)
         except asyncio.CancelledError:
             cancel.set()
             raise
-        except _Cancelled:
+        except PipelineCancelled:
             # Stopped from elsewhere (aclose): to the caller, a cancellation all the same.
             raise asyncio.CancelledError from None
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _inline(media: MediaInput, label: str) -> bytes:
-    if media.base64 is None:
-        raise JobInputError(
-            f"{label}: the engine takes inline images; URL inputs are fetched by the handler"
-        )
-    try:
-        return media.decode()
-    except ValueError as exc:
-        raise JobInputError(f"{label}: {exc}") from None
 
 
 def _status_of(exc: BaseException) -> str:
@@ -1033,19 +1021,3 @@ def _tiny_version() -> int:
     from videokit.worker.tiny_qwen import TINY_VERSION
 
     return TINY_VERSION
-
-
-def _ms_since(started: float) -> int:
-    return round((time.perf_counter() - started) * 1000)
-
-
-def _json_line(record: Mapping[str, Any]) -> str:
-    return json.dumps(
-        {key: value for key, value in record.items() if value is not None},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-
-
-def _log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

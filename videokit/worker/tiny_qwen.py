@@ -18,19 +18,25 @@ Four things differ from a ``from_pretrained`` load, each for a reason:
   The pipeline drops the first 64 hidden states (``prompt_template_encode_start_idx``): the system
   prompt's length in the real Qwen tokenizer. The system prompt's words are therefore added as
   whole tokens, so that the prefix is exactly 64 tokens here too and what reaches the transformer
-  is, as in the real model, the user turn only (checked when the tokenizer is built).
+  is, as in the real model, the user turn only (checked when the tokenizer is built). Those words
+  also match inside prompts; other text stays one token per byte.
 * **Processor.** transformers 5.23's ``Qwen2VLProcessor`` insists on its three sub-processors,
-  and its video processor needs torchvision, which the worker does not install.
+  and its video processor needs torchvision, which is not installed here (and need not be on a
+  worker).
   :class:`ImageOnlyQwen2VLProcessor` is the same class minus the ``video_processor`` argument
   (transformers derives a processor's sub-processors from its ``__init__`` signature); the
   pipeline never passes videos. :mod:`videokit.worker.qwen` uses it for real weights too.
 * **Image sizes.** The pipeline resizes every input image to ``VAE_IMAGE_SIZE`` (1024², for the
   VAE) and ``CONDITION_IMAGE_SIZE`` (384², for the vision tower), module globals read at call
-  time. At those sizes even a tiny VAE takes minutes on a CPU (148 s per edit, against 4.6 s
-  shrunk), so :func:`shrunk_image_sizes` lowers them for the duration of a call. It swaps
-  module-global state: never run a real and a tiny pipeline in one process at once.
+  time. At those sizes even a tiny VAE takes minutes on a CPU (148 s per edit measured), so
+  :func:`shrunk_image_sizes` lowers them (to 128² and 64²) for the duration of a call: a
+  128×128, 8-step tiny edit then takes ~0.2 s on one CPU thread. It swaps module-global state:
+  never run a real and a tiny pipeline in one process at once.
 * **LoRA.** :func:`make_lightning_lora` writes a random LoRA in the Lightning files' own key
   format, so the tiny engine loads it through the same diffusers conversion the real file takes.
+
+:func:`write_model_dir` saves a tiny pipeline in the published repo's folder layout; the tiny
+engine loads it from there with the real loader (see :mod:`videokit.worker.qwen`).
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ __all__ = [
     "ImageOnlyQwen2VLProcessor",
     "build_pipeline",
     "build_tokenizer",
+    "lightning_lora_state_dict",
     "make_lightning_lora",
+    "make_processor",
     "shrunk_image_sizes",
     "tiny_components",
     "write_model_dir",
@@ -198,19 +206,18 @@ def _prefix_pieces(prefix: str, count: int) -> list[str]:
     """Split the system prefix into word-like pieces so that it makes exactly ``count`` tokens."""
     specials = re.compile("|".join(re.escape(t) for t in _SPECIAL_TOKENS))
     segments = [s for s in specials.split(prefix) if s]
-    n_specials = len(specials.findall(prefix))
-    pieces = [w for segment in segments for w in _WORDS.findall(segment)]
-    # Merge the shortest neighbours (or split the longest piece) until the count is right. The
-    # segments are kept apart: a piece never spans a special token.
-    target = count - n_specials
+    target = count - len(specials.findall(prefix))
+    # (segment, text): neighbours merge only within a segment, as a special token separates them.
+    pieces = [(k, w) for k, segment in enumerate(segments) for w in _WORDS.findall(segment)]
     while len(pieces) > target:
-        i = min(range(len(pieces) - 1), key=lambda k: len(pieces[k]) + len(pieces[k + 1]))
-        pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+        mergeable = [i for i in range(len(pieces) - 1) if pieces[i][0] == pieces[i + 1][0]]
+        i = min(mergeable, key=lambda j: len(pieces[j][1]) + len(pieces[j + 1][1]))
+        pieces[i : i + 2] = [(pieces[i][0], pieces[i][1] + pieces[i + 1][1])]
     while len(pieces) < target:
-        i = max(range(len(pieces)), key=lambda k: len(pieces[k]))
-        word = pieces[i]
-        pieces[i : i + 1] = [word[: len(word) // 2], word[len(word) // 2 :]]
-    return pieces
+        i = max(range(len(pieces)), key=lambda j: len(pieces[j][1]))
+        k, word = pieces[i]
+        pieces[i : i + 1] = [(k, word[: len(word) // 2]), (k, word[len(word) // 2 :])]
+    return [text for _, text in pieces]
 
 
 # -- components ------------------------------------------------------------------------------------
@@ -347,6 +354,40 @@ def shrunk_image_sizes(
 # -- LoRA ------------------------------------------------------------------------------------------
 
 
+def lightning_lora_state_dict(
+    transformer: Any,
+    *,
+    rank: int = 4,
+    alpha: float = 2.0,
+    seed: int = 0,
+    scale: float = 0.05,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict[str, torch.Tensor]:
+    """A random LoRA for ``transformer`` in the Qwen-Image-Lightning files' key format.
+
+    The published files (``lightx2v/Qwen-Image-Lightning``) hold, for every block ``i`` and each
+    of :data:`LIGHTNING_LORA_MODULES`, ``transformer_blocks.{i}.{module}.lora_down.weight``
+    (rank × in), ``.lora_up.weight`` (out × rank) and a scalar ``.alpha``, with no
+    ``transformer.`` prefix: diffusers recognises that format by its ``.alpha`` keys and converts
+    it (alpha/rank folded into the weights) before PEFT loads it. The real files are rank 64
+    (~0.85 GB in bf16 for the 60 blocks). Both halves here are random and non-zero, so the LoRA
+    visibly changes the transformer's output. Tensors are made on the transformer's device.
+    """
+    device = next(transformer.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, block in enumerate(transformer.transformer_blocks):
+        for name in LIGHTNING_LORA_MODULES:
+            out_features, in_features = block.get_submodule(name).weight.shape
+            key = f"transformer_blocks.{i}.{name}"
+            down = torch.randn(rank, in_features, generator=generator, device=device) * scale
+            up = torch.randn(out_features, rank, generator=generator, device=device) * scale
+            tensors[f"{key}.lora_down.weight"] = down.to(dtype)
+            tensors[f"{key}.lora_up.weight"] = up.to(dtype)
+            tensors[f"{key}.alpha"] = torch.tensor(alpha, dtype=dtype, device=device)
+    return tensors
+
+
 def make_lightning_lora(
     path: str | Path,
     transformer: Any,
@@ -354,34 +395,14 @@ def make_lightning_lora(
     rank: int = 4,
     alpha: float = 2.0,
     seed: int = 0,
-    scale: float = 0.05,
 ) -> Path:
-    """Write a random LoRA for ``transformer`` in the Qwen-Image-Lightning files' key format.
-
-    The published files (``lightx2v/Qwen-Image-Lightning``) hold, for every block ``i`` and each
-    of :data:`LIGHTNING_LORA_MODULES`, ``transformer_blocks.{i}.{module}.lora_down.weight``
-    (rank × in), ``.lora_up.weight`` (out × rank) and a scalar ``.alpha``, with no
-    ``transformer.`` prefix: diffusers recognises that format by its ``.alpha`` keys and converts
-    it (alpha/rank folded into the weights) before PEFT loads it. Both halves are random and
-    non-zero, so loading the file visibly changes the transformer's output.
-    """
+    """Write :func:`lightning_lora_state_dict` to ``path`` (safetensors), as the real files are."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    generator = torch.Generator().manual_seed(seed)
-    tensors: dict[str, torch.Tensor] = {}
-    for i, block in enumerate(transformer.transformer_blocks):
-        for name in LIGHTNING_LORA_MODULES:
-            linear = block.get_submodule(name)
-            key = f"transformer_blocks.{i}.{name}"
-            out_features, in_features = linear.weight.shape
-            down = torch.randn(rank, in_features, generator=generator) * scale
-            up = torch.randn(out_features, rank, generator=generator) * scale
-            tensors[f"{key}.lora_down.weight"] = down.to(torch.bfloat16)
-            tensors[f"{key}.lora_up.weight"] = up.to(torch.bfloat16)
-            tensors[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.bfloat16)
+    tensors = lightning_lora_state_dict(transformer, rank=rank, alpha=alpha, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
+    save_file({key: value.cpu() for key, value in tensors.items()}, str(path))
     return path
 
 

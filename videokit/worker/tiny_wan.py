@@ -154,16 +154,18 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def _keep_in_fp32(model: torch.nn.Module) -> None:
-    """Cast the modules a model declares ``_keep_in_fp32_modules`` back to fp32.
+    """Cast what a model declares in ``_keep_in_fp32_modules`` back to fp32.
 
     from_pretrained does this when it loads a checkpoint in bf16/fp16 (Wan keeps its timestep
-    embedder, modulation tables and norms in fp32); a model built in code must do it by hand to
-    run the same mixed-precision path.
+    embedder, modulation tables and norms in fp32), matching each parameter's dotted name
+    against the list; a model built in code must do the same to run the same mixed precision.
     """
-    names = getattr(model, "_keep_in_fp32_modules", None) or []
-    for name, module in model.named_modules():
-        if name and any(part in names for part in name.split(".")):
-            module.to(torch.float32)
+    names = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if names.intersection(full.split(".")):
+                param.data = param.data.to(torch.float32)
 
 
 def build_random_pipeline(

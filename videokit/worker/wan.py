@@ -62,15 +62,17 @@ when available, else ``cpu``). All read by :func:`load_engine`, never at import.
 **A job** decodes the input image, cover-fits it to width x height, runs the pipeline in a thread
 with a ``torch.Generator`` seeded from ``request.seed`` on the pipeline's device, encodes every
 frame (less frame 0 with ``drop_first_frame``) as H.264 yuv420p at the requested fps (crf 16,
-preset medium: visually lossless for a clip that is stitched and maybe re-encoded later; the
-encode costs ~1 s next to ~30 s of GPU), and returns the last frame as a lossless PNG of the
-decoded pixels, never re-read from the MP4. Jobs on one engine run one at a time.
+preset medium: visually lossless for a clip that is stitched and maybe re-encoded later; 81
+frames at 832x480 took 10.5 s on 2 busy cores, so ~1-2 s on a GPU host's 16, next to ~30 s of
+GPU), and returns the last frame as a lossless PNG of the
+decoded pixels, never re-read from the MP4. All pipeline work runs on one dedicated thread, so
+jobs on one engine run one at a time, in order, and the event loop stays free.
 
 Cancelling the awaiting task stops the denoising loop at the next step boundary (the step
-callback raises a private exception that unwinds the pipeline); ``animate`` waits for the GPU to
-be released before it re-raises ``CancelledError``. A CUDA out-of-memory error propagates as
-torch raised it (the handler classifies it) after the job's tensors are released and the
-allocator cache emptied.
+callback raises a private exception that unwinds the pipeline; a job still queued never starts);
+``animate`` waits (up to 2 minutes) for the GPU to be released before it re-raises
+``CancelledError``. A CUDA out-of-memory error propagates as torch raised it (the handler
+classifies it) after the job's tensors are released and the allocator cache emptied.
 
 Each load and each job logs one JSON line (stderr by default) with timings split into text
 encoding, conditioning (the VAE encode of the input), denoising, VAE decode and H.264 encode,
@@ -81,17 +83,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
-import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -113,6 +113,23 @@ from videokit.protocol import (
     MediaOutput,
     is_valid_frame_count,
     nearest_frame_count,
+)
+from videokit.worker.common import (
+    DTYPE_NAMES,
+    LogFn,
+    ProgressFn,
+    emit,
+    env_flag,
+    env_option,
+    env_text,
+    log_option,
+    log_to_stderr,
+    ms_since,
+    raise_if_cancelled,
+    reject_unknown_options,
+    release_memory,
+    threadsafe_progress,
+    torch_dtype,
 )
 from videokit.worker.compat import JobInputError
 
@@ -167,6 +184,9 @@ LORA_SETS: tuple[tuple[str, str, str], ...] = (
         "wan2.2_i2v_A14b_low_noise_lora_rank64_lightx2v_4step_1022.safetensors",
     ),
 )
+# What VIDEOKIT_ALLOW_HUB=1 fetches of a snapshot: configs, tokenizer files and safetensors
+# weights, not the .bin/.pth duplicates or sample media some repositories also hold.
+_SNAPSHOT_PATTERNS = ("model_index.json", "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.model")
 # Where VIDEOKIT_ALLOW_HUB=1 fetches the canonical LoRA pair from (ComfyUI's repackaging).
 _LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 _LORA_REPO_FOLDER = "split_files/loras"
@@ -220,18 +240,10 @@ MODELS: Mapping[str, WanModel] = {
     ),
 }
 
-_DTYPES: Mapping[str, torch.dtype] = {
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": torch.float32,
-}
-
 # diffusers' annotations do not hold up under mypy --strict (lazy modules, dummy objects,
 # unannotated constructors), so its classes are handled as Any here.
 _diffusers: Any = importlib.import_module("diffusers")
 
-_LogFn = Callable[[str], None]
-_ProgressFn = Callable[[float, str | None], None]
 _T = TypeVar("_T")
 
 
@@ -267,8 +279,8 @@ def _option(
     """The explicit option, else the environment variable, else the default, and which it was."""
     if given is not None:
         return given, "option"
-    value = env.get(name, "").strip()
-    if value:
+    value = env_text(env, name)
+    if value is not None:
         return value, name
     return default, "default"
 
@@ -305,7 +317,7 @@ def resolve_settings(
 
     raw, source = _option(dtype, env, "VIDEOKIT_DTYPE", "bf16")
     resolved_dtype = cast(
-        DTypeName, _choice(raw, _label(source, "dtype", "VIDEOKIT_DTYPE"), tuple(_DTYPES))
+        DTypeName, _choice(raw, _label(source, "dtype", "VIDEOKIT_DTYPE"), tuple(DTYPE_NAMES))
     )
 
     raw, source = _option(offload, env, "VIDEOKIT_OFFLOAD", "none")
@@ -331,7 +343,7 @@ def resolve_settings(
     else:
         dirs = (Path(str(raw)).expanduser(),)
         dir_source = "the model_dir option" if source == "option" else "VIDEOKIT_MODEL_DIR"
-    allow_hub = env.get("VIDEOKIT_ALLOW_HUB", "").strip().lower() in ("1", "true", "yes")
+    allow_hub = env_flag(env, "VIDEOKIT_ALLOW_HUB", true=("1", "true", "yes"))
     return WanSettings(
         model=spec,
         mode=resolved_mode,
@@ -466,7 +478,12 @@ def _download_missing(root: Path, spec: WanModel, mode: Mode) -> None:
 
     missing, _, _ = _missing_in(root, spec, mode)
     if any(item.startswith(spec.folder + "/") for item in missing):
-        snapshot_download(repo_id=spec.repo_id, local_dir=root / spec.folder, token=False)
+        snapshot_download(
+            repo_id=spec.repo_id,
+            local_dir=root / spec.folder,
+            allow_patterns=list(_SNAPSHOT_PATTERNS),
+            token=False,
+        )
     loras = root / "loras"
     for item in missing:
         if item.startswith("loras/"):
@@ -602,7 +619,7 @@ def _load_pipeline(settings: WanSettings, files: ModelFiles) -> Any:
     """
     transformers: Any = importlib.import_module("transformers")
     d = _diffusers
-    dtype = _DTYPES[settings.dtype]
+    dtype = torch_dtype(settings.dtype)
     local_only = not settings.allow_hub
     place = settings.device if settings.offload == "none" else "cpu"
     common: dict[str, Any] = {"local_files_only": local_only}
@@ -647,18 +664,34 @@ def load_engine(
     dtype: object = None,
     offload: object = None,
     device: object = None,
-    env: Mapping[str, str] | None = None,
-    log: _LogFn | None = None,
+    env: object = None,
+    log: object = None,
+    **unknown: object,
 ) -> WanEngine:
     """Load the Wan engine once, before the first job (see the module docstring for options).
+
+    ``model`` (``a14b``/``ti2v-5b``), ``model_dir``, ``mode`` (``lightning``/``standard``),
+    ``dtype`` (``bf16``/``fp16``/``fp32``), ``offload`` (``none``/``model``/``sequential``),
+    ``device``: left None, each comes from ``env`` (default ``os.environ``, read now). ``log``
+    receives the JSON log lines (default: stderr). Raises ConfigError for unknown or bad options
+    and for missing model files.
 
     ``tiny=True``: the same pipeline class and code path with tiny random weights built in code
     (:mod:`videokit.worker.tiny_wan`) and synthetic LightX2V LoRAs written to a temporary folder
     and loaded from there, fp32 on the CPU by default; it takes only ``device``, and ``env`` for
     ``VIDEOKIT_WAN_MODE`` / ``VIDEOKIT_DEVICE``.
+
+    Parameters are typed ``object`` so that this is a
+    :class:`~videokit.worker.engines.ModelLoader` (``**options: object``); values are checked.
     """
+    reject_unknown_options(
+        "Wan",
+        unknown,
+        ("model", "model_dir", "mode", "dtype", "offload", "device", "env", "log"),
+    )
+    environ = env_option(env)
+    sink = log_option(log)
     _require_ftfy()
-    log = log or _log_to_stderr
     started = time.perf_counter()
     timings: dict[str, int] = {}
     if tiny:
@@ -669,8 +702,7 @@ def load_engine(
                 f"the tiny engine takes no {', '.join(refused)} option: it is always the "
                 "A14B-shaped tiny model in fp32"
             )
-        env = os.environ if env is None else env
-        tiny_env = {k: v for k, v in env.items() if k in ("VIDEOKIT_WAN_MODE", "VIDEOKIT_DEVICE")}
+        tiny_env = {k: environ[k] for k in ("VIDEOKIT_WAN_MODE", "VIDEOKIT_DEVICE") if k in environ}
         settings = resolve_settings(mode=mode, device=device, dtype="fp32", env=tiny_env)
         pipe, lora_counts = _load_tiny(settings, timings)
         lora_tag, model_root = "", None
@@ -682,7 +714,7 @@ def load_engine(
             dtype=dtype,
             offload=offload,
             device=device,
-            env=env,
+            env=environ,
         )
         files = locate_model_files(settings)
         with _timed(timings, "load"):
@@ -698,19 +730,17 @@ def load_engine(
         pipe,
         model_name="tiny-wan" if tiny else settings.model.name,
         mode=settings.mode,
-        variant="-".join(
-            part for part in (lora_tag, settings.dtype if settings.dtype != "bf16" else "") if part
-        )
-        if not tiny
-        else "",
+        # Anything that changes the pixels goes into the identity: a non-default LoRA release or
+        # dtype (the tiny engine has one fixed configuration).
+        variant="" if tiny else "-".join(filter(None, (lora_tag, _non_default_dtype(settings)))),
         standard_steps=settings.model.standard_steps,
         standard_guidance=settings.model.standard_guidance,
         name="tiny" if tiny else "diffusers",
-        log=log,
+        log=sink,
     )
-    timings["total"] = round((time.perf_counter() - started) * 1000)
-    _emit(
-        log,
+    timings["total"] = ms_since(started)
+    emit(
+        sink,
         {
             "event": "videokit.wan.load",
             "engine": engine.name,
@@ -725,6 +755,10 @@ def load_engine(
         },
     )
     return engine
+
+
+def _non_default_dtype(settings: WanSettings) -> str:
+    return "" if settings.dtype == "bf16" else settings.dtype
 
 
 def _load_tiny(settings: WanSettings, timings: dict[str, int]) -> tuple[Any, dict[str, int]]:
@@ -766,10 +800,6 @@ def _place(pipe: Any, settings: WanSettings) -> None:
 # -- the engine ------------------------------------------------------------------------------------
 
 
-class _Cancelled(Exception):
-    """Raised in the pipeline thread, from the step callback, to unwind a cancelled job."""
-
-
 @dataclass
 class WanRender:
     """The pixels of one generation and what it cost.
@@ -800,12 +830,12 @@ class WanEngine:
         standard_steps: int = 40,
         standard_guidance: tuple[float, float | None] = (3.5, 3.5),
         name: str = "diffusers",
-        log: _LogFn | None = None,
+        log: LogFn | None = None,
     ) -> None:
         self.name = name
         self.pipeline = pipe
         self.mode: Mode = mode
-        self.log: _LogFn = log or _log_to_stderr
+        self.log: LogFn = log or log_to_stderr
         self._model_name = model_name
         self._variant = variant
         self._standard_steps = standard_steps
@@ -814,7 +844,11 @@ class WanEngine:
         expert = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
         #: Width and height must be multiples of this (VAE stride x patch size): 16 for A14B.
         self.size_multiple = int(pipe.vae_scale_factor_spatial * expert.config.patch_size[1])
-        self._lock = threading.Lock()
+        # Every call into the pipeline runs on this one thread, in order: jobs are serialised
+        # without a lock, and torch keeps one intra-op thread pool (a second Python thread
+        # driving torch gets a second OpenMP team, and the two spin against each other: on a
+        # 2-core CPU a tiny job took 10x longer from alternating threads).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videokit-wan")
         self._closed = False
 
     # -- Engine protocol ---------------------------------------------------------------------------
@@ -837,14 +871,8 @@ class WanEngine:
         if request.image.base64 is None:
             raise ValueError("image: the engine takes inline images; the handler fetches URLs")
         source = request.image.decode()
-        loop = asyncio.get_running_loop()
+        progress = threadsafe_progress(asyncio.get_running_loop(), ctx.on_progress)
         cancel = threading.Event()
-
-        def progress(fraction: float, message: str | None) -> None:
-            # Progress callbacks belong to the loop thread (they may touch loop-bound state).
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-                loop.call_soon_threadsafe(ctx.on_progress, fraction, message)
-
         record: dict[str, Any] = {
             "event": "videokit.wan.job",
             "job": ctx.scene,
@@ -864,10 +892,10 @@ class WanEngine:
         except BaseException as exc:
             record["status"] = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             record["error_type"] = type(exc).__name__
-            record["timings_ms"] = {"total": round((time.perf_counter() - started) * 1000)}
-            _emit(self.log, record)
+            record["timings_ms"] = {"total": ms_since(started)}
+            emit(self.log, record)
             raise
-        elapsed_ms = round((time.perf_counter() - started) * 1000)
+        elapsed_ms = ms_since(started)
         record.update(
             status="ok",
             steps=render.steps,
@@ -876,7 +904,7 @@ class WanEngine:
             peak_memory_bytes=render.peak_memory_bytes,
             video_bytes=len(video),
         )
-        _emit(self.log, record)
+        emit(self.log, record)
         return AnimateResult(
             video=MediaOutput.inline(video, "video/mp4"),
             last_frame=MediaOutput.inline(png, "image/png"),
@@ -891,8 +919,16 @@ class WanEngine:
         )
 
     async def aclose(self) -> None:
-        """Release the pipeline (waits for a running job to finish)."""
-        await asyncio.to_thread(self._close)
+        """Release the pipeline once the jobs already queued have run (see :meth:`close`)."""
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Refuse new jobs, let the queued ones finish, then free the pipeline and its memory."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.submit(self._release).result()
+        self._executor.shutdown(wait=False)
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -902,7 +938,7 @@ class WanEngine:
         *,
         image: Image.Image | None = None,
         cancel: threading.Event | None = None,
-        progress: _ProgressFn | None = None,
+        progress: ProgressFn | None = None,
     ) -> WanRender:
         """Run the pipeline for ``request`` (blocking) and return all its frames as uint8.
 
@@ -910,10 +946,13 @@ class WanEngine:
         benchmark see exactly the pixels a job is made of. ``image`` defaults to the request's
         input, decoded and cover-fitted.
         """
+        if self._closed:
+            raise RuntimeError("this Wan engine was closed")
         self._check(request)
         if image is None:
             image = self._input_image(request, request.image.decode())
-        return self._render(request, image, cancel or threading.Event(), progress or _no_progress)
+        event, report = cancel or threading.Event(), progress or _no_progress
+        return self._executor.submit(self._render, request, image, event, report).result()
 
     def _check(self, request: AnimateRequest) -> None:
         # The protocol enforces these too; re-checked because a model with a coarser grid
@@ -963,7 +1002,7 @@ class WanEngine:
         request: AnimateRequest,
         source: bytes,
         cancel: threading.Event,
-        progress: _ProgressFn,
+        progress: ProgressFn,
     ) -> tuple[bytes, bytes, WanRender, int]:
         """The thread's whole job: decode, generate, encode. Returns (mp4, png, render, ms)."""
         image = self._input_image(request, source)
@@ -971,7 +1010,7 @@ class WanEngine:
         encode_started = time.perf_counter()
         video = self._encode(request, render.frames, cancel)
         png = encode_png(render.frames[-1])
-        encode_ms = round((time.perf_counter() - encode_started) * 1000)
+        encode_ms = ms_since(encode_started)
         progress(1.0, "encoded")
         return video, png, render, encode_ms
 
@@ -980,56 +1019,57 @@ class WanEngine:
         request: AnimateRequest,
         image: Image.Image,
         cancel: threading.Event,
-        progress: _ProgressFn,
+        progress: ProgressFn,
     ) -> WanRender:
         steps, guidance, guidance_2 = self.plan(request)
         total = steps + 2  # the denoising steps, then the decode and the encode
-        with self._exclusive(cancel):
-            pipe = self.pipeline
-            device = torch.device(pipe._execution_device)
-            cuda = device.type == "cuda"
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            timer = _PhaseTimer(pipe, device if cuda else None)
+        if self.pipeline is None:
+            raise RuntimeError("this Wan engine was closed")
+        raise_if_cancelled(cancel)
+        pipe = self.pipeline
+        device = torch.device(pipe._execution_device)
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        timer = _PhaseTimer(pipe, device if cuda else None)
 
-            def on_step_end(
-                _pipe: Any, index: int, _timestep: Any, _tensors: dict[str, Any]
-            ) -> dict[str, Any]:
-                timer.step_done()
-                progress((index + 1) / total, f"denoising step {index + 1}/{steps}")
-                if cancel.is_set():
-                    raise _Cancelled
-                return {}
+        def on_step_end(
+            _pipe: Any, index: int, _timestep: Any, _tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            timer.step_done()
+            progress((index + 1) / total, f"denoising step {index + 1}/{steps}")
+            raise_if_cancelled(cancel)
+            return {}
 
-            generator = torch.Generator(device=device).manual_seed(request.seed)
-            progress(0.0, "encoding the prompt")
-            try:
-                with timer.attached():
-                    output = pipe(
-                        image=image,
-                        prompt=request.prompt,
-                        negative_prompt=request.negative_prompt or None,
-                        height=request.height,
-                        width=request.width,
-                        num_frames=request.frames,
-                        num_inference_steps=steps,
-                        guidance_scale=guidance,
-                        guidance_scale_2=guidance_2,
-                        generator=generator,
-                        output_type="np",
-                        callback_on_step_end=on_step_end,
-                    )
-                    frames = _to_uint8(output.frames[0])
-                    del output
-            except BaseException as exc:
-                # The traceback's frames hold the job's tensors (latents, activations): clear
-                # them so that the memory can actually be freed before the error travels on.
-                traceback.clear_frames(exc.__traceback__)
-                _release_memory(cuda)
-                raise
-            timings = timer.finish()
-            peak = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-            timesteps = [float(t) for t in pipe.scheduler.timesteps]
+        generator = torch.Generator(device=device).manual_seed(request.seed)
+        progress(0.0, "encoding the prompt")
+        try:
+            with timer.attached():
+                output = pipe(
+                    image=image,
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    height=request.height,
+                    width=request.width,
+                    num_frames=request.frames,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    guidance_scale_2=guidance_2,
+                    generator=generator,
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                )
+                frames = _to_uint8(output.frames[0])
+                del output
+        except BaseException as exc:
+            # The traceback's frames hold the job's tensors (latents, activations): clear
+            # them so that the memory can actually be freed before the error travels on.
+            traceback.clear_frames(exc.__traceback__)
+            release_memory(cuda)
+            raise
+        timings = timer.finish()
+        peak = int(torch.cuda.max_memory_allocated(device)) if cuda else None
+        timesteps = [float(t) for t in pipe.scheduler.timesteps]
         progress((steps + 1) / total, "decoded")
         if frames.shape[0] != request.frames:
             raise RuntimeError(f"the pipeline made {frames.shape[0]} frames, not {request.frames}")
@@ -1041,21 +1081,6 @@ class WanEngine:
             peak_memory_bytes=peak,
             timesteps=timesteps,
         )
-
-    @contextlib.contextmanager
-    def _exclusive(self, cancel: threading.Event) -> Iterator[None]:
-        """Hold the pipeline for one job; a job cancelled while it waits gives up at once."""
-        while not self._lock.acquire(timeout=0.05):
-            if cancel.is_set():
-                raise _Cancelled
-        try:
-            if self._closed:
-                raise RuntimeError("this Wan engine was closed")
-            if cancel.is_set():
-                raise _Cancelled
-            yield
-        finally:
-            self._lock.release()
 
     @staticmethod
     def _encode(
@@ -1074,42 +1099,40 @@ class WanEngine:
                 threads=_X264_THREADS,
             ) as writer:
                 for frame in frames[first:]:
-                    if cancel.is_set():
-                        raise _Cancelled
+                    raise_if_cancelled(cancel)
                     writer.write(frame)
             return path.read_bytes()
 
     async def _in_thread(self, work: Callable[[], _T], cancel: threading.Event) -> _T:
-        """Run ``work`` in a thread; on cancellation stop it at the next step, then re-raise."""
-        task = asyncio.ensure_future(asyncio.to_thread(work))
+        """Run ``work`` on the engine's thread; on cancellation stop it, then re-raise.
+
+        A job still waiting for the thread is dropped at once. A running one stops at its next
+        denoising step; we wait (bounded) for that, so that a job reported cancelled has
+        released the GPU.
+        """
+        future = self._executor.submit(work)
+        wrapped = asyncio.wrap_future(future)
         try:
-            return await asyncio.shield(task)
+            return await asyncio.shield(wrapped)
         except asyncio.CancelledError:
             cancel.set()
-            # Wait (bounded) for the pipeline to unwind so that a cancelled job has really
-            # released the GPU when the handler reports it; the thread stops at the next step.
-            done, _ = await asyncio.wait({task}, timeout=_CANCEL_WAIT_S)
-            if not done:
-                task.add_done_callback(_retrieve)
-            else:
-                _retrieve(task)
+            if not future.cancel():  # already running: it stops at its next step
+                done, _ = await asyncio.wait({wrapped}, timeout=_CANCEL_WAIT_S)
+                if not done:
+                    wrapped.add_done_callback(_retrieve)
             raise
 
-    def _close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            cuda = torch.device(self.pipeline._execution_device).type == "cuda"
-            self.pipeline = None
-            _release_memory(cuda)
+    def _release(self) -> None:
+        cuda = torch.device(self.pipeline._execution_device).type == "cuda"
+        self.pipeline = None
+        release_memory(cuda)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    # Collect the thread's exception (the expected _Cancelled, or a real one) so asyncio does not
-    # log "exception was never retrieved" for a job whose caller is gone.
-    if not task.cancelled():
-        task.exception()
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # Collect the thread's exception (the expected PipelineCancelled, or a real one) so asyncio
+    # does not log "exception was never retrieved" for a job whose caller is gone.
+    if not future.cancelled():
+        future.exception()
 
 
 def _no_progress(fraction: float, message: str | None) -> None:
@@ -1119,12 +1142,6 @@ def _no_progress(fraction: float, message: str | None) -> None:
 def _to_uint8(frames: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.uint8]:
     # The pipeline's float frames are in [0, 1]; round like diffusers' numpy_to_pil does.
     return np.ascontiguousarray(np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8))
-
-
-def _release_memory(cuda: bool) -> None:
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
 
 
 class _PhaseTimer:
@@ -1206,19 +1223,4 @@ def _timed(timings: dict[str, int], name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        timings[name] = round((time.perf_counter() - started) * 1000)
-
-
-def _emit(log: _LogFn, record: Mapping[str, Any]) -> None:
-    line = json.dumps(
-        {key: value for key, value in record.items() if value is not None},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    # A broken log sink must not fail a job or a load.
-    with contextlib.suppress(Exception):
-        log(line)
-
-
-def _log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+        timings[name] = ms_since(started)
