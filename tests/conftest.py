@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,11 +72,13 @@ class RecordingBackend:
     def concurrency(self, stage: Stage) -> int:
         return 4
 
-    def check(self, stages: Collection[Stage]) -> None:
-        self.inner.check(stages)
+    def check(
+        self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
+    ) -> None:
+        self.inner.check(stages, payload_bytes=payload_bytes)
 
-    async def warm_up(self, stages: Collection[Stage]) -> None:
-        self.warmed.extend(stages)
+    async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
+        self.warmed.append(stage)
 
     async def _observe(self, stage: Stage, ctx: JobContext) -> None:
         self.calls.append((stage, ctx.scene))

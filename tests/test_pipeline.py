@@ -67,7 +67,8 @@ def test_render_produces_clips_manifest_contact_sheet_and_exact_final(
     assert scene_b["status"] == "done"
     assert scene_b["seed"] == plan.scenes["b"].seed
     assert len(scene_b["input_sha256"]) == 64
-    assert scene_b["params"]["frames"] == 9 and scene_b["params"]["prompt"] == "lights flicker"
+    assert scene_b["animate"]["params"]["frames"] == 9
+    assert scene_b["animate"]["params"]["prompt"] == "lights flicker"
     assert scene_b["edit"]["status"] == "done" and scene_b["animate"]["key"]
     assert (result.workdir / scene_b["outputs"]["clip"]).is_file()
     assert (result.workdir / scene_b["outputs"]["edited_frame"]).is_file()

@@ -8,7 +8,7 @@ can re-attach instead of paying twice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -28,6 +28,9 @@ class JobAttempt:
     execution_ms: int | None = None
     delay_ms: int | None = None
     cost_usd: float = 0.0
+    # True when the endpoint never reported the job's execution time (e.g. it was cancelled
+    # before it said), so ``cost_usd`` is the client's estimate from what it observed.
+    cost_estimated: bool = False
     error: str | None = None
 
 
@@ -70,12 +73,24 @@ class Backend(Protocol):
 
     def concurrency(self, stage: Stage) -> int: ...
 
-    def check(self, stages: Collection[Stage]) -> None:
-        """Raise ConfigError unless jobs of these stages can run (before anything is submitted)."""
+    def check(
+        self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
+    ) -> None:
+        """Raise ConfigError unless jobs of these stages can run (before anything is submitted).
+
+        ``payload_bytes`` is, per stage, an upper bound on the size of the largest request the
+        render will send (media inline as base64), so a backend with a payload limit can refuse a
+        render up front instead of after paying for its first scenes.
+        """
         ...
 
-    async def warm_up(self, stages: Collection[Stage]) -> None:
-        """Start waking the endpoints of these stages; return without waiting for them."""
+    async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
+        """Wake this stage's endpoint so its cold start overlaps other work.
+
+        A remote backend submits a warm-up job, reports it through ``ctx`` like any job
+        (``on_submitted``, ``attempts``) and returns when it has ended; cancelling the call cancels
+        the remote job. Backends with nothing to wake return at once.
+        """
         ...
 
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult: ...

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -104,10 +104,12 @@ class PreviewBackend:
     def concurrency(self, stage: Stage) -> int:
         return self._concurrency
 
-    def check(self, stages: Collection[Stage]) -> None:
-        return None  # runs in-process: nothing to configure
+    def check(
+        self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
+    ) -> None:
+        return None  # runs in-process: nothing to configure, no payload limit
 
-    async def warm_up(self, stages: Collection[Stage]) -> None:
+    async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
         return None
 
     async def aclose(self) -> None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from videokit.protocol import MediaInput
 
-__all__ = ["CacheEntry", "CacheStore", "cache_key"]
+__all__ = ["CacheEntry", "CacheStore", "cache_key", "file_sha256"]
 
 
 def cache_key(identity: str, request: BaseModel) -> str:
@@ -70,7 +70,7 @@ class CacheStore:
             return None
         for name, digest in meta.get("files", {}).items():
             path = folder / name
-            if not path.is_file() or _sha256_file(path) != digest:
+            if not path.is_file() or file_sha256(path) != digest:
                 return None  # damaged entry: treat as a miss and let it be rewritten
         return CacheEntry(key, folder, meta)
 
@@ -114,7 +114,7 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _sha256_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -17,28 +17,39 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FinalRecord", "Manifest", "SceneRecord", "StageRecord"]
+__all__ = ["AttemptRecord", "FinalRecord", "Manifest", "SceneRecord", "StageRecord"]
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 class AttemptRecord(BaseModel):
+    """One submission of a job, in whichever render it happened."""
+
     job_id: str
     status: str
     execution_ms: int | None = None
     delay_ms: int | None = None
     cost_usd: float = 0.0
+    cost_estimated: bool = False
     error: str | None = None
 
 
 class StageRecord(BaseModel):
+    """One stage (edit or animate) of a scene: what was asked, what ran, what it cost."""
+
     model_config = ConfigDict(extra="allow")
 
     key: str
-    # queued: waiting for a slot, nothing sent; submitted: a job id exists and may be running.
-    status: Literal["queued", "submitted", "done", "failed"] = "queued"
+    # queued: waiting for a slot, nothing sent; submitted: a job id exists and may be running
+    # (a resumed render re-attaches to it); cancelled: its job was cancelled (Ctrl-C).
+    status: Literal["queued", "submitted", "done", "failed", "cancelled"] = "queued"
     job_id: str | None = None
+    # True when this render took the result from the cache; cost_usd and attempts are still those
+    # of the render that paid for it, so the manifest accounts for what the film cost.
     cached: bool = False
+    input_sha256: str | None = None
+    seed: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
     attempts: list[AttemptRecord] = Field(default_factory=list)
     seconds: float | None = None
     cost_usd: float = 0.0
@@ -47,11 +58,12 @@ class StageRecord(BaseModel):
 
 
 class SceneRecord(BaseModel):
-    status: Literal["pending", "running", "done", "failed", "skipped"] = "pending"
+    status: Literal["pending", "running", "done", "failed", "skipped", "cancelled"] = "pending"
     source: str
+    # The frame the scene starts from (before its edit, if it has one).
     input_sha256: str | None = None
     seed: int
-    params: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
     edit: StageRecord | None = None
     animate: StageRecord | None = None
     outputs: dict[str, str] = Field(default_factory=dict)
@@ -83,7 +95,12 @@ class Manifest(BaseModel):
     timeline: list[str] = Field(default_factory=list)
     final: FinalRecord | None = None
     contact_sheet: str | None = None
+    # The latest render's warm-up jobs (they wake an endpoint, and are billed like any job).
+    warmup: list[AttemptRecord] = Field(default_factory=list)
+    # What the scenes' current outputs cost to make, across renders (cached results included)...
     cost_usd: float = 0.0
+    # ...and what the latest render spent, warm-ups included.
+    run_cost_usd: float = 0.0
     seconds: float | None = None
 
     @classmethod

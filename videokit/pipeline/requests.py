@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from videokit.backends.base import Stage
 from videokit.protocol import AnimateRequest, EditRequest, MediaInput
-from videokit.story.plan import ScenePlan
+from videokit.story.plan import ScenePlan, StoryPlan
 
-__all__ = ["animate_request", "edit_request", "request_params"]
+__all__ = ["animate_request", "edit_request", "payload_bounds", "request_params"]
+
+# Room for everything in a job body but media and prompts: field names, numbers, the policy.
+_ENVELOPE_BYTES = 4096
+# JSON may spell one character of a prompt as a 12-byte surrogate pair escape.
+_JSON_BYTES_PER_CHAR = 12
 
 
 def edit_request(scene: ScenePlan, image: bytes) -> EditRequest:
@@ -49,3 +55,49 @@ def animate_request(scene: ScenePlan, image: bytes) -> AnimateRequest:
 def request_params(request: EditRequest | AnimateRequest) -> dict[str, object]:
     """A request's parameters without media, for the manifest."""
     return request.model_dump(mode="json", exclude={"image", "images", "outputs"})
+
+
+def payload_bounds(plan: StoryPlan) -> dict[Stage, int]:
+    """Per stage, an upper bound on the largest job body the render will send, in bytes.
+
+    Files the story names are measured; a frame the pipeline makes itself (a last or an edited
+    frame) is bounded by an incompressible RGB PNG of the story's size. With media inline as
+    base64 this is what a backend with a payload limit needs to refuse a render up front.
+    """
+    made_frame = _base64_size(_png_bound(plan.width, plan.height))
+    bounds: dict[Stage, int] = {}
+
+    def bump(stage: Stage, size: int) -> None:
+        bounds[stage] = max(bounds.get(stage, 0), size)
+
+    for scene in plan.scenes.values():
+        source = scene.source
+        if source.kind == "reference":
+            first = _base64_size(plan.references[0].stat().st_size)
+        elif source.kind == "file":
+            assert source.path is not None
+            first = _base64_size(source.path.stat().st_size)
+        else:
+            first = made_frame
+        animated = first
+        if scene.edit is not None:
+            edit = scene.edit
+            extras = sum(_base64_size(path.stat().st_size) for path in edit.images)
+            bump("edit", first + extras + _text_size(edit.prompt, edit.negative_prompt))
+            animated = made_frame
+        bump("animate", animated + _text_size(scene.motion, scene.negative_prompt))
+    return bounds
+
+
+def _png_bound(width: int, height: int) -> int:
+    # Raw RGB rows with a filter byte each; deflate's stored blocks add 5 bytes per 64 KiB.
+    raw = height * (width * 3 + 1)
+    return raw + 5 * (raw // 65535 + 1) + 1024
+
+
+def _base64_size(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def _text_size(*texts: str) -> int:
+    return _ENVELOPE_BYTES + _JSON_BYTES_PER_CHAR * sum(len(text) for text in texts)

@@ -10,27 +10,32 @@ re-renders free for unchanged scenes and lets a killed render resume where it st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from videokit import __version__
 from videokit.backends import create_backend
 from videokit.backends.base import Backend, JobContext, Stage
 from videokit.config import Settings
 from videokit.errors import ConfigError, RenderError, StoryError, VideoKitError
+from videokit.media.clips import open_clip
 from videokit.media.contact_sheet import ContactCell, make_contact_sheet
 from videokit.media.probe import extract_frame
 from videokit.media.stitch import AudioTrack, Segment, stitch
-from videokit.pipeline.cache import CacheEntry, CacheStore, cache_key
+from videokit.pipeline.cache import CacheEntry, CacheStore, cache_key, file_sha256
 from videokit.pipeline.events import (
     CostUpdated,
     Event,
@@ -49,14 +54,28 @@ from videokit.pipeline.events import (
     StitchProgress,
     StitchStarted,
 )
-from videokit.pipeline.manifest import FinalRecord, Manifest, SceneRecord, StageRecord
-from videokit.pipeline.requests import animate_request, edit_request, request_params
+from videokit.pipeline.manifest import (
+    MANIFEST_VERSION,
+    AttemptRecord,
+    FinalRecord,
+    Manifest,
+    SceneRecord,
+    StageRecord,
+)
+from videokit.pipeline.requests import (
+    animate_request,
+    edit_request,
+    payload_bounds,
+    request_params,
+)
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 from videokit.story.loader import load_story
 from videokit.story.model import Scene, Story
 from videokit.story.plan import ScenePlan, StoryPlan, plan_story
 
 __all__ = ["Pipeline", "RenderResult", "SceneOutput"]
+
+log = logging.getLogger("videokit.pipeline")
 
 
 @dataclass(frozen=True)
@@ -70,10 +89,15 @@ class SceneOutput:
     edited_frame: Path | None
     seed: int
     frames: int
+    fps: int
     cached: bool
     seconds: float
     cost_usd: float
     job_ids: dict[str, str] = field(default_factory=dict)
+
+    def open_clip(self, *, audio: bool = False) -> AbstractContextManager[Any]:
+        """The clip as a frame-exact moviepy ``VideoFileClip``, closed when the block ends."""
+        return open_clip(self.clip, frames=self.frames, fps=self.fps, audio=audio)
 
 
 @dataclass(frozen=True)
@@ -86,8 +110,22 @@ class RenderResult:
     manifest: Path
     scenes: dict[str, SceneOutput]
     frames: int | None
+    fps: int
     seconds: float
     cost_usd: float
+
+    def open_video(self) -> AbstractContextManager[Any]:
+        """The final video as a frame-exact moviepy ``VideoFileClip`` (with its audio)::
+
+        with result.open_video() as clip:
+            clip.subclipped(0, 2).write_videofile("teaser.mp4", audio_codec="aac")
+        """
+        if self.final_video is None or self.frames is None:
+            raise VideoKitError(
+                "this render made no final video (it rendered only some scenes)",
+                hint="render without --only / only= to stitch the final video",
+            )
+        return open_clip(self.final_video, frames=self.frames, fps=self.fps)
 
     @property
     def rendered(self) -> list[str]:
@@ -156,13 +194,19 @@ class Pipeline:
         self.force = force
         self.only = list(only) if only else None
         self.on_event = on_event
+        self._plan: StoryPlan | None = None
 
     @property
     def workdir(self) -> Path:
         return self.out or self.settings.out_dir / self.story.slug()
 
     def plan(self) -> StoryPlan:
-        """Check everything and return the plan; submits nothing. Raises :class:`StoryError`."""
+        """Check everything and return the plan; submits nothing. Raises :class:`StoryError`.
+
+        The plan is computed once per pipeline (it reads and decodes every file the story names).
+        """
+        if self._plan is not None:
+            return self._plan
         plan = plan_story(self.story)
         unknown = [s for s in self.only or [] if s not in plan.scenes]
         if unknown:
@@ -170,6 +214,7 @@ class Pipeline:
                 f"--only names unknown scene(s): {', '.join(unknown)}",
                 hint=f"scenes are: {', '.join(plan.scenes)}",
             )
+        self._plan = plan
         return plan
 
     def backend(self) -> Backend:
@@ -181,15 +226,17 @@ class Pipeline:
         return self._created
 
     def run(self) -> RenderResult:
-        """Render synchronously; see :meth:`arun`."""
+        """Render synchronously; see :meth:`arun`.
+
+        Called where an event loop is already running (a Jupyter cell, an async web handler), the
+        same core runs on a private loop in a worker thread and this call blocks until it is done;
+        in async code, ``await pipeline.arun()`` instead.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.arun())
-        raise VideoKitError(
-            "Pipeline.run() was called inside a running event loop",
-            hint="use `await pipeline.arun()` there",
-        )
+        return _run_in_thread(self.arun)
 
     async def arun(self) -> RenderResult:
         """Render the story: every scene (cached where possible), then the final video."""
@@ -199,9 +246,10 @@ class Pipeline:
             stages: set[Stage] = {"animate"}
             if any(scene.edit is not None for scene in plan.scenes.values()):
                 stages.add("edit")
-            backend.check(stages)  # e.g. a missing endpoint id: fail before submitting anything
+            # e.g. a missing endpoint id, or requests too big to send: fail before submitting.
+            backend.check(stages, payload_bytes=payload_bounds(plan))
             workdir = self.workdir
-            workdir.mkdir(parents=True, exist_ok=True)
+            _make_workdir(workdir)
             with _exclusive(workdir):
                 render = _Render(self, plan, backend, workdir)
                 return await render.execute()
@@ -210,6 +258,54 @@ class Pipeline:
                 # A backend we created holds connections bound to this event loop: close it here.
                 self._created = None
                 await backend.aclose()
+
+
+def _run_in_thread(main: Callable[[], Coroutine[Any, Any, RenderResult]]) -> RenderResult:
+    """Run ``main()`` on a private event loop in a worker thread, and wait for it.
+
+    Ctrl-C in the waiting thread cancels the render (which cancels its remote jobs) before it
+    propagates, as it would with ``asyncio.run`` in a plain script.
+    """
+    started = threading.Event()
+    tasks: list[asyncio.Task[RenderResult]] = []
+
+    async def render() -> RenderResult:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        started.set()
+        return await main()
+
+    with ThreadPoolExecutor(1, "videokit-render") as pool:
+        future = pool.submit(asyncio.run, render())
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            started.wait()
+            tasks[0].get_loop().call_soon_threadsafe(tasks[0].cancel)
+            with contextlib.suppress(BaseException):
+                future.result()
+            raise
+
+
+def _make_workdir(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"cannot use {workdir} as the work directory: it, or a folder above it, is a file",
+            hint="render into another directory with --out",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the work directory {workdir}: {exc.strerror}",
+            hint="render into a writable directory with --out",
+        ) from None
+    if not os.access(workdir, os.W_OK):
+        raise ConfigError(
+            f"the work directory {workdir} is not writable",
+            hint="render into a writable directory with --out",
+        )
 
 
 @contextmanager
@@ -237,10 +333,13 @@ class _Render:
         self.manifest = Manifest.load(self.manifest_path)
         self.outputs: dict[str, SceneOutput] = {}
         self.failures: dict[str, BaseException] = {}
-        self.total_cost = 0.0
+        self.total_cost = 0.0  # spent by this render
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._emit_lock = threading.Lock()
+        # The first exception an on_event handler raised: it aborts the render and is re-raised.
+        self._handler_error: BaseException | None = None
+        self._scene_tasks: list[asyncio.Task[None]] = []
         limit = pipeline.settings.concurrency
         self._slots: dict[Stage, asyncio.Semaphore] = {
             stage: asyncio.Semaphore(limit or backend.concurrency(stage))
@@ -262,13 +361,24 @@ class _Render:
     # -- events ---------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
         handler = self.pipeline.on_event
-        if handler is None:
+        if handler is None or self._handler_error is not None:
             return
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self.emit, event)
             return
         with self._emit_lock:
-            handler(event)
+            try:
+                handler(event)
+            except Exception as exc:
+                # A display that cannot keep up (a closed pipe, a bug in a callback) must not
+                # leave remote jobs running unobserved: stop the render, then re-raise it as is.
+                self._handler_error = exc
+                for task in self._scene_tasks:
+                    task.cancel()
+
+    def _raise_handler_error(self) -> None:
+        if self._handler_error is not None:
+            raise self._handler_error
 
     def save(self, *, durable: bool = False) -> None:
         self.manifest.save(self.manifest_path, durable=durable)
@@ -278,11 +388,15 @@ class _Render:
         started = time.monotonic()
         plan = self.plan
         story = plan.story
+        self.manifest.version = MANIFEST_VERSION
         self.manifest.videokit = __version__
         self.manifest.title = story.title
-        self.manifest.story = str(story.source) if story.source else None
+        self.manifest.story = str(story.source.resolve()) if story.source else None
         self.manifest.backend = self.backend.name
         self.manifest.timeline = [e.scene for e in plan.timeline]
+        self.manifest.warmup = []
+        self.manifest.run_cost_usd = 0.0
+        self._forget_removed_scenes()
         order = [s for s in plan.graph.topological() if s in self.needed]
         jobs = {
             "edit": sum(1 for s in order if plan.scenes[s].edit is not None),
@@ -303,15 +417,19 @@ class _Render:
         try:
             async with asyncio.TaskGroup() as group:
                 for scene_id in order:
-                    group.create_task(self._scene(plan.scenes[scene_id]), name=scene_id)
+                    self._scene_tasks.append(
+                        group.create_task(self._scene(plan.scenes[scene_id]), name=scene_id)
+                    )
         finally:
             for task in self._background:
                 task.cancel()
+            # Let warm-up jobs be cancelled remotely and recorded before the manifest is saved.
+            await asyncio.gather(*self._background, return_exceptions=True)
             for future in (*self._last.values(), *self._edited.values()):
                 if future.done() and not future.cancelled():
                     future.exception()  # mark as retrieved: failures are reported once, below
             self.save()
-
+        self._raise_handler_error()
         if self.failures:
             raise RenderError(self.failures)
 
@@ -320,6 +438,7 @@ class _Render:
         frames: int | None = None
         if self.pipeline.only is None:
             final, frames = await asyncio.to_thread(self._stitch)
+        self._raise_handler_error()
         sheet = await asyncio.to_thread(self._contact_sheet)
         seconds = time.monotonic() - started
         self.manifest.seconds = round(seconds, 3)
@@ -331,6 +450,7 @@ class _Render:
             manifest=self.manifest_path,
             scenes=dict(self.outputs),
             frames=frames,
+            fps=plan.fps,
             seconds=seconds,
             cost_usd=self.total_cost,
         )
@@ -345,7 +465,19 @@ class _Render:
                 cached=result.cached,
             )
         )
+        self._raise_handler_error()
         return result
+
+    def _forget_removed_scenes(self) -> None:
+        """Drop scenes the story no longer has from the manifest and ``scenes/`` (not the cache)."""
+        removed = [s for s in self.manifest.scenes if s not in self.plan.scenes]
+        for scene_id in removed:
+            del self.manifest.scenes[scene_id]
+            shutil.rmtree(self.workdir / "scenes" / scene_id, ignore_errors=True)
+
+    def _spend(self, cost: float) -> None:
+        self.total_cost += cost
+        self.manifest.run_cost_usd = round(self.total_cost, 6)
 
     async def _input_frame(self, scene: ScenePlan) -> bytes:
         source = scene.source
@@ -360,16 +492,18 @@ class _Render:
             return await futures[source.scene]
         except _UpstreamFailed as exc:
             raise _UpstreamFailed(exc.scene) from None
+        except asyncio.CancelledError:
+            raise
         except Exception:
             raise _UpstreamFailed(source.scene) from None
 
     async def _scene(self, scene: ScenePlan) -> None:
         started = time.monotonic()
-        record = self.manifest.scenes.get(scene.id)
         self.emit(SceneQueued(scene=scene.id, frames=scene.frames, waits_for=scene.source.scene))
         stage: Stage | None = None
         try:
             image = await self._input_frame(scene)
+            self._record(scene, image)
             forced = scene.id in self.forced
             edit_entry: CacheEntry | None = None
             edit_cost = 0.0
@@ -377,23 +511,21 @@ class _Render:
             if scene.edit is not None:
                 stage = "edit"
                 edit = edit_request(scene, image)
-                record = self._record(scene, record)
                 edit_entry, edit_cost, edit_cached = await self._stage(scene, "edit", edit, forced)
                 image = edit_entry.file("image.png").read_bytes()
             self._edited[scene.id].set_result(image)
             stage = "animate"
             animate = animate_request(scene, image)
-            record = self._record(scene, record, animate)
             entry, cost, cached = await self._stage(scene, "animate", animate, forced)
             # Release the scenes that start from this one before the bookkeeping below.
             self._last[scene.id].set_result(entry.file("last.png").read_bytes())
-            output = self._materialize(
-                scene, entry, edit_entry, edit_cached and cached, started, cost + edit_cost
-            )
+            output = self._materialize(scene, entry, edit_entry, edit_cached and cached, started)
+            output = replace(output, cost_usd=cost + edit_cost)
         except asyncio.CancelledError:
             for futures in (self._last, self._edited):
                 if not futures[scene.id].done():
                     futures[scene.id].cancel()
+            self._set_status(scene, "cancelled", "interrupted before it finished")
             raise
         except _UpstreamFailed as exc:
             self._fail_futures(scene.id, exc)
@@ -432,25 +564,20 @@ class _Render:
         record.error = error
         self.save()
 
-    def _record(
-        self,
-        scene: ScenePlan,
-        record: SceneRecord | None,
-        animate: AnimateRequest | None = None,
-    ) -> SceneRecord:
+    def _record(self, scene: ScenePlan, image: bytes) -> None:
+        """The scene's manifest record, reset for this render (stage records are kept: resume)."""
+        record = self.manifest.scenes.get(scene.id)
         if record is None:
             record = SceneRecord(source=scene.source.describe(), seed=scene.seed)
+            self.manifest.scenes[scene.id] = record
         record.status = "running"
         record.source = scene.source.describe()
         record.seed = scene.seed
+        record.input_sha256 = hashlib.sha256(image).hexdigest()
+        record.notes = [scene.frames_note] if scene.frames_note else []
         record.error = None
-        if animate is not None:
-            record.params = request_params(animate)
-            record.input_sha256 = animate.image.fingerprint().removeprefix("sha256:")
-            if scene.frames_note:
-                record.params["frames_note"] = scene.frames_note
-        self.manifest.scenes[scene.id] = record
-        return record
+        if scene.edit is None:
+            record.edit = None
 
     async def _stage(
         self,
@@ -459,10 +586,17 @@ class _Render:
         request: EditRequest | AnimateRequest,
         forced: bool,
     ) -> tuple[CacheEntry, float, bool]:
+        """Run one stage of a scene (or take it from the cache): (entry, cost spent now, cached)."""
         identity = self.backend.identity(stage)
         key = cache_key(identity, request)
         record = self.manifest.scenes[scene.id]
         previous: StageRecord | None = getattr(record, stage)
+        described = {
+            "key": key,
+            "seed": request.seed,
+            "input_sha256": _input_sha256(request),
+            "params": request_params(request),
+        }
         if not forced:
             entry = self.cache.get(stage, key)
             if entry is not None:
@@ -470,10 +604,12 @@ class _Render:
                     record,
                     stage,
                     StageRecord(
-                        key=key,
+                        **described,
                         status="done",
                         cached=True,
                         job_id=entry.meta.get("job_id"),
+                        attempts=[AttemptRecord(**a) for a in entry.meta.get("attempts", [])],
+                        cost_usd=float(entry.meta.get("cost_usd", 0.0)),
                         outputs={n: str(entry.file(n)) for n in entry.meta["files"]},
                     ),
                 )
@@ -483,18 +619,25 @@ class _Render:
         if stage == "edit" and not self._warmed:
             # The first edit to run: wake the animate endpoint now so its cold start overlaps it.
             self._warmed = True
-            self._background.add(asyncio.create_task(self.backend.warm_up(["animate"])))
+            self._background.add(asyncio.create_task(self._warm_up("animate")))
+        same_job = previous is not None and previous.key == key
         resume = None
-        if previous is not None and previous.key == key and previous.status == "submitted":
+        if same_job and previous is not None and previous.status == "submitted":
             resume = previous.job_id
+        # Attempts an earlier render made for this very job stay on the record: they were paid.
+        earlier = list(previous.attempts) if same_job and previous is not None else []
         stage_record = StageRecord(
-            key=key, job_id=resume, status="submitted" if resume else "queued"
+            **described,
+            job_id=resume,
+            status="submitted" if resume else "queued",
+            attempts=earlier,
         )
         setattr(record, stage, stage_record)  # saved with the job id, once it is known
 
         async def submitted(job_id: str) -> None:
             stage_record.job_id = job_id
             stage_record.status = "submitted"
+            self._record_attempts(stage_record, earlier, ctx)
             self.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             self.emit(
                 JobSubmitted(scene=scene.id, stage=stage, job_id=job_id, resumed=job_id == resume)
@@ -521,13 +664,22 @@ class _Render:
                     result = await self.backend.edit(request, ctx)
                 else:
                     result = await self.backend.animate(request, ctx)
+            except asyncio.CancelledError:
+                last = ctx.attempts[-1] if ctx.attempts else None
+                if last is None or last.status == "CANCELLED":
+                    # Nothing was sent, or the backend cancelled its job: a later render
+                    # submits afresh. Otherwise the job may still run: keep "submitted", so a
+                    # later render re-attaches to it rather than paying for it twice.
+                    stage_record.status = "cancelled" if last else "queued"
+                self._spend(self._record_attempts(stage_record, earlier, ctx))
+                raise
             except Exception as exc:
                 stage_record.status = "failed"
                 stage_record.error = str(exc)
-                self._record_attempts(stage_record, ctx)
+                self._spend(self._record_attempts(stage_record, earlier, ctx))
                 raise
             seconds = time.monotonic() - started
-        cost = self._record_attempts(stage_record, ctx)
+        cost = self._record_attempts(stage_record, earlier, ctx)
         files = _result_files(result)
         meta = {
             "identity": identity,
@@ -537,35 +689,51 @@ class _Render:
             "job_id": stage_record.job_id,
             "frames": getattr(result, "frames", None),
             "params": request_params(request),
+            # What this result cost to make, so a later render that reuses it can say so.
+            "cost_usd": stage_record.cost_usd,
+            "attempts": [a.model_dump(mode="json") for a in stage_record.attempts],
         }
         entry = await asyncio.to_thread(self.cache.put, stage, key, files, meta)
         stage_record.status = "done"
         stage_record.seconds = round(seconds, 3)
         stage_record.outputs = {name: str(entry.file(name)) for name in files}
+        self._spend(cost)
         self.save()
         if cost:
-            self.total_cost += cost
             self.emit(
                 CostUpdated(scene=scene.id, stage=stage, cost_usd=cost, total_usd=self.total_cost)
             )
         return entry, cost, False
 
-    def _record_attempts(self, stage_record: StageRecord, ctx: JobContext) -> float:
-        from videokit.pipeline.manifest import AttemptRecord
+    @staticmethod
+    def _record_attempts(
+        stage_record: StageRecord, earlier: list[AttemptRecord], ctx: JobContext
+    ) -> float:
+        """Put every attempt on the record; return what this render's attempts cost."""
+        current = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
+        stage_record.attempts = [*earlier, *current]
+        stage_record.cost_usd = round(sum(a.cost_usd for a in stage_record.attempts), 6)
+        return round(sum(a.cost_usd for a in current), 6)
 
-        stage_record.attempts = [
-            AttemptRecord(
-                job_id=a.job_id,
-                status=a.status,
-                execution_ms=a.execution_ms,
-                delay_ms=a.delay_ms,
-                cost_usd=a.cost_usd,
-                error=a.error,
-            )
-            for a in ctx.attempts
-        ]
-        stage_record.cost_usd = round(sum(a.cost_usd for a in ctx.attempts), 6)
-        return stage_record.cost_usd
+    async def _warm_up(self, stage: Stage) -> None:
+        """Wake ``stage``'s endpoint; its warm-up job is recorded (and billed) like any job."""
+        ctx = JobContext(scene="(warm-up)", stage=stage)
+
+        async def submitted(job_id: str) -> None:
+            self.manifest.warmup = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
+            self.save(durable=True)
+
+        ctx.on_submitted = submitted
+        try:
+            await self.backend.warm_up(stage, ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a warm-up is an optimisation: never fail a render over it
+            log.info("warm-up of the %s endpoint failed: %s", stage, exc)
+        finally:
+            self.manifest.warmup = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
+            self._spend(sum(a.cost_usd for a in ctx.attempts))
+            self.save()
 
     def _materialize(
         self,
@@ -574,7 +742,6 @@ class _Render:
         edit_entry: CacheEntry | None,
         cached: bool,
         started: float,
-        cost: float,
     ) -> SceneOutput:
         folder = self.workdir / "scenes" / scene.id
         folder.mkdir(parents=True, exist_ok=True)
@@ -585,6 +752,7 @@ class _Render:
         if edit_entry is None:
             (folder / "edit.png").unlink(missing_ok=True)
         record = self.manifest.scenes[scene.id]
+        stages = [rec for rec in (record.edit, record.animate) if rec is not None]
         job_ids = {
             stage: rec.job_id
             for stage, rec in (("edit", record.edit), ("animate", record.animate))
@@ -593,7 +761,7 @@ class _Render:
         seconds = time.monotonic() - started
         record.status = "done"
         record.seconds = round(seconds, 3)
-        record.cost_usd = round(cost, 6)
+        record.cost_usd = round(sum(rec.cost_usd for rec in stages), 6)
         record.outputs = {
             "clip": _rel(clip, self.workdir),
             "first_frame": _rel(first, self.workdir),
@@ -609,9 +777,10 @@ class _Render:
             edited_frame=edited,
             seed=scene.seed,
             frames=int(entry.meta.get("frames") or scene.frames),
+            fps=scene.fps,
             cached=cached,
             seconds=seconds,
-            cost_usd=cost,
+            cost_usd=0.0,
             job_ids=job_ids,
         )
 
@@ -721,6 +890,12 @@ class _Render:
         return path
 
 
+def _input_sha256(request: EditRequest | AnimateRequest) -> str:
+    """The hash of the image a stage works on (the one to edit, or the one to animate)."""
+    media = request.images[0] if isinstance(request, EditRequest) else request.image
+    return media.fingerprint().removeprefix("sha256:")
+
+
 def _result_files(result: EditResult | AnimateResult) -> dict[str, bytes]:
     if isinstance(result, EditResult):
         return {"image.png": result.image.decode()}
@@ -754,18 +929,10 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _stitch_key(segments: list[Segment], audio: AudioTrack | None, plan: StoryPlan) -> str:
     payload = {
-        "segments": [(_file_sha256(s.path), s.frames, s.drop_head, s.crossfade) for s in segments],
-        "audio": (_file_sha256(audio.path), audio.fade_out_s) if audio else None,
+        "segments": [(file_sha256(s.path), s.frames, s.drop_head, s.crossfade) for s in segments],
+        "audio": (file_sha256(audio.path), audio.fade_out_s) if audio else None,
         "video": (plan.width, plan.height, plan.fps, plan.crf, plan.preset),
         "output": str(plan.output) if plan.output else None,
     }
