@@ -122,8 +122,9 @@ def inspect_image(
         with _rejecting(label):
             img.verify()
         img.close()
-        if decode:
-            fh.seek(0)
+    if decode:
+        # A fresh handle: verify() may close the one it was given (PNG does).
+        with _binary(source) as fh:
             img = _open_checked(fh, max_pixels=max_pixels, label=label)
             with _rejecting(label):
                 # draft() lets libjpeg decode at reduced scale; other formats ignore it.
