@@ -91,10 +91,15 @@ class SceneGraph:
                 result.add(scene)
         return result
 
-    def depth(self) -> int:
-        """Length of the longest chain: the minimum number of sequential steps."""
-        memo: dict[str, int] = {}
+    def longest_chain(self) -> list[str]:
+        """The longest run of scenes that each start from the one before: they cannot overlap,
+        so it bounds how fast the story renders however many jobs run at once. Earliest in file
+        order among equally long chains."""
+        length: dict[str, int] = {}
         for scene in self.topological():
             parent = self.parent[scene]
-            memo[scene] = 1 + (memo[parent] if parent is not None else 0)
-        return max(memo.values(), default=0)
+            length[scene] = 1 + (length[parent] if parent is not None else 0)
+        if not length:
+            return []
+        end = max(self.ids, key=lambda scene: length.get(scene, 0))
+        return [*reversed(self.ancestors(end)), end]

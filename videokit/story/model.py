@@ -18,11 +18,20 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from videokit.protocol import MAX_FRAMES, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_FRAMES, MIN_SIDE
+from videokit.protocol import (
+    MAX_FRAMES,
+    MAX_PIXELS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIDE,
+    MIN_FRAMES,
+    MIN_SIDE,
+)
 
 __all__ = [
     "AnimateSettings",
@@ -39,6 +48,8 @@ __all__ = [
 
 SCENE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 RESERVED_IDS = frozenset({"reference"})
+#: Images one Qwen-Image-Edit-Plus job takes: the frame it edits plus up to two references.
+MAX_EDIT_IMAGES = 3
 
 PathLike = str | Path
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
@@ -53,14 +64,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
-def _not_blank(value: str, what: str) -> str:
+#: The error type of the story's own checks; the loader shows ``hint`` from its context.
+STORY_ERROR = "story"
+
+
+def _refuse(message: str, hint: str | None = None) -> PydanticCustomError:
+    # The message travels in the context: a template would read its braces as placeholders.
+    return PydanticCustomError(STORY_ERROR, "{message}", {"message": message, "hint": hint})
+
+
+class _ClipLength(_Model):
+    """A clip's length is given by ``frames`` or by ``duration`` (Defaults and Scene)."""
+
+    # On `duration`, declared after `frames`: the error then points at the second of the two.
+    @field_validator("duration", check_fields=False)
+    @classmethod
+    def _frames_or_duration(cls, value: float | None, info: ValidationInfo) -> float | None:
+        frames = info.data.get("frames")
+        if value is not None and frames is not None:
+            raise _refuse(
+                f"give 'frames' or 'duration', not both (frames is {frames}, duration {value:g})",
+                "remove one; a duration is converted to the nearest 4k+1 frame count",
+            )
+        return value
+
+
+def _not_blank(value: str, what: str, example: str) -> str:
     if not value.strip():
-        raise ValueError(f"{what} is empty; describe what should happen")
+        raise _refuse(f"{what} is empty", f"describe what should happen, e.g. '{example}'")
     return value
 
 
 class EditSettings(_Model):
-    """Qwen-Image-Edit settings. The defaults match the Lightning LoRA (8 steps, no CFG)."""
+    """Qwen-Image-Edit settings. The defaults match the Lightning LoRA (8 steps, no CFG).
+
+    A scene's ``edit`` overrides them field by field.
+    """
 
     steps: int = Field(
         default=8, ge=1, le=100, description="Denoising steps (4 or 8 with Lightning)."
@@ -69,11 +108,19 @@ class EditSettings(_Model):
         default=1.0, ge=0.0, le=20.0,
         description="true_cfg_scale; above 1 enables CFG, which needs a negative prompt.",
     )  # fmt: skip
-    negative_prompt: Prompt = ""
+    negative_prompt: Prompt = Field(
+        default="",
+        description="Negative prompt of every edit (default: defaults.negative_prompt); "
+        "give '' to use none for edits. Only used when guidance is above 1.",
+    )
 
 
 class AnimateSettings(_Model):
-    """Wan2.2 I2V settings. The defaults match the LightX2V 4-step distillation (guidance 1)."""
+    """Wan2.2 I2V settings. The defaults match the LightX2V 4-step distillation (guidance 1).
+
+    A scene's ``animate`` overrides ``defaults.animate`` field by field: fields it leaves out keep
+    the story's values.
+    """
 
     steps: int = Field(
         default=4, ge=1, le=100, description="4 with the LightX2V LoRA; ~40 without."
@@ -86,18 +133,31 @@ class AnimateSettings(_Model):
     )
 
 
-class Defaults(_Model):
+class Defaults(_ClipLength):
     """Values every scene inherits unless it overrides them."""
 
-    width: Side = Field(default=832, description="Frame width in pixels (multiple of 16).")
-    height: Side = Field(default=480, description="Frame height in pixels (multiple of 16).")
+    width: Side = Field(
+        default=832,
+        description="Frame width in pixels (multiple of 16); width x height at most "
+        f"{MAX_PIXELS} pixels (e.g. 1920x1088).",
+    )
+    height: Side = Field(
+        default=480,
+        description="Frame height in pixels (multiple of 16); width x height at most "
+        f"{MAX_PIXELS} pixels (e.g. 1920x1088).",
+    )
     fps: int = Field(default=16, ge=1, le=60)
     frames: Frames | None = Field(default=None, description="Frames per clip, 4k+1. Default 81.")
     duration: Duration | None = Field(
         default=None, description="Seconds per clip; converted to the nearest 4k+1 frame count."
     )
     seed: Seed = Field(default=0, description="Story seed; scene seeds are derived from it.")
-    negative_prompt: Prompt = ""
+    negative_prompt: Prompt = Field(
+        default="",
+        description="The story's negative prompt, for every job: animations use it unless a "
+        "scene gives its own negative_prompt; edits use it unless defaults.edit.negative_prompt "
+        "or the scene's edit.negative_prompt is given.",
+    )
     animate: AnimateSettings = Field(default_factory=AnimateSettings)
     edit: EditSettings = Field(default_factory=EditSettings)
 
@@ -106,16 +166,10 @@ class Defaults(_Model):
     def _multiple_of_16(cls, value: int) -> int:
         if value % 16:
             lower, upper = value - value % 16, value - value % 16 + 16
-            raise ValueError(
-                f"{value} is not a multiple of 16 (Wan needs it); use {lower} or {upper}"
+            raise _refuse(
+                f"{value} is not a multiple of 16 (Wan needs it)", f"use {lower} or {upper}"
             )
         return value
-
-    @model_validator(mode="after")
-    def _frames_or_duration(self) -> Defaults:
-        if self.frames is not None and self.duration is not None:
-            raise ValueError("give 'frames' or 'duration', not both")
-        return self
 
 
 class Edit(_Model):
@@ -123,17 +177,27 @@ class Edit(_Model):
 
     prompt: Prompt = Field(description='What to change, e.g. "same person, now in a tuxedo".')
     images: list[PathLike] = Field(
-        default_factory=list, max_length=2, description="Extra reference images (at most 2)."
+        default_factory=list,
+        max_length=MAX_EDIT_IMAGES - 1,
+        description="Extra reference images for this edit. The job gets the frame to edit, "
+        "then these, then the story's extra reference images (all but the first): "
+        f"{MAX_EDIT_IMAGES} images at most in all.",
     )
-    steps: int | None = Field(default=None, ge=1, le=100)
-    guidance: float | None = Field(default=None, ge=0.0, le=20.0)
-    negative_prompt: Prompt | None = None
-    seed: Seed | None = None
+    steps: int | None = Field(default=None, ge=1, le=100, description="Default: defaults.edit.")
+    guidance: float | None = Field(
+        default=None, ge=0.0, le=20.0, description="Default: defaults.edit."
+    )
+    negative_prompt: Prompt | None = Field(
+        default=None,
+        description="Default: defaults.edit.negative_prompt if given, else "
+        "defaults.negative_prompt. The scene's own negative_prompt is for its animation.",
+    )
+    seed: Seed | None = Field(default=None, description="Default: the scene's seed.")
 
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
-        return _not_blank(value, "edit prompt")
+        return _not_blank(value, "edit prompt", "same person, now wearing a tuxedo")
 
 
 class Crossfade(_Model):
@@ -143,7 +207,7 @@ class Crossfade(_Model):
 Transition = Literal["cut"] | Crossfade
 
 
-class Scene(_Model):
+class Scene(_ClipLength):
     """One shot: optional edit, then animation."""
 
     id: str = Field(pattern=SCENE_ID_PATTERN, description="Unique name; letters, digits, - and _.")
@@ -160,11 +224,20 @@ class Scene(_Model):
             "or an image path."
         ),
     )
-    frames: Frames | None = None
-    duration: Duration | None = None
-    seed: Seed | None = None
-    negative_prompt: Prompt | None = None
-    animate: AnimateSettings | None = None
+    frames: Frames | None = Field(default=None, description="Default: defaults.frames.")
+    duration: Duration | None = Field(default=None, description="Default: defaults.duration.")
+    seed: Seed | None = Field(
+        default=None, description="Default: derived from the story seed and the scene id."
+    )
+    negative_prompt: Prompt | None = Field(
+        default=None,
+        description="Negative prompt of this scene's animation (default: "
+        "defaults.negative_prompt); its edit has edit.negative_prompt.",
+    )
+    animate: AnimateSettings | None = Field(
+        default=None,
+        description="Overrides of defaults.animate; the fields left out keep the story's values.",
+    )
     transition: Transition = Field(
         default="cut", description="Into the next clip on the timeline: 'cut' or {crossfade: s}."
     )
@@ -172,13 +245,16 @@ class Scene(_Model):
     @field_validator("motion")
     @classmethod
     def _motion_not_blank(cls, value: str) -> str:
-        return _not_blank(value, "motion prompt")
+        return _not_blank(value, "motion prompt", "she turns and smiles, camera pushes in")
 
     @field_validator("id")
     @classmethod
     def _not_reserved(cls, value: str) -> str:
         if value in RESERVED_IDS:
-            raise ValueError(f"'{value}' is reserved (it names the story's reference image)")
+            raise _refuse(
+                f"'{value}' is reserved (it names the story's reference image)",
+                f"choose another id, e.g. '{value}-shot'",
+            )
         return value
 
     @field_validator("edit", mode="before")
@@ -186,12 +262,6 @@ class Scene(_Model):
     def _edit_shorthand(cls, value: Any) -> Any:
         # `edit: "now in a tuxedo"` is the common case; spell it out for the model.
         return {"prompt": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _frames_or_duration(self) -> Scene:
-        if self.frames is not None and self.duration is not None:
-            raise ValueError("give 'frames' or 'duration', not both")
-        return self
 
 
 class Output(_Model):
@@ -222,7 +292,9 @@ class Story(_Model):
 
     title: str = Field(min_length=1, max_length=200)
     reference: PathLike | list[PathLike] = Field(
-        description="The starting image (or images; the first is the main one)."
+        description="The starting image, or a list of images: the first is the starting frame; "
+        "the others are passed to every edit as extra reference images (after the edit's own "
+        f"images; an edit takes {MAX_EDIT_IMAGES} images at most in all)."
     )
     defaults: Defaults = Field(default_factory=Defaults)
     scenes: list[Scene] = Field(min_length=1)
@@ -241,7 +313,9 @@ class Story(_Model):
     @classmethod
     def _some_reference(cls, value: PathLike | list[PathLike]) -> PathLike | list[PathLike]:
         if isinstance(value, list) and not value:
-            raise ValueError("give at least one reference image")
+            raise _refuse(
+                "give at least one reference image", "reference: me.png, or [me.png, style.png]"
+            )
         return value
 
     @property

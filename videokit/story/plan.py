@@ -1,10 +1,16 @@
 """From a valid-looking story to a concrete plan, or every reason it cannot be rendered.
 
 Planning resolves what the schema alone cannot check: ``from`` references and cycles, frame counts
-(``duration`` -> 4k+1), derived seeds, the timeline with its seam drops and crossfades, and the
-files
-the story names (they must exist, be images or audio, and not be decompression bombs). It never
-submits anything; ``videokit validate`` is exactly this step.
+(``duration`` -> 4k+1), derived seeds, per-scene settings merged over the defaults, the timeline
+with its seam drops and crossfades, the limits of the wire models (a plan never yields a job the
+workers would refuse), and the files the story names: they must exist and decode as images or
+audio (decompression bombs are refused from the header, before any pixel is decoded), and the
+final video must be writable where the story says. It never submits anything; ``videokit
+validate`` is exactly this step.
+
+What is legal but probably not what the author meant (a clip length clamped to the model's
+range, a crossfade on a scene that is not on the timeline) becomes a located warning in
+:attr:`StoryPlan.warnings`.
 """
 
 from __future__ import annotations
@@ -12,16 +18,30 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from videokit.errors import Problem, StoryError, VideoKitError
-from videokit.protocol import is_valid_frame_count, nearest_frame_count
+from videokit.protocol import (
+    MAX_FRAMES,
+    MAX_PIXELS,
+    MIN_FRAMES,
+    is_valid_frame_count,
+    nearest_frame_count,
+)
 from videokit.story.graph import CycleError, SceneGraph
 from videokit.story.loader import format_field
-from videokit.story.model import Crossfade, PathLike, Scene, Story
+from videokit.story.model import (
+    MAX_EDIT_IMAGES,
+    AnimateSettings,
+    Crossfade,
+    PathLike,
+    Scene,
+    Story,
+)
 
 __all__ = [
     "EditPlan",
@@ -31,6 +51,7 @@ __all__ = [
     "TimelineEntry",
     "derive_seed",
     "plan_story",
+    "unwritable_reason",
 ]
 
 DEFAULT_FRAMES = 81
@@ -57,6 +78,8 @@ class Source:
 @dataclass(frozen=True)
 class EditPlan:
     prompt: str
+    #: Reference images after the frame being edited: the scene's ``edit.images``, then the
+    #: story's extra references (``reference[1:]``).
     images: tuple[Path, ...]
     steps: int
     guidance: float
@@ -113,6 +136,7 @@ class StoryPlan:
     audio_fade_out: float
     crf: int
     preset: str
+    #: Located, human-readable notes on what is legal but probably unintended.
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -149,6 +173,19 @@ class _Collector:
     def __init__(self, story: Story) -> None:
         self.story = story
         self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def _problem(
+        self, message: str, loc: tuple[str | int, ...], scene: str | None, hint: str | None
+    ) -> Problem:
+        return Problem(
+            message,
+            file=self.story.source,
+            line=self.story.line_of(loc),
+            field=format_field(loc) or None,
+            scene=scene,
+            hint=hint,
+        )
 
     def add(
         self,
@@ -158,22 +195,24 @@ class _Collector:
         scene: str | None = None,
         hint: str | None = None,
     ) -> None:
-        self.problems.append(
-            Problem(
-                message,
-                file=self.story.source,
-                line=self.story.line_of(loc),
-                field=format_field(loc) or None,
-                scene=scene,
-                hint=hint,
-            )
-        )
+        self.problems.append(self._problem(message, loc, scene, hint))
+
+    def warn(
+        self,
+        message: str,
+        loc: tuple[str | int, ...],
+        *,
+        scene: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        text = self._problem(message, loc, scene, hint).render()
+        if text not in self.warnings:  # a default that misfires for every scene is said once
+            self.warnings.append(text)
 
 
 def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
     """Resolve ``story`` into a plan, or raise :class:`StoryError` listing every problem."""
     errors = _Collector(story)
-    warnings: list[str] = []
     defaults = story.defaults
     scenes = story.scenes
     ids = [scene.id for scene in scenes]
@@ -190,7 +229,10 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
         else:
             seen[scene.id] = i
 
+    _check_frame_size(story, errors)
     references = [_resolve_path(story, p) for p in story.references]
+    extras = tuple(references[1:])
+    _check_extra_references(story, extras, errors)
     sources: dict[str, Source] = {}
     parents: dict[str, str | None] = {}
     for i, scene in enumerate(scenes):
@@ -213,18 +255,18 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
 
     plans: dict[str, ScenePlan] = {}
     for i, scene in enumerate(scenes):
-        plans.setdefault(
-            scene.id, _scene_plan(story, scene, i, sources[scene.id], errors, warnings)
-        )
+        if scene.id not in plans:
+            plans[scene.id] = _scene_plan(story, scene, i, sources[scene.id], extras, errors)
 
     timeline_ids = _timeline(story, ids, errors)
     timeline = _timeline_entries(story, plans, timeline_ids, errors)
     branches = tuple(s for s in dict.fromkeys(ids) if s not in set(timeline_ids))
+    _warn_unused(story, plans, branches, extras, errors)
 
     output = _resolve_path(story, story.output.path) if story.output.path is not None else None
     audio = _resolve_path(story, story.output.audio) if story.output.audio is not None else None
     if check_files:
-        _check_files(story, references, sources, audio, output, errors)
+        _check_files(story, references, plans, audio, output, errors)
 
     if errors.problems:
         raise StoryError(errors.problems)
@@ -243,7 +285,43 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
         audio_fade_out=story.output.audio_fade_out,
         crf=story.output.crf,
         preset=story.output.preset,
-        warnings=tuple(warnings),
+        warnings=tuple(errors.warnings),
+    )
+
+
+def _check_frame_size(story: Story, errors: _Collector) -> None:
+    # Each side is checked by the schema; their product is Wan's per-frame budget, which the
+    # animate request enforces, so it is refused here rather than after the edits were paid for.
+    width, height = story.defaults.width, story.defaults.height
+    if width * height <= MAX_PIXELS:
+        return
+    fit_height = MAX_PIXELS // width // 16 * 16
+    fit_width = MAX_PIXELS // height // 16 * 16
+    errors.add(
+        f"{width}x{height} is {width * height:,} pixels per frame, over the limit of "
+        f"{MAX_PIXELS:,} (1920x1088)",
+        ("defaults", "height" if height >= width else "width"),
+        hint=f"use a smaller size, e.g. {width}x{fit_height} or {fit_width}x{height}",
+    )
+
+
+def _check_extra_references(story: Story, extras: tuple[Path, ...], errors: _Collector) -> None:
+    room = MAX_EDIT_IMAGES - 1
+    if len(extras) > room:
+        errors.add(
+            f"{len(extras) + 1} reference images: the first starts the story and every other one "
+            f"goes to each edit, but an edit takes at most {room} besides the frame it edits",
+            ("reference",),
+            hint=f"list at most {room + 1} images (the starting image and {room} references)",
+        )
+
+
+def _merged(base: AnimateSettings, override: AnimateSettings | None) -> AnimateSettings:
+    """``override`` over ``base``, field by field: only what the scene wrote replaces a default."""
+    if override is None:
+        return base
+    return base.model_copy(
+        update={name: getattr(override, name) for name in override.model_fields_set}
     )
 
 
@@ -301,35 +379,17 @@ def _scene_plan(
     scene: Scene,
     i: int,
     source: Source,
+    extras: tuple[Path, ...],
     errors: _Collector,
-    warnings: list[str],
 ) -> ScenePlan:
     d = story.defaults
     fps = d.fps
-    frames, note = _frames(scene, d.frames, d.duration, fps, i, errors)
+    frames, note = _frames(scene, i, fps, errors)
     seed = scene.seed if scene.seed is not None else derive_seed(d.seed, scene.id)
-    animate = scene.animate or d.animate
+    animate = _merged(d.animate, scene.animate)
     edit: EditPlan | None = None
     if scene.edit is not None:
-        guidance = scene.edit.guidance if scene.edit.guidance is not None else d.edit.guidance
-        negative = (
-            scene.edit.negative_prompt
-            if scene.edit.negative_prompt is not None
-            else d.edit.negative_prompt
-        )
-        if guidance > 1.0 and not negative.strip():
-            warnings.append(
-                f"scene '{scene.id}': edit guidance {guidance} has no effect without a negative "
-                "prompt (Qwen-Image-Edit only runs CFG when one is given)"
-            )
-        edit = EditPlan(
-            prompt=scene.edit.prompt,
-            images=tuple(_resolve_path(story, p) for p in scene.edit.images),
-            steps=scene.edit.steps if scene.edit.steps is not None else d.edit.steps,
-            guidance=guidance,
-            negative_prompt=negative,
-            seed=scene.edit.seed if scene.edit.seed is not None else seed,
-        )
+        edit = _edit_plan(story, scene, i, seed, extras, errors)
     crossfade = scene.transition.crossfade if isinstance(scene.transition, Crossfade) else None
     return ScenePlan(
         id=scene.id,
@@ -354,23 +414,68 @@ def _scene_plan(
     )
 
 
-def _frames(
+def _edit_plan(
+    story: Story,
     scene: Scene,
-    default_frames: int | None,
-    default_duration: float | None,
-    fps: int,
     i: int,
+    seed: int,
+    extras: tuple[Path, ...],
     errors: _Collector,
-) -> tuple[int, str | None]:
+) -> EditPlan:
+    assert scene.edit is not None
+    d = story.defaults.edit
+    edit = scene.edit
+    guidance = edit.guidance if edit.guidance is not None else d.guidance
+    # The most specific negative prompt wins: the scene's edit, then the story's edit settings,
+    # then the story-wide one (a story that says "blurry, low quality" means it for edits too).
+    if edit.negative_prompt is not None:
+        negative = edit.negative_prompt
+    elif "negative_prompt" in d.model_fields_set:
+        negative = d.negative_prompt
+    else:
+        negative = story.defaults.negative_prompt
+    if guidance > 1.0 and not negative.strip():
+        where = "guidance" in edit.model_fields_set
+        errors.warn(
+            f"edit guidance {guidance:g} has no effect without a negative prompt "
+            "(Qwen-Image-Edit only runs CFG when one is given)",
+            ("scenes", i, "edit", "guidance") if where else ("defaults", "edit", "guidance"),
+            scene=scene.id,
+            hint="give a negative_prompt, or use guidance 1 (the Lightning LoRA needs no CFG)",
+        )
+    own = tuple(_resolve_path(story, p) for p in edit.images)
+    total = 1 + len(own) + len(extras)
+    if total > MAX_EDIT_IMAGES and len(extras) < MAX_EDIT_IMAGES:
+        room = MAX_EDIT_IMAGES - 1 - len(extras)
+        errors.add(
+            f"this edit would get {total} images (the frame, {len(own)} of its own and "
+            f"{len(extras)} extra story reference(s)); Qwen-Image-Edit-Plus takes at most "
+            f"{MAX_EDIT_IMAGES}",
+            ("scenes", i, "edit", "images"),
+            scene=scene.id,
+            hint=f"give this edit at most {room} image(s), or list fewer story references",
+        )
+    return EditPlan(
+        prompt=edit.prompt,
+        images=own + extras,
+        steps=edit.steps if edit.steps is not None else d.steps,
+        guidance=guidance,
+        negative_prompt=negative,
+        seed=edit.seed if edit.seed is not None else seed,
+    )
+
+
+def _frames(scene: Scene, i: int, fps: int, errors: _Collector) -> tuple[int, str | None]:
+    d = errors.story.defaults
     where: tuple[str | int, ...]
     if scene.frames is not None:
         frames, where = scene.frames, ("scenes", i, "frames")
     elif scene.duration is not None:
-        return _from_duration(scene.duration, fps)
-    elif default_frames is not None:
-        frames, where = default_frames, ("defaults", "frames")
-    elif default_duration is not None:
-        return _from_duration(default_duration, fps)
+        return _from_duration(scene.duration, fps, ("scenes", i, "duration"), errors)
+    elif d.frames is not None:
+        frames, where = d.frames, ("defaults", "frames")
+    elif d.duration is not None:
+        return _from_duration(d.duration, fps, ("defaults", "duration"), errors)
     else:
         return DEFAULT_FRAMES, None
     if not is_valid_frame_count(frames):
@@ -383,8 +488,23 @@ def _frames(
     return frames, None
 
 
-def _from_duration(duration: float, fps: int) -> tuple[int, str]:
-    frames = nearest_frame_count(duration * fps)
+def _from_duration(
+    duration: float, fps: int, where: tuple[str | int, ...], errors: _Collector
+) -> tuple[int, str]:
+    exact = duration * fps
+    frames = nearest_frame_count(exact)
+    unclamped = 4 * int((exact - 1) / 4 + 0.5) + 1
+    if frames != unclamped:
+        bound = "at least" if frames == MIN_FRAMES else "at most"
+        scene = errors.story.scenes[int(where[1])].id if where[0] == "scenes" else None
+        errors.warn(
+            f"{duration:g} s at {fps} fps is {exact:g} frames, but a clip has {bound} "
+            f"{frames} frames ({frames / fps:.3f} s), so this clip will be {frames} frames",
+            where,
+            scene=scene,
+            hint=f"clips last {MIN_FRAMES / fps:.3f} to {MAX_FRAMES / fps:.3f} s at {fps} fps; "
+            "split a longer shot into scenes that continue each other",
+        )
     return frames, f"{duration:g} s at {fps} fps -> {frames} frames ({frames / fps:.3f} s)"
 
 
@@ -456,10 +576,35 @@ def _timeline_entries(
     return entries
 
 
+def _warn_unused(
+    story: Story,
+    plans: dict[str, ScenePlan],
+    branches: tuple[str, ...],
+    extras: tuple[Path, ...],
+    errors: _Collector,
+) -> None:
+    for scene_id in branches:
+        plan = plans[scene_id]
+        if plan.crossfade_out_s is not None:
+            errors.warn(
+                f"'{scene_id}' is not on the timeline, so its crossfade into the next clip is "
+                "never used",
+                ("scenes", plan.index, "transition"),
+                scene=scene_id,
+                hint="add the scene to 'timeline', or remove its transition",
+            )
+    if extras and not any(plan.edit is not None for plan in plans.values()):
+        errors.warn(
+            "the extra reference images are given to edits, and no scene has an edit",
+            ("reference", 1),
+            hint="give a scene an 'edit', or list only the starting image",
+        )
+
+
 def _check_files(
     story: Story,
     references: list[Path],
-    sources: dict[str, Source],
+    plans: dict[str, ScenePlan],
     audio: Path | None,
     output: Path | None,
     errors: _Collector,
@@ -467,14 +612,22 @@ def _check_files(
     from videokit.media.images import ImageRejected, inspect_image
     from videokit.media.probe import probe_audio
 
+    checked: dict[Path, tuple[str | None, str | None]] = {}
+
     def check_image(path: Path, loc: tuple[str | int, ...], scene: str | None = None) -> None:
-        problem, hint = _file_problem(path, story.base_dir)
-        if problem is None:
-            try:
-                inspect_image(path)
-            except ImageRejected as exc:
-                problem = f"{_shown(path)}: {exc.reason}"
-                hint = exc.hint or "give a PNG, JPEG or WebP image"
+        if path not in checked:
+            problem, hint = _file_problem(path, story.base_dir)
+            if problem is None:
+                try:
+                    # decode=True: a truncated JPEG, or a PNG whose pixel data stops short, has a
+                    # valid header and must fail here, not halfway through a paid render. The
+                    # header's pixel count is checked first, so a bomb is never decoded.
+                    inspect_image(path, decode=True)
+                except ImageRejected as exc:
+                    problem = f"{_shown(path)}: {exc.reason}"
+                    hint = exc.hint or "give a PNG, JPEG or WebP image"
+            checked[path] = (problem, hint)
+        problem, hint = checked[path]
         if problem is not None:
             errors.add(problem, loc, scene=scene, hint=hint)
 
@@ -482,15 +635,14 @@ def _check_files(
     multiple = isinstance(story.reference, list)
     for i, path in enumerate(references):
         check_image(path, (*ref_loc, i) if multiple else ref_loc)
-    for i, scene in enumerate(story.scenes):
-        if scene.edit is not None:
-            for j, image in enumerate(scene.edit.images):
-                check_image(
-                    _resolve_path(story, image), ("scenes", i, "edit", "images", j), scene.id
-                )
-        source = sources.get(scene.id)
-        if source is not None and source.kind == "file" and source.path is not None:
-            check_image(source.path, ("scenes", i, "from"), scene.id)
+    for plan in plans.values():
+        scene = story.scenes[plan.index]
+        if plan.edit is not None and scene.edit is not None:
+            own = plan.edit.images[: len(scene.edit.images)]
+            for j, image in enumerate(own):
+                check_image(image, ("scenes", plan.index, "edit", "images", j), plan.id)
+        if plan.source.kind == "file" and plan.source.path is not None:
+            check_image(plan.source.path, ("scenes", plan.index, "from"), plan.id)
     if audio is not None:
         problem, hint = _file_problem(audio, story.base_dir)
         if problem is None:
@@ -503,18 +655,51 @@ def _check_files(
         if problem is not None:
             errors.add(problem, ("output", "audio"), hint=hint)
     if output is not None:
-        if output.is_dir():
+        _check_output(output, errors)
+
+
+def _check_output(output: Path, errors: _Collector) -> None:
+    loc = ("output", "path")
+    if output.is_dir():
+        errors.add(f"{_shown(output)} is a directory", loc, hint="give a file name, e.g. final.mp4")
+    elif output.suffix.lower() not in VIDEO_SUFFIXES:
+        errors.add(
+            f"{output.name}: the final video is H.264 in an MP4 container",
+            loc,
+            hint="end the file name with .mp4",
+        )
+    else:
+        reason = unwritable_reason(output.parent)
+        if reason is not None:
             errors.add(
-                f"{output} is a directory",
-                ("output", "path"),
-                hint="give a file name, e.g. final.mp4",
+                f"the final video cannot be written to {_shown(output)}: {reason}",
+                loc,
+                hint="give a path in a folder you can write to (relative paths start at the "
+                "story file's folder)",
             )
-        elif output.suffix.lower() not in VIDEO_SUFFIXES:
-            errors.add(
-                f"{output.name}: the final video is H.264 in an MP4 container",
-                ("output", "path"),
-                hint="end the file name with .mp4",
-            )
+
+
+def unwritable_reason(directory: Path) -> str | None:
+    """Why files cannot be created in ``directory`` (made if missing), or ``None`` if they can.
+
+    Creates nothing that outlives the call: the nearest existing ancestor must be a directory,
+    and an anonymous file is created and dropped in it, because permission bits do not tell
+    (root passes every access check, yet cannot create files in /proc or on a read-only mount).
+    """
+    directory = Path(os.path.abspath(directory))
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{_shown(existing)} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to create files in {_shown(existing)}"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"files cannot be created in {_shown(existing)} ({exc.strerror or exc})"
+    return None
 
 
 def _shown(path: Path) -> str:
