@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -111,13 +116,184 @@ def test_validate_and_schema() -> None:
     assert schema["additionalProperties"] is False
 
 
+COMMANDS = ("render", "validate", "plan", "serve", "deploy", "schema")
+
+
+def _example_scene_ids() -> set[str]:
+    from videokit.story import load_story
+
+    return {scene.id for scene in load_story(EXAMPLE).scenes}
+
+
 def test_help_teaches() -> None:
-    top = videokit("--help")
+    top = videokit("--help", env={"COLUMNS": "120"})
     assert top.returncode == 0
-    for command in ("render", "validate", "plan", "schema"):
+    for command in COMMANDS:
         assert command in top.stdout
-    render_help = videokit("render", "--help").stdout
-    assert "--only" in render_help and "--json" in render_help and "Examples" in render_help
+    assert "videokit render examples/story.yaml" in top.stdout
+    for command in COMMANDS:
+        text = videokit(command, "--help", env={"COLUMNS": "120"}).stdout
+        assert "Examples" in text, command
+        # Flags are flags, arguments are named the Unix way.
+        (usage,) = [line for line in text.splitlines() if "Usage:" in line]
+        assert "<bool>" not in text and "{" not in usage, (command, text)
+    render_help = videokit("render", "--help", env={"COLUMNS": "120"}).stdout
+    assert re.search(r"Usage: .*videokit render \[OPTIONS\] STORY\s*$", render_help, re.M)
+    assert "--only" in render_help and "--json" in render_help
+    # The examples name scenes the example story has.
+    named = set(re.findall(r"--only (\S+)", render_help))
+    assert named and named <= _example_scene_ids()
+    assert "--backend" in videokit("validate", "--help", env={"COLUMNS": "120"}).stdout
+
+
+def test_importing_the_cli_reads_no_terminal() -> None:
+    """Consoles are made when a command runs: importing the CLI reads no environment."""
+    code = (
+        "import gc, rich.console, videokit.cli.app; "
+        "print(sum(isinstance(o, rich.console.Console) for o in gc.get_objects()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
+
+
+TINY = """\
+title: tiny
+reference: ref.png
+defaults: {width: 128, height: 128, frames: 5}
+scenes:
+  - {id: a, motion: the camera drifts}
+  - {id: b, motion: it turns, edit: now at night}
+  - {id: c, motion: it waves, from: reference, transition: {crossfade: 0.1}}
+timeline: [a, b]
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    from tests.conftest import make_image
+
+    make_image(tmp_path / "ref.png")
+    story = tmp_path / "tiny.yaml"
+    story.write_text(TINY)
+    return story
+
+
+def test_warnings_are_printed_by_validate_plan_and_render(tiny: Path, tmp_path: Path) -> None:
+    warning = f"warning: {tiny}:7, scene 'c', scenes[2].transition: 'c' is not on the timeline"
+    for args in (
+        ["validate", str(tiny)],
+        ["validate", str(tiny), "--json"],
+        ["plan", str(tiny), "--out", str(tmp_path / "o")],
+        ["plan", str(tiny), "--out", str(tmp_path / "o"), "--json"],
+        ["render", str(tiny), "--out", str(tmp_path / "o"), "--json"],
+    ):
+        result = videokit(*args)
+        assert result.returncode == 0, result.stderr
+        assert warning in result.stderr, (args, result.stderr)
+        if "--json" in args and args[0] != "render":
+            (warned,) = json.loads(result.stdout)["warnings"]
+            assert warned.startswith(warning.removeprefix("warning: "))
+
+
+def test_a_closed_pipe_stops_the_render_quietly(tiny: Path, tmp_path: Path) -> None:
+    """`videokit render --json | head -1`: exit 141 like a tool killed by SIGPIPE, no traceback."""
+    command = (
+        f"{shlex.quote(sys.executable)} -m videokit render {shlex.quote(str(tiny))} --json "
+        f'--out {shlex.quote(str(tmp_path / "o"))} | head -1; echo "status=${{PIPESTATUS[0]}}"'
+    )
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert json.loads(lines[0])["type"] == "render_started"
+    assert lines[-1] == "status=141", proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_json_failures_end_with_an_error_object(tiny: Path, tmp_path: Path) -> None:
+    result = videokit("render", str(tiny), "--out", str(tmp_path / "o"), "--json", "--backend", "x")
+    assert result.returncode == 2
+    document = json.loads(result.stdout.splitlines()[-1])
+    assert document["type"] == "error" and document["exit_code"] == 2
+    assert document["error"] == "ConfigError" and "unknown backend 'x'" in document["message"]
+    assert document["hint"] and document["problems"] == []
+    assert "unknown backend 'x'" in result.stderr, "the human message is on stderr too"
+
+
+@pytest.mark.parametrize("where", ["file", "inside-a-file", "proc"])
+def test_an_unusable_work_directory_is_refused_before_rendering(
+    tiny: Path, tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    out = {
+        "file": tmp_path / "a-file",
+        "inside-a-file": tmp_path / "a-file" / "out",
+        "proc": Path("/proc/videokit-out"),
+    }[where]
+    if where == "proc" and not Path("/proc").is_dir():
+        pytest.skip("needs /proc")
+    for command in ("render", "plan"):
+        result = videokit(command, str(tiny), "--out", str(out))
+        assert result.returncode == 2, result.stderr
+        assert f"cannot use {out} as the work directory" in result.stderr
+        assert "hint: give a writable directory with --out" in result.stderr
+        assert "rendering a CPU preview" not in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not out.exists() or out.is_file()
+
+
+class _RunPodRecorder(http.server.BaseHTTPRequestHandler):
+    requests: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        self.send_response(500)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def _clean_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD", "VIDEOKIT"))}
+    return {**env, **values}
+
+
+def test_validate_checks_the_backend_without_submitting(tmp_path: Path) -> None:
+    def validate(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "videokit", "validate", str(EXAMPLE), "--backend", "runpod"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,  # no .env here
+            env=_clean_env(**env),
+        )
+
+    no_endpoints = validate()
+    assert no_endpoints.returncode == 2
+    assert "no RunPod endpoint is configured" in no_endpoints.stderr, no_endpoints.stderr
+    no_key = validate(VIDEOKIT_EDIT_ENDPOINT="e1", VIDEOKIT_ANIMATE_ENDPOINT="a1")
+    assert no_key.returncode == 2
+    assert "RUNPOD_API_KEY" in no_key.stderr, no_key.stderr
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RunPodRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ok = validate(
+            RUNPOD_API_KEY="k",
+            VIDEOKIT_EDIT_ENDPOINT="e1",
+            VIDEOKIT_ANIMATE_ENDPOINT="a1",
+            VIDEOKIT_RUNPOD_BASE_URL=f"http://127.0.0.1:{server.server_port}/v2",
+        )
+    finally:
+        server.shutdown()
+    assert ok.returncode == 0, ok.stderr
+    assert "backend runpod" in ok.stdout
+    assert _RunPodRecorder.requests == [], "validate sent a request"
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:

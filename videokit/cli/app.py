@@ -1,15 +1,19 @@
-"""The ``videokit`` command line: render, validate, plan and schema.
+"""The ``videokit`` command line: render, validate, plan, serve, deploy and schema.
 
 Quiet on success (a render prints the final video's path on stdout), loud and clear on failure
-(one readable message on stderr, no traceback, a non-zero exit code), ``--json`` for programs.
+(one readable message on stderr, no traceback, a non-zero exit code), ``--json`` for programs:
+with it, stdout carries only JSON objects, one per line, and a failure ends with one
+``{"type": "error", ...}`` object. Output into a closed pipe (``| head -1``) stops quietly with
+exit code 141, like any Unix tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,29 +23,80 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from videokit.backends.base import Stage
+from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel
-from videokit.errors import ConfigError, StoryError, VideoKitError
+from videokit.errors import ConfigError, RenderError, StoryError, VideoKitError
 from videokit.pipeline.events import Event
 from videokit.pipeline.forecast import forecast
+from videokit.pipeline.requests import payload_bounds
 from videokit.pipeline.runner import Pipeline, RenderResult
 from videokit.story.model import Story
-from videokit.story.plan import StoryPlan
+from videokit.story.plan import StoryPlan, unwritable_reason
 
 __all__ = ["app", "main"]
 
+#: The exit status of a process killed by SIGPIPE (128 + 13), which shells and pipelines expect.
+EXIT_BROKEN_PIPE = 141
+
+
+def _plain_flags(params: Iterable[Any]) -> None:
+    # typer shows every option's type, so flags read `--force <bool>` as if they took a value.
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _Command(TyperCommand):
+    """Help that reads like a man page: flags without a type, `Usage: ... [OPTIONS] STORY`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _plain_flags([option] if option is not None else [])
+        return option
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        # typer writes a required argument as `{story}`; the convention is `STORY`.
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class _Group(TyperGroup):
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _plain_flags([option] if option is not None else [])
+        return option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="videokit",
     help=(
         "Turn a story (YAML) into a finished AI video.\n\n"
         "Each scene optionally edits its first frame (Qwen-Image-Edit), then animates it "
         "(Wan2.2 image-to-video); each clip's last frame starts the next scene, and the clips "
         "are stitched into one MP4.\n\n"
-        "Start with:  videokit validate story.yaml  →  videokit plan story.yaml  →  "
-        "videokit render story.yaml\n\n"
+        "Try it (no GPU or account needed: it renders a CPU preview):\n\n"
+        "```\n"
+        "videokit validate examples/story.yaml    # check everything, submit nothing\n"
+        "videokit plan examples/story.yaml        # scene graph, jobs, cache hits, cost\n"
+        "videokit render examples/story.yaml      # -> out/story/final.mp4\n"
+        "videokit schema -o story.schema.json     # editor completion for stories\n"
+        "```\n\n"
         "Rendering for real: set RUNPOD_API_KEY, VIDEOKIT_EDIT_ENDPOINT and "
-        "VIDEOKIT_ANIMATE_ENDPOINT (RunPod endpoint ids, or URLs of `videokit serve`)."
+        "VIDEOKIT_ANIMATE_ENDPOINT (RunPod endpoint ids, or URLs of `videokit serve`). "
+        "Run any command with --help for its options and examples."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -50,14 +105,21 @@ app = typer.Typer(
 )
 
 StoryArg = Annotated[
-    Path, typer.Argument(help="The story file (YAML). Paths inside it are relative to it.")
+    Path,
+    typer.Argument(
+        metavar="STORY", help="The story file (YAML). Paths inside it are relative to it."
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Machine-readable output: JSON objects on stdout, one per line."),
+]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
         "-b",
+        metavar="NAME",
         help="Where jobs run: 'preview' (CPU animatic) or 'runpod' (RunPod endpoints, or "
         "`videokit serve`). Default: $VIDEOKIT_BACKEND; 'runpod' when endpoint ids are "
         "configured; else preview.",
@@ -65,35 +127,84 @@ BackendOpt = Annotated[
 ]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Work directory (default: out/STORY-NAME)."),
+    typer.Option("--out", "-o", metavar="DIR", help="Work directory (default: out/STORY-NAME)."),
 ]
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Consoles are made when a command runs, not at import: they read the terminal and the
+# environment (NO_COLOR, COLUMNS, ...) as they are then.
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _stdout() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _mute_output() -> None:
+    """Point stdout and stderr at /dev/null, so nothing more is written into a closed pipe.
+
+    Python flushes sys.stdout at exit; into a closed pipe that flush fails again and prints
+    "Exception ignored ... BrokenPipeError". The standard remedy is to swap the descriptors.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue  # not a real file (a test runner's capture): nothing to flush into a pipe
+    os.close(devnull)
+
+
 @contextmanager
 def _errors(as_json: bool = False) -> Iterator[None]:
-    """Print videokit's own errors without a traceback and exit with their exit code."""
+    """Print videokit's own errors without a traceback and exit with their exit code.
+
+    With ``--json`` a failure also ends stdout with one ``{"type": "error", ...}`` object, so a
+    program reading the stream learns why it stopped.
+    """
     try:
         yield
+    except BrokenPipeError:
+        _mute_output()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except VideoKitError as exc:
-        if as_json:
-            print(json.dumps(_error_json(exc)))
-        _err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(exc.exit_code) from None
+        _fail(as_json, exc.exit_code, _error_json(exc), f"[bold red]error:[/] {escape(str(exc))}")
     except KeyboardInterrupt:
-        _err.print(
-            "[yellow]interrupted[/]: running jobs were cancelled; finished scenes are cached"
+        _fail(
+            as_json,
+            130,
+            {"error": "KeyboardInterrupt", "message": "interrupted", "hint": None},
+            "[yellow]interrupted[/]: running jobs were cancelled; finished scenes are cached",
         )
-        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if as_json:
+            message = f"{type(exc).__name__}: {exc}"
+            _json_line({"error": "InternalError", "message": message, "hint": None}, 1)
+        raise  # main() reports it as the bug it is
+
+
+def _fail(as_json: bool, code: int, data: dict[str, Any], human: str) -> None:
+    try:
+        if as_json:
+            _json_line(data, code)
+        _stderr().print(human)
+    except BrokenPipeError:
+        _mute_output()
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
+    raise typer.Exit(code)
+
+
+def _json_line(data: dict[str, Any], code: int) -> None:
+    document = {"type": "error", "ok": False, "exit_code": code, "problems": [], **data}
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()
 
 
 def _error_json(exc: VideoKitError) -> dict[str, Any]:
-    data: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+    data: dict[str, Any] = {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint}
     if isinstance(exc, StoryError):
         data["problems"] = [
             {
@@ -106,34 +217,67 @@ def _error_json(exc: VideoKitError) -> dict[str, Any]:
             }
             for p in exc.problems
         ]
+    if isinstance(exc, RenderError):
+        data["failed"] = {scene: str(error) for scene, error in exc.failures.items()}
     return data
 
 
 def _warn(plan: StoryPlan) -> None:
-    for warning in plan.warnings:
-        _err.print(f"[yellow]warning:[/] {escape(warning)}")
+    if plan.warnings:
+        err = _stderr()
+        for warning in plan.warnings:
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-@app.command()
+def _check_workdir(pipeline: Pipeline) -> None:
+    """Refuse a work directory that cannot be made before anything is submitted or paid for."""
+    workdir = pipeline.workdir
+    reason = unwritable_reason(workdir)
+    if reason is not None:
+        raise ConfigError(
+            f"cannot use {workdir} as the work directory: {reason}",
+            hint="give a writable directory with --out DIR (it is created if missing)",
+        )
+
+
+def _stages(plan: StoryPlan) -> set[Stage]:
+    stages: set[Stage] = {"animate"}
+    if any(scene.edit is not None for scene in plan.scenes.values()):
+        stages.add("edit")
+    return stages
+
+
+def _check_backend(pipeline: Pipeline, plan: StoryPlan) -> Backend:
+    """Create the backend and check it can run this story's jobs; submits nothing."""
+    backend = pipeline.backend()
+    try:
+        backend.check(_stages(plan), payload_bytes=payload_bounds(plan))
+    finally:
+        asyncio.run(backend.aclose())  # it may hold a connection pool; nothing was sent
+    return backend
+
+
+@app.command(cls=_Command)
 def render(
     story: StoryArg,
     backend: BackendOpt = None,
     out: OutOpt = None,
     as_json: JsonOpt = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Ignore the cache: render every scene again.")
+        bool, typer.Option("--force", help="Ignore the cache: render (and pay for) every scene.")
     ] = False,
     only: Annotated[
         list[str] | None,
         typer.Option(
             "--only",
+            metavar="SCENE",
             help="Render just this scene (repeatable), ignoring its cache; "
             "what it starts from comes from the cache. Skips the final stitch.",
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option("--concurrency", "-j", min=1, help="Jobs at once per stage."),
+        typer.Option("--concurrency", "-j", metavar="N", min=1, help="Jobs at once per stage."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -141,15 +285,18 @@ def render(
 
     Unchanged scenes come from the cache, so rendering again after an edit only pays for the
     scenes you changed and those that start from them. If a render is interrupted, run the same
-    command again to finish it.
+    command again to finish it: it re-attaches to jobs still running and redoes only the rest.
+    On success it prints the final video's path and nothing else.
 
-    Examples:
+    **Examples**
 
-      videokit render examples/story.yaml
-
-      videokit render story.yaml --only casino       (redo one scene)
-
-      videokit render story.yaml --json | jq .type   (events as JSON lines)
+    ```
+    videokit render examples/story.yaml
+    videokit render examples/story.yaml --only tuxedo --only beach   # redo two scenes
+    videokit render examples/story.yaml --force -o /tmp/fresh        # ignore the cache
+    videokit render examples/story.yaml --backend runpod -j 2        # on RunPod, 2 jobs at once
+    videokit render examples/story.yaml --json | jq -c 'select(.type == "scene_done")'
+    ```
     """
     with _errors(as_json):
         pipeline = Pipeline(
@@ -157,9 +304,10 @@ def render(
         )
         plan = pipeline.plan()
         _warn(plan)
+        _check_workdir(pipeline)
         chosen = pipeline.backend()
         if chosen.name == "preview" and not as_json:
-            _err.print(
+            _stderr().print(
                 "[cyan]videokit:[/] no GPU endpoints configured, rendering a CPU [bold]preview[/] "
                 "(an animatic of the story) — see README, 'Rendering for real'"
             )
@@ -176,46 +324,63 @@ def render(
 def _run_with_display(pipeline: Pipeline, *, as_json: bool, quiet: bool) -> RenderResult:
     from videokit.cli.progress import JsonLines, LiveProgress
 
+    # A handler that raises (BrokenPipeError from `| head -1`) aborts the render, which
+    # cancels its jobs, and run() re-raises that exception for _errors() to report.
     if as_json:
         pipeline.on_event = JsonLines()
         return pipeline.run()
-    if quiet or not _err.is_terminal:
+    err = _stderr()
+    if quiet or not err.is_terminal:
         return pipeline.run()
-    with LiveProgress(_err) as display:
+    with LiveProgress(err) as display:
         handler: Callable[[Event], None] = display
         pipeline.on_event = handler
         return pipeline.run()
 
 
-@app.command()
-def validate(story: StoryArg, as_json: JsonOpt = False) -> None:
-    """Check STORY completely (schema, scene graph, files) without submitting anything.
+@app.command(cls=_Command)
+def validate(story: StoryArg, backend: BackendOpt = None, as_json: JsonOpt = False) -> None:
+    """Check STORY completely without submitting anything: schema, scene graph, every file it
+    names, and the backend it would render with (endpoint ids, API key).
 
     Exit code 0 when it can be rendered, 2 with every problem listed (file, line, field, scene
-    and a hint) when it cannot.
+    and a hint) when it cannot. Warnings (legal but probably unintended) go to stderr.
+
+    **Examples**
+
+    ```
+    videokit validate examples/story.yaml
+    videokit validate story.yaml --backend runpod     # also check RUNPOD_API_KEY and endpoints
+    videokit validate story.yaml --json | jq '.problems[]?.field'
+    ```
     """
     with _errors(as_json):
-        plan = Pipeline(story).plan()
+        pipeline = Pipeline(story, backend=backend)
+        plan = pipeline.plan()
         _warn(plan)
-        summary = {
-            "ok": True,
-            "story": str(story),
-            "scenes": len(plan.scenes),
-            "jobs": plan.job_count(),
-            "frames": plan.final_frames,
-            "warnings": list(plan.warnings),
-        }
+        chosen = _check_backend(pipeline, plan)
+        jobs = plan.job_count()
         if as_json:
+            summary = {
+                "type": "valid",
+                "ok": True,
+                "story": str(story),
+                "backend": chosen.name,
+                "scenes": len(plan.scenes),
+                "jobs": jobs,
+                "frames": plan.final_frames,
+                "warnings": list(plan.warnings),
+            }
             print(json.dumps(summary))
         else:
-            jobs = plan.job_count()
             print(
                 f"{story}: ok — {len(plan.scenes)} scenes, {jobs['edit']} edits, "
-                f"{plan.final_frames} frames ({plan.final_frames / plan.fps:.2f} s)"
+                f"{plan.final_frames} frames ({plan.final_frames / plan.fps:.2f} s), "
+                f"backend {chosen.name}"
             )
 
 
-@app.command()
+@app.command(cls=_Command)
 def plan(
     story: StoryArg,
     backend: BackendOpt = None,
@@ -224,22 +389,33 @@ def plan(
     force: Annotated[bool, typer.Option("--force", help="Plan as if nothing were cached.")] = False,
 ) -> None:
     """Show what rendering STORY would do: the scene graph, jobs, cache hits, the final frame
-    count (and how it is computed), estimated GPU time and cost. Submits nothing."""
+    count (and how it is computed), estimated GPU time and cost. Submits nothing.
+
+    **Examples**
+
+    ```
+    videokit plan examples/story.yaml
+    videokit plan examples/story.yaml --backend runpod     # cost of the jobs not cached yet
+    videokit plan examples/story.yaml --json | jq .formula
+    ```
+    """
     with _errors(as_json):
         pipeline = Pipeline(story, backend=backend, out=out)
         story_plan = pipeline.plan()
+        _warn(story_plan)
+        _check_workdir(pipeline)
         chosen = pipeline.backend()
-        costs = CostModel()
+        costs = pipeline.settings.cost_model()  # the same prices and GPUs render bills with
         guess = forecast(story_plan, chosen, pipeline.workdir, costs=costs, force=force)
         if as_json:
             print(json.dumps(_plan_json(story_plan, guess, chosen.name, pipeline.workdir)))
             return
-        _warn(story_plan)
         _print_plan(story_plan, guess, chosen.name, pipeline.workdir, costs)
 
 
 def _plan_json(plan: StoryPlan, guess: Any, backend: str, workdir: Path) -> dict[str, Any]:
     return {
+        "type": "plan",
         "story": plan.story.title,
         "backend": backend,
         "workdir": str(workdir),
@@ -255,6 +431,8 @@ def _plan_json(plan: StoryPlan, guess: Any, backend: str, workdir: Path) -> dict
             for e in plan.timeline
         ],
         "branches": list(plan.branches),
+        "longest_chain": plan.graph.longest_chain(),
+        "warnings": list(plan.warnings),
         "final_frames": plan.final_frames,
         "formula": plan.frame_formula(),
         "scenes": {
@@ -305,6 +483,12 @@ def _print_plan(plan: StoryPlan, guess: Any, backend: str, workdir: Path, costs:
             label += "  [dim](branch, not on the timeline)[/]"
         nodes[scene_id] = parent.add(label)
     console.print(tree)
+    chain = plan.graph.longest_chain()
+    if len(chain) > 1:
+        console.print(
+            f"longest chain: {' → '.join(chain)} ({len(chain)} scenes that must run one after "
+            "another; the others run alongside)"
+        )
 
     table = Table(show_edge=False, header_style="bold")
     for column in ("scene", "frames", "seed", "edit", "animate", "est. GPU s", "est. $"):
@@ -346,24 +530,40 @@ def _print_plan(plan: StoryPlan, guess: Any, backend: str, workdir: Path, costs:
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    worker: Annotated[str, typer.Argument(help="Which worker to serve: 'edit' or 'animate'.")],
+    worker: Annotated[
+        str,
+        typer.Argument(metavar="WORKER", help="Which worker to serve: 'edit' or 'animate'."),
+    ],
     engine: Annotated[
         str,
-        typer.Option("--engine", "-e", help="The engine behind it: 'preview' (CPU animatic)."),
+        typer.Option(
+            "--engine",
+            "-e",
+            metavar="NAME",
+            help="The engine behind it: 'diffusers' (the real models, on a GPU), 'tiny' (the "
+            "same pipelines with tiny random weights, on a CPU) or 'preview' (CPU animatic, no "
+            "weights).",
+        ),
     ] = "preview",
     host: Annotated[
-        str, typer.Option(help="Address to bind. Loopback by default; use 0.0.0.0 to share.")
+        str,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Address to bind. Loopback by default; use 0.0.0.0 to share.",
+        ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-j", min=1, help="Jobs running at once.")
+        int,
+        typer.Option("--concurrency", "-j", metavar="N", min=1, help="Jobs running at once."),
     ] = 1,
     api_key: Annotated[
         str | None,
         typer.Option(
             "--api-key",
+            metavar="KEY",
             envvar="VIDEOKIT_SERVE_API_KEY",
             help="Require 'Authorization: Bearer KEY' (prefer the environment variable: "
             "command lines are visible to other users).",
@@ -373,17 +573,20 @@ def serve(
         str | None,
         typer.Option(
             "--faults",
+            metavar="SPEC",
             help="Inject faults for testing clients, e.g. '0.2' (every kind at 20%) or "
             "'429,5xx,drop@0.1'. Kinds: 429 5xx drop slow failed stuck expired.",
         ),
     ] = None,
     fault_seed: Annotated[
-        int | None, typer.Option("--fault-seed", help="Make injected faults repeatable.")
+        int | None,
+        typer.Option("--fault-seed", metavar="N", help="Make injected faults repeatable."),
     ] = None,
     min_job_seconds: Annotated[
         float,
         typer.Option(
             "--min-job-seconds",
+            metavar="SECONDS",
             min=0,
             help="Pad every job to at least this long (emulates a GPU, for benchmarks).",
         ),
@@ -395,11 +598,12 @@ def serve(
     its full URL, e.g. VIDEOKIT_ANIMATE_ENDPOINT=http://gpu-box:8000/v2/animate. Routes: run,
     runsync, status, stream, cancel, retry, purge-queue, health.
 
-    Examples:
+    **Examples**
 
-      videokit serve animate --port 8002
-
-      VIDEOKIT_SERVE_API_KEY=secret videokit serve edit --host 0.0.0.0 --port 8001
+    ```
+    videokit serve animate --port 8002
+    VIDEOKIT_SERVE_API_KEY=secret videokit serve edit --host 0.0.0.0 --port 8001
+    ```
     """
     with _errors():
         from videokit.serve import FaultConfig
@@ -423,9 +627,12 @@ def serve(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def deploy(
-    spec: Annotated[Path, typer.Argument(help="Deploy spec (YAML), e.g. examples/deploy.yaml.")],
+    spec: Annotated[
+        Path,
+        typer.Argument(metavar="SPEC", help="Deploy spec (YAML), e.g. examples/deploy.yaml."),
+    ],
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print every field that would be sent; change nothing."),
@@ -441,11 +648,12 @@ def deploy(
     shell history). Idempotent: templates and endpoints are found by name and updated in place.
     Prints the endpoint ids and the `.env` lines to render with them.
 
-    Examples:
+    **Examples**
 
-      videokit deploy examples/deploy.yaml --dry-run
-
-      videokit deploy examples/deploy.yaml >> .env
+    ```
+    videokit deploy examples/deploy.yaml --dry-run     # every field it would send
+    videokit deploy examples/deploy.yaml >> .env       # create/update, keep the endpoint ids
+    ```
     """
     with _errors():
         from videokit.config import Settings
@@ -455,16 +663,26 @@ def deploy(
         run_deploy(spec, dry_run=dry_run, api_key=key, out=sys.stdout, offline=offline)
 
 
-@app.command()
+@app.command(cls=_Command)
 def schema(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write to this file instead of stdout."
+        ),
     ] = None,
 ) -> None:
     """Print the JSON Schema of the story format, for editor completion.
 
     In VS Code (YAML extension): run `videokit schema -o story.schema.json`, then put
     `# yaml-language-server: $schema=story.schema.json` at the top of a story.
+
+    **Examples**
+
+    ```
+    videokit schema -o story.schema.json
+    videokit schema | jq '.["$defs"].Scene.properties | keys'
+    ```
     """
     with _errors():
         document = Story.model_json_schema(by_alias=True)
@@ -486,11 +704,12 @@ def main() -> None:
             raise
         import traceback
 
-        _err.print(
+        err = _stderr()
+        err.print(
             "[bold red]internal error[/] (a bug in videokit; please report it with the line "
             "below, or run again with VIDEOKIT_DEBUG=1 for the full traceback):"
         )
-        _err.print(escape(traceback.format_exc().strip().splitlines()[-1]))
+        err.print(escape(traceback.format_exc().strip().splitlines()[-1]))
         sys.exit(1)
 
 
