@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -436,3 +437,64 @@ def test_the_preview_backend_runs_a_planned_edge_story(
     assert backend.calls == [("edit", "a"), ("animate", "a")]
     assert result.scenes["a"].frames == MIN_FRAMES
     assert result.frames == MIN_FRAMES
+
+
+# -- the loader never crashes ----------------------------------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["id", "motion", "edit", "prompt", "steps", "x"]), inner),
+    ),
+    max_leaves=12,
+)
+_PLACES = st.sampled_from(
+    [
+        ("title",),
+        ("reference",),
+        ("defaults",),
+        ("defaults", "animate"),
+        ("defaults", "steps"),
+        ("scenes",),
+        ("scenes", 0, "edit"),
+        ("scenes", 0, "transition"),
+        ("scenes", 0, "animate"),
+        ("scenes", 0, "images"),
+        ("timeline",),
+        ("output",),
+        ("endpoints",),
+        ("bogus",),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLACES, _VALUES)
+def test_any_value_anywhere_is_a_located_story_error(
+    place: tuple[str | int, ...], value: object
+) -> None:
+    import json
+
+    data: dict[str, object] = {
+        "title": "t",
+        "reference": "ref.png",
+        "scenes": [{"id": "a", "motion": "m"}],
+    }
+    node: Any = data
+    for part in place[:-1]:
+        node = node.setdefault(part, {}) if isinstance(part, str) else node[part]
+    node[place[-1]] = value
+    try:
+        parse_story(json.dumps(data))  # JSON is YAML
+    except StoryError as exc:
+        for problem in exc.problems:
+            assert problem.message and problem.line is not None, problem
+            assert problem.hint, problem

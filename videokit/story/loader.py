@@ -450,6 +450,9 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
         return f"too long: {length}, at most {ctx.get('max_length')} allowed"
     if kind == "too_long":
         return f"too many items: at most {ctx.get('max_length')}, got {ctx.get('actual_length')}"
+    if kind == "model_type":
+        # pydantic says "a valid dictionary or instance of Edit"; a story has mappings.
+        return f"expected a mapping (key: value pairs), got {value!r}"
     if kind == "too_short":
         count = len(value) if isinstance(value, list | str) else 0
         return f"too few items: at least {ctx.get('min_length')} item(s) needed, got {count}"
@@ -597,7 +600,7 @@ def _located(path: tuple[str, ...], parent: Loc) -> Loc:
 
 
 def _either(paths: list[Loc]) -> str:
-    names = [format_field(p) for p in paths]
+    names = [format_field(p).replace(f".{_ITEM}", _ITEM) for p in paths]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
