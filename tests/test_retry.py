@@ -127,3 +127,102 @@ def test_call_does_not_retry_final_errors() -> None:
     with pytest.raises(httpx.HTTPStatusError):
         asyncio.run(RetryPolicy(attempts=5).call(unauthorized))
     assert calls == 1
+
+
+class Clock:
+    """Fake monotonic time that advances only when the policy sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_with_a_deadline_a_call_retries_until_the_deadline_not_a_count() -> None:
+    clock = Clock()
+    calls = 0
+
+    async def storm() -> str:
+        nonlocal calls
+        calls += 1
+        if clock.now < 30:
+            raise status_error(503)
+        return "ok"
+
+    policy = RetryPolicy(attempts=3, base_s=0.5, cap_s=2.0, sleep=clock.sleep, clock=clock)
+    assert asyncio.run(policy.call(storm, deadline=60.0)) == "ok"
+    assert calls > 3 and 30 <= clock.now < 60
+
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(503)
+
+    clock.now = 0.0
+    with pytest.raises(httpx.HTTPStatusError):
+        asyncio.run(policy.call(down, deadline=10.0))
+    # It stopped at the deadline: no wait went past it, and it tried once more at the end.
+    assert clock.now == pytest.approx(10.0, abs=1e-9) and calls > 3
+
+
+def test_retry_after_is_capped_by_the_deadline_not_a_fixed_minute() -> None:
+    clock = Clock()
+    answers = [status_error(429, {"Retry-After": "90"}), status_error(429, {"Retry-After": "90"})]
+
+    async def limited() -> str:
+        if answers:
+            raise answers.pop(0)
+        return "ok"
+
+    policy = RetryPolicy(sleep=clock.sleep, clock=clock, max_retry_after_s=60.0)
+    # A job deadline five minutes away: a 90 s Retry-After is honoured in full...
+    assert asyncio.run(policy.call(limited, deadline=300.0)) == "ok"
+    assert all(90 <= s <= 90.25 for s in clock.slept)
+    # ...and one 20 s away caps it at 20 s.
+    clock.now, clock.slept = 0.0, []
+    answers.append(status_error(429, {"Retry-After": "90"}))
+    assert asyncio.run(policy.call(limited, deadline=20.0)) == "ok"
+    assert clock.slept == [pytest.approx(20.0)]
+
+
+def test_sync_and_async_calls_share_one_policy() -> None:
+    slept: list[float] = []
+    outcomes: list[Exception | str] = [httpx.ReadError("reset"), status_error(502), "ok"]
+
+    def flaky() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    retried: list[int] = []
+    policy = RetryPolicy(attempts=5, sleep_sync=slept.append, rng=random.Random(0))
+    assert policy.call_sync(flaky, on_retry=lambda n, exc, wait: retried.append(n)) == "ok"
+    assert retried == [1, 2] and len(slept) == 2
+
+    calls = 0
+
+    def unauthorized() -> None:
+        nonlocal calls
+        calls += 1
+        raise status_error(401)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        policy.call_sync(unauthorized)
+    assert calls == 1
+
+    def down() -> None:
+        raise status_error(503)
+
+    slept.clear()
+    with pytest.raises(httpx.HTTPStatusError):
+        RetryPolicy(attempts=3, sleep_sync=slept.append).call_sync(down)
+    assert len(slept) == 2

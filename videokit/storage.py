@@ -54,9 +54,8 @@ from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
     BotoCoreError,
     ClientError,
 )
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from videokit.backends.retry import RETRYABLE_STATUS, RetryPolicy, is_retryable
+from videokit.backends.retry import RetryPolicy, is_retryable, is_retryable_status
 from videokit.errors import ConfigError, VideoKitError
 from videokit.protocol import MediaInput, MediaOutput, OutputTarget
 
@@ -507,7 +506,7 @@ async def upload_presigned(
         response = await http.put(
             target.put_url, content=data, headers=headers, timeout=_timeout(timeout)
         )
-        if _is_retryable_status(response.status_code):
+        if is_retryable_status(response.status_code):
             raise _status_error(response, _error_summary(response.text))
         if not response.is_success:
             hint = None
@@ -542,11 +541,6 @@ async def upload_presigned(
 # -- HTTP plumbing ------------------------------------------------------------------------------
 
 
-def _is_retryable_status(status: int) -> bool:
-    """Statuses worth another attempt, exactly as :func:`is_retryable` judges them."""
-    return status in RETRYABLE_STATUS or status >= 500
-
-
 def _status_error(response: httpx.Response, detail: str) -> httpx.HTTPStatusError:
     # The shared predicate and Retry-After handling look at HTTPStatusError. The message is ours:
     # it names the status and S3's error code, never the (signed) URL.
@@ -567,27 +561,9 @@ def _log_retry(where: str) -> Callable[[int, BaseException, float], None]:
 
 
 def _call_sync(fn: Callable[[], _T], policy: RetryPolicy, where: str) -> _T:
-    """``fn()`` under ``policy``: tenacity's sync loop with the shared predicate and waits."""
-    on_retry = _log_retry(where)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        return policy.wait_seconds(state.attempt_number, exc)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if exc is not None and state.next_action is not None:
-            on_retry(state.attempt_number, exc, state.next_action.sleep)
-
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait,
-        retry=retry_if_exception(is_retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
+    """``fn()`` under ``policy`` (the shared predicate and waits), with storage's error text."""
     try:
-        return retrying(fn)
+        return policy.call_sync(fn, on_retry=_log_retry(where))
     except StorageError:
         raise
     except httpx.HTTPError as exc:
@@ -626,7 +602,7 @@ def _timeout(seconds: float) -> httpx.Timeout:
 
 def _fetch(http: httpx.Client, url: str, where: str, cap: int, timeout: float) -> tuple[bytes, str]:
     with http.stream("GET", url, timeout=_timeout(timeout)) as response:
-        if _is_retryable_status(response.status_code):
+        if is_retryable_status(response.status_code):
             raise _status_error(response, _error_summary(_read_some(response)))
         if response.status_code != 200:
             hint = None
