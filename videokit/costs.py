@@ -1,19 +1,35 @@
 """GPU prices and a timing model, for ``plan`` estimates and live cost accounting.
 
-Prices are RunPod serverless per-second rates by GPU pool (flex workers, USD); override them with
-your own contract prices. The timing model is anchored on measured figures (see the project notes):
-Wan2.2 I2V A14B with the 4-step LightX2V LoRA at 832x480x81 is ~30 s on an H100 with diffusers,
-Qwen-Image-Edit with the 8-step Lightning LoRA at 1 MP ~3.5 s. It scales with pixels x frames x
-steps and doubles per step when classifier-free guidance runs.
+Prices are RunPod serverless per-second rates by GPU pool (flex workers, USD). Override them with
+your own contract prices without touching code: ``VIDEOKIT_GPU_PRICES`` (a JSON object, pool ->
+USD per second, merged over these defaults) or the ``[prices]`` table of ``videokit.toml`` (see
+:mod:`videokit.config`). A pool name the table does not know is a configuration error, never a
+silent $0.
+
+What is billed: RunPod bills a flex worker from the moment it starts for a job until the job ends.
+The status of a finished job reports ``executionTime`` (the handler's run) and ``delayTime`` (from
+submission until a worker picked the job up: time waiting in the queue *plus* the worker's cold
+start). Only the cold-start part of ``delayTime`` is billed, and RunPod does not report the two
+parts separately. So by default a job costs ``executionTime`` x price (exact for warm workers),
+and an endpoint with ``bill_delay`` also adds the whole ``delayTime``: an upper bound, which
+over-counts whatever time the job spent queued behind other jobs. Turn it on for endpoints that
+scale from zero (cold starts on most jobs), leave it off for endpoints with active workers.
+
+The timing model is anchored on measured figures (see the project notes): Wan2.2 I2V A14B with the
+4-step LightX2V LoRA at 832x480x81 is ~30 s on an H100 with diffusers, Qwen-Image-Edit with the
+8-step Lightning LoRA at 1 MP ~3.5 s. It scales with pixels x frames x steps and doubles per step
+when classifier-free guidance runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, EditRequest
 
-__all__ = ["DEFAULT_GPU", "GPU_PRICE_PER_SECOND", "CostModel"]
+__all__ = ["DEFAULT_GPU", "GPU_PRICE_PER_SECOND", "CostModel", "check_gpu"]
 
 GPU_PRICE_PER_SECOND: dict[str, float] = {
     "AMPERE_16": 0.00016,
@@ -35,16 +51,39 @@ _QWEN_STEP_S = 0.22  # one step at 1 MP, no CFG, H100
 _QWEN_FIXED_S = 1.5
 
 
+def check_gpu(pool: str, prices: Mapping[str, float], *, where: str) -> str:
+    """``pool`` if the price table knows it, else a ConfigError naming ``where`` it was set."""
+    if pool in prices:
+        return pool
+    raise ConfigError(
+        f"{where}: unknown GPU pool {pool!r}; known pools: {', '.join(sorted(prices))}",
+        hint="use one of the known pools, or give its price per second in VIDEOKIT_GPU_PRICES "
+        "(e.g. '{\"" + pool + "\": 0.001}') or in the [prices] table of videokit.toml",
+    )
+
+
 @dataclass(frozen=True)
 class CostModel:
+    """Per stage, the GPU pool it runs on, the price table, and whether delayTime is billed."""
+
     gpu: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU))
     prices: dict[str, float] = field(default_factory=lambda: dict(GPU_PRICE_PER_SECOND))
+    bill_delay: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for stage, pool in self.gpu.items():
+            check_gpu(pool, self.prices, where=f"the GPU of the {stage} endpoint")
+
+    def pool(self, stage: str) -> str:
+        return self.gpu.get(stage, DEFAULT_GPU[stage])
 
     def price_per_second(self, stage: str) -> float:
-        return self.prices.get(self.gpu.get(stage, DEFAULT_GPU[stage]), 0.0)
+        return self.prices[check_gpu(self.pool(stage), self.prices, where=f"{stage} GPU")]
 
-    def cost(self, stage: str, seconds: float) -> float:
-        return seconds * self.price_per_second(stage)
+    def cost(self, stage: str, seconds: float, delay_s: float = 0.0) -> float:
+        """What a job of ``stage`` that ran ``seconds`` (and waited ``delay_s``) is billed."""
+        billed = seconds + (delay_s if self.bill_delay.get(stage, False) else 0.0)
+        return max(0.0, billed) * self.price_per_second(stage)
 
     def estimate_seconds(self, request: EditRequest | AnimateRequest) -> float:
         if isinstance(request, AnimateRequest):

@@ -38,8 +38,10 @@ def _runpod(settings: Settings) -> Backend:
         raise ConfigError(
             "the runpod backend needs an API key, and RUNPOD_API_KEY is not set",
             hint="export RUNPOD_API_KEY=... (or put it in .env); endpoint ids go in "
-            "VIDEOKIT_EDIT_ENDPOINT and VIDEOKIT_ANIMATE_ENDPOINT",
+            "VIDEOKIT_EDIT_ENDPOINT and VIDEOKIT_ANIMATE_ENDPOINT (or videokit.toml)",
         )
+    # The same cost model `plan` estimates with: GPU pools checked against the price table.
+    costs = settings.cost_model()
     endpoints: dict[Stage, Endpoint] = {}
     pairs: tuple[tuple[Stage, str | None], ...] = (
         ("edit", settings.edit_endpoint),
@@ -49,16 +51,32 @@ def _runpod(settings: Settings) -> Backend:
         if endpoint_id:
             endpoints[stage] = Endpoint(
                 id=endpoint_id,
-                gpu=settings.gpu.get(stage, "ADA_80_PRO"),
+                gpu=costs.pool(stage),
                 concurrency=settings.concurrency or 4,
+                bill_delay=costs.bill_delay.get(stage, False),
             )
+    # Deadlines and retry settings left unset keep RunPodConfig's defaults.
+    overrides = {
+        name: value
+        for name, value in (
+            ("queue_timeout_s", settings.queue_timeout_s),
+            ("execution_timeout_s", settings.execution_timeout_s),
+            ("ttl_s", settings.ttl_s),
+            ("job_attempts", settings.job_attempts),
+            ("warmup", settings.warmup),
+        )
+        if value is not None
+    }
+    config = RunPodConfig(
+        api_key=settings.api_key,
+        endpoints=endpoints,
+        base_url=base_url,
+        **overrides,  # type: ignore[arg-type]
+    )
     storage = None
     from videokit.storage import S3Storage, StorageConfig
 
     storage_config = StorageConfig.from_env(settings.environ)
     if storage_config is not None:
         storage = S3Storage(storage_config)
-    return RunPodBackend(
-        RunPodConfig(api_key=settings.api_key, endpoints=endpoints, base_url=base_url),
-        storage=storage,
-    )
+    return RunPodBackend(config, costs=costs, storage=storage)
