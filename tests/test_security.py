@@ -8,11 +8,14 @@ everything that was written or sent is scanned for them.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import make_image
 from tests.endpoints import serve_workers
@@ -22,6 +25,9 @@ API_KEY = "rpa_SECRET-API-KEY-0f3c9b7e1d"
 ACCESS_KEY_ID = "AKIASECRETKEYID7QZ"
 SECRET_ACCESS_KEY = "s3cr3t/ACCESS+key-9d8c7b6a5f4e3d2c1b0a"
 SECRETS = (API_KEY, SECRET_ACCESS_KEY)
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 STORY = """\
 title: Secrets
@@ -99,3 +105,57 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
         # anywhere else it must not appear.
         outside_credential = re.sub(r"X-Amz-Credential=[^&\"\s]+", "", text)
         assert ACCESS_KEY_ID not in outside_credential, f"the access key id leaked into {where}"
+
+
+# -- storage credentials never enter a payload, however they are spelled ------------------------
+
+FLATTENED = [
+    "access_key_id",
+    "secret_access_key",
+    "aws_session_token",
+    "AWS_ACCESS_KEY_ID",
+    "r2_access_key",
+    "r2_bucket_name",
+    "s3_endpoint_url",
+    "accessSecret",
+    "accessId",
+    "bucket-secret",
+    "s3Config",
+]
+
+
+@pytest.mark.parametrize("name", FLATTENED)
+def test_flattened_credential_fields_are_refused_with_the_presigned_url_explanation(
+    name: str,
+) -> None:
+    from pydantic import ValidationError
+
+    from videokit.protocol import AnimateRequest, EditRequest, MediaInput
+    from videokit.worker import JobInputError, parse_job_input
+
+    image = MediaInput.from_bytes(PNG)
+    native = AnimateRequest(image=image, prompt="p", seed=1).model_dump(mode="json")
+    edit = EditRequest(images=[image], prompt="p", seed=1).model_dump(mode="json")
+    for model, document in ((AnimateRequest, native), (EditRequest, edit)):
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({**document, name: "AKIAEXAMPLE"})
+        assert f"field {name!r} is refused" in str(caught.value)
+        assert "presigned URLs" in str(caught.value)
+    # The seed formats go through the same refusal, in the worker.
+    seed001 = {"image_base64": image.base64, "prompt": "p", name: "AKIAEXAMPLE"}
+    with pytest.raises(JobInputError) as refused:
+        parse_job_input("animate", seed001)
+    assert f"{name!r} is refused" in str(refused.value) and "presigned URLs" in str(refused.value)
+    assert "AKIAEXAMPLE" not in str(refused.value)
+
+
+def test_ordinary_fields_are_not_mistaken_for_credentials() -> None:
+    from videokit.protocol import AnimateRequest, MediaInput
+
+    request = AnimateRequest(
+        image=MediaInput.from_bytes(PNG),
+        prompt="a secret garden, the access key to the castle",  # values are not field names
+        negative_prompt="blurry",
+        seed=1,
+    )
+    assert AnimateRequest.model_validate(request.model_dump(mode="json")) == request

@@ -154,18 +154,46 @@ NegativePrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=16)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
-_SECRET_FIELDS = ("r2", "s3", "s3Config", "aws_access_key_id", "aws_secret_access_key")
+# Storage configuration in any spelling: the seeds' nested blocks (r2, s3, RunPod's s3Config) and
+# the flattened names a client may send instead (access_key_id, r2_access_key, aws_session_token,
+# accessSecret, ...). Names are compared in snake_case, so camelCase and dashes match too.
+_SECRET_FIELDS = ("r2", "s3", "s3config", "s3_config", "r2_config", "aws", "storage_config")
+_SECRET_PREFIXES = ("r2_", "s3_", "aws_")
+_SECRET_WORDS = (
+    "access_key",
+    "access_id",
+    "access_secret",
+    "secret",
+    "session_token",
+    "security_token",
+    "credential",
+    "password",
+)
 _SECRET_HINT = (
     "storage credentials must never travel in a job payload (RunPod keeps job inputs): "
     "give presigned URLs in 'outputs' instead; the client creates them with its own keys"
 )
 
 
+def _snake(key: str) -> str:
+    out: list[str] = []
+    for i, char in enumerate(key):
+        if char.isupper() and i and (key[i - 1].islower() or key[i - 1].isdigit()):
+            out.append("_")
+        out.append("_" if char in "-. " else char.lower())
+    return "".join(out)
+
+
 def _refuse_secrets(data: object) -> object:
     if isinstance(data, dict):
-        found = [key for key in _SECRET_FIELDS if key in data]
-        if found:
-            raise ValueError(f"field {found[0]!r} is refused: {_SECRET_HINT}")
+        for key in data:
+            name = _snake(str(key))
+            if (
+                name in _SECRET_FIELDS
+                or name.startswith(_SECRET_PREFIXES)
+                or any(word in name for word in _SECRET_WORDS)
+            ):
+                raise ValueError(f"field {str(key)[:80]!r} is refused: {_SECRET_HINT}")
     return data
 
 
