@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -601,6 +602,50 @@ def test_faults_are_reproducible_and_respect_the_rate() -> None:
     assert FaultInjector(FaultConfig(rate=0.0)).http_fault() is None
 
 
+def test_per_kind_rates_give_every_kind_its_own_rate() -> None:
+    injector = FaultInjector(FaultConfig.each(0.2, seed=7))
+    draws = [injector.http_fault("GET /v2/x/health") for _ in range(4000)]
+    jobs = [injector.job_fault() for _ in range(3000)]
+    for kind in ("429", "5xx", "drop", "slow"):
+        assert 0.17 < draws.count(kind) / len(draws) < 0.23, kind
+    for kind in ("failed", "stuck", "expired"):
+        assert 0.17 < jobs.count(kind) / len(jobs) < 0.23, kind
+    # An overall rate is shared between the kinds instead: 20% in total.
+    overall = FaultInjector(FaultConfig(rate=0.2, seed=7))
+    shared = [overall.http_fault() for _ in range(4000)]
+    assert 0.17 < sum(d is not None for d in shared) / len(shared) < 0.23
+    assert 0.03 < shared.count("429") / len(shared) < 0.07
+
+
+def test_the_fault_log_records_what_fired_and_where() -> None:
+    config = FaultConfig(rates={"429": 0.5, "stuck": 1.0}, seed=2, retry_after_s=0)
+    app = create_app(echo, faults=config)
+    with (
+        running_server(app) as base,
+        httpx.Client(base_url=f"{base}/v2/{ENDPOINT}", timeout=10) as client,
+    ):
+        codes = [client.get("/health").status_code for _ in range(20)]
+        job_ids: list[str] = []
+        run_codes: list[int] = []
+        while len(job_ids) < 2:
+            response = client.post("/run", json={"input": {}})
+            run_codes.append(response.status_code)
+            if response.status_code == 200:
+                job_ids.append(response.json()["id"])
+        injector: FaultInjector = app.fault_injector  # type: ignore[attr-defined]
+        fired = list(injector.fired)
+        enqueued = list(app.state.queue.enqueued)
+    limited = Counter(subject for kind, subject in fired if kind == "429")
+    assert limited["GET /v2/local/health"] == codes.count(429)
+    assert limited["POST /v2/local/run"] == run_codes.count(429)
+    assert sum(limited.values()) == codes.count(429) + run_codes.count(429)
+    assert 0 < codes.count(429) < 20
+    # Job faults are logged when they take effect, with the job they hit.
+    assert [subject for kind, subject in fired if kind == "stuck"] == job_ids
+    assert enqueued == [(job_id, 0) for job_id in job_ids]
+    assert injector.counts()["stuck"] == 2
+
+
 @pytest.mark.parametrize(
     ("spec", "rate", "kinds"),
     [
@@ -617,7 +662,18 @@ def test_fault_spec_parsing(spec: str, rate: float, kinds: frozenset[str] | set[
     assert (config.rate, set(config.kinds), config.seed) == (rate, set(kinds), 3)
 
 
-@pytest.mark.parametrize("spec", ["teapot@0.2", "429@lots", "0.2@1.5"])
+def test_per_kind_fault_specs() -> None:
+    each = parse_faults("each@0.2", seed=3)
+    assert each.rates == dict.fromkeys(sorted(ALL_FAULTS), 0.2) and each.seed == 3
+    assert each == FaultConfig.each(0.2, seed=3)
+    some = parse_faults("429=0.2, stuck=0.05")
+    assert some.rates == {"429": 0.2, "stuck": 0.05} and some.enabled
+    assert "per kind" in some.describe() and "in total" in parse_faults("0.2").describe()
+
+
+@pytest.mark.parametrize(
+    "spec", ["teapot@0.2", "429@lots", "0.2@1.5", "each@x", "teapot=0.1", "429=0.6,5xx=0.6"]
+)
 def test_bad_fault_specs_say_what_is_wrong(spec: str) -> None:
     with pytest.raises(ConfigError):
         FaultConfig.from_spec(spec)
@@ -627,7 +683,9 @@ def test_bad_fault_specs_say_what_is_wrong(spec: str) -> None:
 
 
 def test_the_official_runpod_client_drives_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    runpod = pytest.importorskip("runpod")
+    # runpod is a core dependency: a missing one is a failure, not a skip.
+    import runpod
+
     blocker = Blocker()
 
     async def handler(job: dict[str, Any]) -> Any:

@@ -100,7 +100,7 @@ class _ServeApp(FastAPI):
         if injector is None or scope["type"] != "http" or not scope["path"].startswith("/v2/"):
             await super().__call__(scope, receive, send)
             return
-        kind = injector.http_fault()
+        kind = injector.http_fault(f"{scope['method']} {scope['path']}")
         if kind is None:
             await super().__call__(scope, receive, send)
             return

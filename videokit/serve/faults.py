@@ -19,14 +19,29 @@ Kinds and where they apply:
   ``"expired"`` (the job runs, but its status answers 404 as soon as it finishes, as if its
   result had expired).
 
+Two ways to say how often:
+
+- an overall ``rate``: each request (HTTP kinds) or job attempt (job kinds) is faulty with that
+  probability, and the kind is picked uniformly among the enabled kinds of its class. ``0.2``
+  means 20% of requests are faulty, *in total*, so each of the four HTTP kinds fires on ~5%;
+- per-kind ``rates``: each kind fires with exactly its own probability. One draw per request (or
+  job attempt) is split between the kinds of its class, so at most one fault applies and the
+  rates of one class must add up to at most 1 (``each@0.2``: 80% of requests and 60% of job
+  attempts are faulty, 20% of each kind).
+
 Spec syntax (``FaultConfig.from_spec`` / ``parse_faults``), for a CLI flag such as ``--faults``::
 
-    0.2                 every kind, each request/job faulty with probability 0.2
-    429,5xx@0.2         only these kinds, probability 0.2 (":" works as well as "@")
+    0.2                 every kind, 20% of requests/jobs faulty in total (overall rate)
+    429,5xx@0.2         only these kinds, overall probability 0.2 (":" works as well as "@")
     429,5xx,drop:0.2    same syntax with ":"
     all@0.05            every kind, spelled out
     failed,stuck        these kinds at DEFAULT_SPEC_RATE (0.1)
+    each@0.2            every kind at 0.2 of its own (per-kind rates)
+    429=0.2,stuck=0.05  per-kind rates, kinds not named never fire
     off / none / ""     no faults
+
+Every fault that fires is appended to :attr:`FaultInjector.fired` (the server's fault log), so a
+test can check which kinds actually happened rather than trusting the rates.
 """
 
 from __future__ import annotations
@@ -34,6 +49,8 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from videokit.errors import ConfigError
@@ -80,9 +97,10 @@ class FaultConfig:
     """Which faults to inject and how often.
 
     ``rate`` is the probability that a request (HTTP kinds) or a job attempt (job kinds) is
-    faulty; when it is, one of the enabled kinds of that class is picked uniformly. With a
-    ``seed`` the sequence of draws is reproducible (requests and jobs draw from separate
-    streams, so polling more often does not change which jobs fail).
+    faulty; when it is, one of the enabled kinds of that class is picked uniformly. ``rates``
+    instead gives each kind its own probability (then ``rate`` and ``kinds`` are ignored; see the
+    module docstring). With a ``seed`` the sequence of draws is reproducible (requests and jobs
+    draw from separate streams, so polling more often does not change which jobs fail).
     """
 
     rate: float = 0.0
@@ -90,28 +108,61 @@ class FaultConfig:
     seed: int | None = None
     retry_after_s: float = 1.0
     slow_s: float = 2.0
+    rates: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rate <= 1.0:
             raise ConfigError(
                 f"fault rate {self.rate} is out of range", hint="use a probability in 0..1"
             )
-        unknown = set(self.kinds) - ALL_FAULTS
+        unknown = (set(self.kinds) | set(self.rates)) - ALL_FAULTS
         if unknown:
             raise ConfigError(
                 f"unknown fault kind(s): {', '.join(sorted(unknown))}",
                 hint=f"known kinds: {', '.join(sorted(ALL_FAULTS))}",
             )
+        for kind, rate in self.rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ConfigError(
+                    f"fault rate {rate} for {kind!r} is out of range",
+                    hint="use a probability in 0..1",
+                )
+        for name, group in (("HTTP", HTTP_FAULTS), ("job", JOB_FAULTS)):
+            total = sum(rate for kind, rate in self.rates.items() if kind in group)
+            if total > 1.0 + 1e-9:
+                raise ConfigError(
+                    f"the {name} fault rates add up to {total:g}: at most one fault applies per "
+                    f"{'request' if name == 'HTTP' else 'job attempt'}, so they must add up to "
+                    "at most 1",
+                    hint="lower the per-kind rates of "
+                    + ", ".join(sorted(k for k in self.rates if k in group)),
+                )
         if self.retry_after_s < 0 or self.slow_s < 0:
             raise ConfigError("fault retry_after_s and slow_s must not be negative")
         # Accept any iterable of kinds from callers, but store a frozenset so the config stays
         # hashable and immutable.
         object.__setattr__(self, "kinds", frozenset(self.kinds))
+        object.__setattr__(self, "rates", {k: float(v) for k, v in sorted(self.rates.items())})
 
     @property
     def enabled(self) -> bool:
         """True when at least one fault can actually fire."""
+        if self.rates:
+            return any(rate > 0.0 for rate in self.rates.values())
         return self.rate > 0.0 and bool(self.kinds)
+
+    @classmethod
+    def each(
+        cls,
+        rate: float,
+        *,
+        seed: int | None = None,
+        retry_after_s: float = 1.0,
+        slow_s: float = 2.0,
+    ) -> FaultConfig:
+        """Every kind, each with probability ``rate`` of its own (e.g. 0.2: 20% of each kind)."""
+        rates = dict.fromkeys(sorted(ALL_FAULTS), rate)
+        return cls(rates=rates, seed=seed, retry_after_s=retry_after_s, slow_s=slow_s)
 
     @classmethod
     def from_spec(
@@ -129,6 +180,21 @@ class FaultConfig:
         text = spec.strip().lower()
         if text in {"", "off", "none", "0"}:
             return cls(rate=0.0, seed=seed, retry_after_s=retry_after_s, slow_s=slow_s)
+        rates: dict[str, float] | None = None
+        if "=" in text:
+            rates = _per_kind_rates(spec, text)
+        each, sep, each_rate = text.partition("@")
+        if not sep:
+            each, sep, each_rate = text.partition(":")
+        if rates is None and sep and each.strip() == "each":
+            if not _is_number(each_rate):
+                raise ConfigError(
+                    f"fault spec '{spec}': '{each_rate}' is not a probability",
+                    hint="write e.g. --faults each@0.2",
+                )
+            rates = dict.fromkeys(sorted(ALL_FAULTS), float(each_rate))
+        if rates is not None:
+            return cls(rates=rates, seed=seed, retry_after_s=retry_after_s, slow_s=slow_s)
 
         kinds_part, rate_part = text, None
         for sep in ("@", ":"):
@@ -168,7 +234,25 @@ class FaultConfig:
         if not self.enabled:
             return "off"
         seed = f", seed {self.seed}" if self.seed is not None else ""
-        return f"{', '.join(sorted(self.kinds))} at rate {self.rate:g}{seed}"
+        if self.rates:
+            each = ", ".join(f"{kind} {rate:g}" for kind, rate in self.rates.items() if rate)
+            return f"per kind: {each}{seed}"
+        return f"{', '.join(sorted(self.kinds))} at rate {self.rate:g} in total{seed}"
+
+
+def _per_kind_rates(spec: str, text: str) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for part in text.split(","):
+        kind, sep, value = part.partition("=")
+        kind, value = kind.strip(), value.strip()
+        if not sep or kind not in ALL_FAULTS or not _is_number(value):
+            raise ConfigError(
+                f"fault spec '{spec}': '{part.strip()}' is not KIND=PROBABILITY",
+                hint="write e.g. --faults 429=0.2,stuck=0.05; kinds: "
+                + ", ".join(sorted(ALL_FAULTS)),
+            )
+        rates[kind] = float(value)
+    return rates
 
 
 def parse_faults(spec: str, *, seed: int | None = None) -> FaultConfig:
@@ -194,21 +278,37 @@ class FaultInjector:
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
         # Sorted so that the kind picked for a given draw does not depend on set iteration order.
-        self._http_kinds = sorted(config.kinds & HTTP_FAULTS)
-        self._job_kinds = sorted(config.kinds & JOB_FAULTS)
+        kinds = frozenset(config.rates) if config.rates else config.kinds
+        self._http_kinds = sorted(kinds & HTTP_FAULTS)
+        self._job_kinds = sorted(kinds & JOB_FAULTS)
+        # The fault log: (kind, what it hit: "METHOD /path" or a job id), in firing order.
+        self.fired: list[tuple[str, str]] = []
         # String seeds are hashed with SHA-512 by `random`, so they are stable across runs and
         # interpreters (unlike hash()).
         self._http_rng = random.Random(None if config.seed is None else f"{config.seed}/http")
         self._job_rng = random.Random(None if config.seed is None else f"{config.seed}/job")
         self._lock = threading.Lock()
 
-    def http_fault(self) -> str | None:
-        """The HTTP fault for this request, or None."""
-        return self._draw(self._http_rng, self._http_kinds)
+    def http_fault(self, subject: str = "") -> str | None:
+        """The HTTP fault for this request, or None; a fault drawn here is logged as fired."""
+        kind = self._draw(self._http_rng, self._http_kinds)
+        if kind is not None:
+            self.record(kind, subject)
+        return kind
 
     def job_fault(self) -> str | None:
-        """The job fault for this job attempt, or None."""
+        """The job fault for this job attempt, or None (the queue logs it when it applies)."""
         return self._draw(self._job_rng, self._job_kinds)
+
+    def record(self, kind: str, subject: str) -> None:
+        """Log that ``kind`` took effect on ``subject``."""
+        with self._lock:
+            self.fired.append((kind, subject))
+
+    def counts(self) -> Counter[str]:
+        """How many times each kind fired."""
+        with self._lock:
+            return Counter(kind for kind, _ in self.fired)
 
     def server_error_status(self) -> int:
         """Which 5xx to answer with (500, 502 or 503)."""
@@ -221,6 +321,16 @@ class FaultInjector:
             return self._job_rng.choice(_TRANSIENT_ERRORS)
 
     def _draw(self, rng: random.Random, kinds: list[str]) -> str | None:
+        rates = self.config.rates
+        if rates:
+            with self._lock:
+                draw = rng.random()
+            edge = 0.0
+            for kind in kinds:
+                edge += rates[kind]
+                if draw < edge:
+                    return kind
+            return None
         if not kinds or self.config.rate <= 0.0:
             return None
         with self._lock:

@@ -305,6 +305,9 @@ class JobQueue:
         self.clock = clock
         self.faults = faults
         self._jobs: dict[str, Job] = {}
+        # Every job attempt ever queued, as (job id, attempt): submissions and retries, in order;
+        # kept after jobs expire, so a test can account for every job the server accepted.
+        self.enqueued: list[tuple[str, int]] = []
         # Low-priority jobs only start when no normal job waits. Entries are (id, attempt) and
         # are validated when taken, so cancel/purge/retry never have to search the deques.
         self._queue: deque[tuple[str, int]] = deque()
@@ -456,6 +459,11 @@ class JobQueue:
         """False once the job was deleted (ttl, retention, purge, "expired" fault)."""
         return self._jobs.get(job.id) is job
 
+    def jobs(self) -> list[Job]:
+        """A snapshot of every job the server still knows (not deleted by ttl, retention, purge
+        or a fault). It changes nothing, so tests may call it from another thread."""
+        return list(self._jobs.values())
+
     # ------------------------------------------------------------------ expiry
 
     def sweep(self) -> None:
@@ -493,10 +501,13 @@ class JobQueue:
     # ------------------------------------------------------------------ state changes
 
     def _enqueue(self, job: Job) -> None:
+        self.enqueued.append((job.id, job.attempt))
         job.fault = self.faults.job_fault() if self.faults is not None else None
         self._add_deadline(job, job.policy.ttl_ms / 1000, "ttl")
         if job.fault == "stuck":
             # Never handed to a slot: IN_QUEUE until cancel, purge or ttl.
+            assert self.faults is not None
+            self.faults.record("stuck", job.id)
             log.info("job %s queued fault=stuck", job.id)
             return
         pending = self._low_queue if job.policy.low_priority else self._queue
@@ -546,7 +557,8 @@ class JobQueue:
         job.done.set()
         if job.webhook is not None:
             self._spawn(self._deliver_webhook(job.webhook, body))
-        if job.fault == "expired":
+        if job.fault == "expired" and self.faults is not None:
+            self.faults.record("expired", job.id)
             self._delete(job, "result expired (fault)")
 
     def _delete(self, job: Job, reason: str) -> None:
@@ -596,6 +608,7 @@ class JobQueue:
         self._add_deadline(job, job.policy.execution_timeout_ms / 1000, "timeout")
         log.info("job %s IN_PROGRESS worker=%s", job.id, job.worker_id)
         if job.fault == "failed" and self.faults is not None:
+            self.faults.record("failed", job.id)
             self._finish(job, JobStatus.FAILED, error=self.faults.transient_error())
             return
         work = _ThreadWork(self._threads[slot]) if self._threads else None
