@@ -1,5 +1,10 @@
 """The RunPod backend's job logic with an injected transport and clock: deadlines, resubmission,
-re-attachment and cost accounting, without sleeping for real."""
+re-attachment, cancellation and cost accounting, without sleeping for real.
+
+``FakeRunPod`` answers RunPod's routes from a script (each job attempt's statuses, in order, as
+they are polled); ``hooks`` make one route misbehave (503 storms, 429 with Retry-After, refused
+cancels, a lost ``run`` reply) the way the real API can.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -15,15 +21,30 @@ import pytest
 
 from videokit.backends.base import JobContext
 from videokit.backends.retry import RetryPolicy
-from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig, is_transient_job_error
+from videokit.backends.runpod import (
+    RUN_PAYLOAD_LIMIT,
+    Endpoint,
+    RunPodBackend,
+    RunPodConfig,
+    is_transient_job_error,
+)
 from videokit.config import Secret
-from videokit.costs import CostModel
-from videokit.errors import EndpointError, JobFailedError, JobTimeoutError
+from videokit.costs import GPU_PRICE_PER_SECOND, CostModel
+from videokit.errors import (
+    ConfigError,
+    EndpointError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    RenderError,
+)
 from videokit.protocol import AnimateRequest, MediaInput
+from videokit.storage import S3Storage, StorageConfig
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
+PRICE = GPU_PRICE_PER_SECOND["ADA_80_PRO"]
 
 
 def media(data: bytes, kind: str) -> dict[str, Any]:
@@ -51,61 +72,100 @@ OUTPUT = {
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
 
 
+Hook = Callable[[httpx.Request], httpx.Response | None]
+
+
+def route_of(path: str) -> str:
+    for route in ("run", "status", "cancel", "retry", "stream", "health", "purge-queue"):
+        if path.endswith(f"/{route}") or f"/{route}/" in path:
+            return route
+    raise AssertionError(f"unexpected path {path}")
+
+
 class FakeRunPod:
-    """Answers RunPod's API from a script: each job's statuses, in order, as they are polled."""
+    """Answers RunPod's API from a script: each job attempt's statuses, in order, as polled."""
 
     def __init__(self, script: Callable[[int], list[dict[str, Any]]]) -> None:
         self.script = script
+        self.attempts = 0
+        self.created = 0
         self.jobs: dict[str, list[dict[str, Any]]] = {}
         self.calls: list[tuple[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
+        self.hooks: dict[str, Hook] = {}
+        # What a cancelled job reports afterwards (RunPod gives its timings when it had started).
+        self.after_cancel: dict[str, Any] = {"status": "CANCELLED", "executionTime": 1500}
+
+    def create(self, request: httpx.Request) -> str:
+        self.created += 1
+        job_id = f"job-{self.created}"
+        self.jobs[job_id] = list(self.script(self.attempts))
+        self.attempts += 1
+        self.bodies.append(json.loads(request.content))
+        return job_id
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        route = route_of(path)
         self.calls.append((request.method, path))
-        if path.endswith("/run"):
-            job_id = f"job-{len(self.jobs) + 1}"
-            self.jobs[job_id] = list(self.script(len(self.jobs)))
-            self.bodies.append(json.loads(request.content))
-            return httpx.Response(200, json={"id": job_id, "status": "IN_QUEUE"})
+        hook = self.hooks.get(route)
+        if hook is not None:
+            answer = hook(request)
+            if answer is not None:
+                return answer
+        if route == "run":
+            return httpx.Response(200, json={"id": self.create(request), "status": "IN_QUEUE"})
         job_id = path.rsplit("/", 1)[-1]
-        if "/cancel/" in path:
-            self.jobs[job_id] = [{"id": job_id, "status": "CANCELLED"}]
+        if route == "cancel":
+            if job_id not in self.jobs:
+                return httpx.Response(404, json={"error": "job not found"})
+            self.jobs[job_id] = [dict(self.after_cancel)]
             return httpx.Response(200, json={"id": job_id, "status": "CANCELLED"})
         states = self.jobs.get(job_id)
-        if states is None:
+        if states is None or states[0].get("status") == "404":
             return httpx.Response(404, json={"error": "job not found"})
+        if route == "retry":
+            if states[0].get("status") not in ("FAILED", "TIMED_OUT"):
+                return httpx.Response(400, json={"error": "not retryable"})
+            self.jobs[job_id] = list(self.script(self.attempts))
+            self.attempts += 1
+            return httpx.Response(200, json={"id": job_id, "status": "IN_QUEUE"})
         status = states.pop(0) if len(states) > 1 else states[0]
         if status.get("status") == "404":
             return httpx.Response(404, json={"error": "job not found"})
         return httpx.Response(200, json={"id": job_id, **status})
 
-    def cancelled(self) -> list[str]:
-        return [p.rsplit("/", 1)[-1] for m, p in self.calls if "/cancel/" in p]
+    def routes(self, route: str) -> list[str]:
+        return [p.rsplit("/", 1)[-1] for _, p in self.calls if route_of(p) == route]
 
 
-def backend(fake: FakeRunPod, clock: FakeClock, **config: Any) -> RunPodBackend:
+def backend(
+    fake: FakeRunPod, clock: FakeClock, *, storage: Any = None, **config: Any
+) -> RunPodBackend:
     cfg = RunPodConfig(
         api_key=Secret("k"),
-        endpoints={"animate": Endpoint("ep", gpu="ADA_80_PRO")},
-        warmup=False,
+        endpoints={"animate": config.pop("endpoint", Endpoint("ep", gpu="ADA_80_PRO"))},
+        warmup=config.pop("warmup", False),
         **config,
     )
     return RunPodBackend(
         cfg,
+        storage=storage,
         transport=httpx.MockTransport(fake),
         clock=clock,
         sleep=clock.sleep,
-        retry=RetryPolicy(attempts=3, sleep=clock.sleep),
+        retry=RetryPolicy(attempts=3, sleep=clock.sleep, clock=clock),
     )
 
 
@@ -133,78 +193,124 @@ def done(execution_ms: int = 2000, delay_ms: int = 100) -> dict[str, Any]:
     }
 
 
+def server_error(status: int = 503, **headers: str) -> httpx.Response:
+    return httpx.Response(status, text=f"{status} (test)", headers=headers)
+
+
+# -- one job ----------------------------------------------------------------------------------------
+
+
 def test_completed_job_records_attempt_and_cost() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}, done()])
-    clock = FakeClock()
     ctx = JobContext(scene="s", stage="animate")
-    result = run(backend(fake, clock), ctx)
+    result = run(backend(fake, FakeClock()), ctx)
     assert result.frames == 9 and result.last_frame.decode() == PNG
     [attempt] = ctx.attempts
     assert attempt.status == "COMPLETED" and attempt.execution_ms == 2000
-    assert attempt.cost_usd == pytest.approx(CostModel().cost("animate", 2.0))
+    assert attempt.cost_usd == pytest.approx(2.0 * PRICE) and not attempt.cost_estimated
     body = fake.bodies[0]
-    assert body["policy"]["executionTimeout"] == 900_000 and "input" in body
+    assert body["policy"] == {"executionTimeout": 900_000, "ttl": 3_600_000}
     assert body["input"]["prompt"] == "p"
 
 
-def test_transient_failure_is_resubmitted_and_both_attempts_recorded() -> None:
+def test_transient_failure_is_retried_in_place_without_sending_the_input_again() -> None:
     fake = FakeRunPod(
         lambda n: (
-            [{"status": "FAILED", "error": "CUDA out of memory. Tried to allocate"}]
+            [
+                {
+                    "status": "FAILED",
+                    "error": "CUDA out of memory. Tried to allocate",
+                    "executionTime": 700,
+                }
+            ]
             if n == 0
             else [done()]
         )
     )
     ctx = JobContext(scene="s", stage="animate")
     run(backend(fake, FakeClock()), ctx)
-    assert [a.status for a in ctx.attempts] == ["FAILED", "COMPLETED"]
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [
+        ("job-1", "FAILED"),
+        ("job-1", "COMPLETED"),
+    ]
     assert "out of memory" in (ctx.attempts[0].error or "")
+    assert ctx.attempts[0].cost_usd == pytest.approx(0.7 * PRICE)  # the failed run was billed
+    assert fake.routes("retry") == ["job-1"] and len(fake.routes("run")) == 1
 
 
-def test_bad_input_failure_is_not_resubmitted() -> None:
+def test_a_retry_the_endpoint_refuses_falls_back_to_a_fresh_submission() -> None:
+    fake = FakeRunPod(
+        lambda n: [{"status": "FAILED", "error": "worker lost"}] if n == 0 else [done()]
+    )
+    fake.hooks["retry"] = lambda r: httpx.Response(404, json={"error": "retry expired"})
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [
+        ("job-1", "FAILED"),
+        ("job-2", "COMPLETED"),
+    ]
+
+
+def test_bad_input_failure_is_not_resubmitted_and_names_no_scene() -> None:
     fake = FakeRunPod(
         lambda n: [{"status": "FAILED", "error": "invalid input: frames must be 4k+1"}]
     )
-    ctx = JobContext(scene="s", stage="animate")
-    with pytest.raises(JobFailedError, match="invalid input"):
+    ctx = JobContext(scene="s0", stage="animate")
+    with pytest.raises(JobFailedError, match="invalid input") as caught:
         run(backend(fake, FakeClock()), ctx)
-    assert len(fake.jobs) == 1
+    assert len(fake.jobs) == 1 and fake.routes("retry") == []
+    # The runner prefixes the scene (RenderError); the backend's text must not repeat it.
+    text = str(RenderError({"s0": caught.value}))
+    assert text.count("s0") == 1 and "scene 's0'" in text
 
 
 def test_stuck_in_queue_is_cancelled_and_resubmitted() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
+    fake.after_cancel = {"status": "CANCELLED"}  # it never started: no timings
     clock = FakeClock()
     ctx = JobContext(scene="s", stage="animate")
     run(backend(fake, clock, queue_timeout_s=60), ctx)
-    assert fake.cancelled() == ["job-1"]
+    assert fake.routes("cancel") == ["job-1"]
     assert [a.status for a in ctx.attempts] == ["CANCELLED", "COMPLETED"]
+    assert ctx.attempts[0].cost_usd == 0.0 and ctx.attempts[0].cost_estimated
     assert 60 <= clock.now < 80
 
 
-def test_execution_deadline_cancels_the_remote_job_before_raising() -> None:
+def test_execution_deadline_cancels_the_remote_job_and_records_its_cost() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    fake.after_cancel = {"status": "CANCELLED", "executionTime": 115_000, "delayTime": 300}
     clock = FakeClock()
     ctx = JobContext(scene="s", stage="animate")
     with pytest.raises(JobTimeoutError) as caught:
         run(backend(fake, clock, execution_timeout_s=100), ctx)
     assert caught.value.job_id == "job-1"
-    assert fake.cancelled() == ["job-1"]
-    assert ctx.attempts[0].status == "TIMED_OUT"
+    assert "VIDEOKIT_EXECUTION_TIMEOUT" in (caught.value.hint or "")
+    assert fake.routes("cancel") == ["job-1"]
+    # The final status was read after the cancel: the exact execution time is billed.
+    assert fake.calls[-1] == ("GET", "/v2/ep/status/job-1")
+    [attempt] = ctx.attempts
+    assert attempt.status == "TIMED_OUT" and attempt.execution_ms == 115_000
+    assert attempt.cost_usd == pytest.approx(115 * PRICE) and not attempt.cost_estimated
 
 
-def test_server_side_timeout_is_a_timeout_error() -> None:
+def test_server_side_timeout_is_a_timeout_error_naming_the_variable() -> None:
     fake = FakeRunPod(lambda n: [{"status": "TIMED_OUT", "executionTime": 600000}])
-    with pytest.raises(JobTimeoutError, match="execution timeout"):
+    with pytest.raises(JobTimeoutError, match="execution timeout") as caught:
         run(backend(fake, FakeClock()), JobContext(scene="s", stage="animate"))
+    assert "VIDEOKIT_EXECUTION_TIMEOUT" in (caught.value.hint or "")
 
 
-def test_expired_result_is_resubmitted() -> None:
+def test_expired_result_is_resubmitted_with_an_estimated_cost() -> None:
     fake = FakeRunPod(
         lambda n: [{"status": "IN_PROGRESS"}, {"status": "404"}] if n == 0 else [done()]
     )
     ctx = JobContext(scene="s", stage="animate")
     run(backend(fake, FakeClock()), ctx)
     assert [a.status for a in ctx.attempts] == ["LOST", "COMPLETED"]
+    assert ctx.attempts[0].cost_estimated
+
+
+# -- re-attaching -------------------------------------------------------------------------------------
 
 
 def test_resume_reattaches_without_submitting() -> None:
@@ -218,7 +324,270 @@ def test_resume_reattaches_without_submitting() -> None:
     ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job", on_submitted=on_submitted)
     run(backend(fake, FakeClock()), ctx)
     assert submitted == ["old-job"]
-    assert not [c for c in fake.calls if c[1].endswith("/run")]
+    assert fake.routes("run") == []
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        {"status": "CANCELLED", "executionTime": 4000},
+        {"status": "FAILED", "error": "invalid input: nothing transient about it"},
+        {"status": "TIMED_OUT", "executionTime": 900_000},
+        {"status": "404"},
+    ],
+    ids=["cancelled", "failed", "timed-out", "gone"],
+)
+def test_reattaching_to_a_dead_job_submits_it_again(found: dict[str, Any]) -> None:
+    # What a re-run after Ctrl-C finds: the earlier render's job, cancelled (or otherwise ended).
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}, done()])
+    fake.jobs["old-job"] = [found]
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job")
+    result = run(backend(fake, FakeClock(), job_attempts=1), ctx)
+    assert result.frames == 9
+    assert [a.job_id for a in ctx.attempts] == ["old-job", "job-1"]
+    assert ctx.attempts[-1].status == "COMPLETED"
+    old = ctx.attempts[0]
+    assert old.status == ("LOST" if found["status"] == "404" else found["status"])
+    assert old.error and ("re-attaching" in old.error)
+    assert fake.routes("run") == ["run"] and fake.routes("cancel") == []
+
+
+def test_a_job_cancelled_by_someone_else_during_the_wait_is_a_cancelled_error() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    fake.jobs["old-job"] = [{"status": "IN_PROGRESS"}, {"status": "CANCELLED"}]
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job")
+    with pytest.raises(JobCancelledError, match="cancelled on the endpoint"):
+        run(backend(fake, FakeClock()), ctx)
+    assert fake.routes("run") == []
+
+    fresh = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}, {"status": "CANCELLED"}])
+    with pytest.raises(JobCancelledError):
+        run(backend(fresh, FakeClock()), JobContext(scene="s", stage="animate"))
+    assert len(fresh.routes("run")) == 1
+
+
+# -- status reads: retried until the job's deadline ------------------------------------------------
+
+
+def test_a_503_storm_longer_than_the_retry_count_does_not_abandon_the_job() -> None:
+    clock = FakeClock()
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}, done()])
+    storm_until = 60.0  # fake seconds of 503s: far more than a fixed 6 tries would cover
+
+    def storm(request: httpx.Request) -> httpx.Response | None:
+        return server_error(503) if clock.now < storm_until else None
+
+    fake.hooks["status"] = storm
+    ctx = JobContext(scene="s", stage="animate")
+    result = run(backend(fake, clock), ctx)
+    assert result.frames == 9 and [a.status for a in ctx.attempts] == ["COMPLETED"]
+    assert len(fake.routes("status")) > 10 and clock.now >= storm_until
+    assert fake.routes("cancel") == [] and len(fake.routes("run")) == 1
+
+
+def test_status_reads_honour_retry_after() -> None:
+    clock = FakeClock()
+    fake = FakeRunPod(lambda n: [done()])
+    told: list[int] = []
+
+    def limited(request: httpx.Request) -> httpx.Response | None:
+        if not told:
+            told.append(1)
+            return httpx.Response(429, json={"error": "slow down"}, headers={"Retry-After": "20"})
+        return None
+
+    fake.hooks["status"] = limited
+    run(backend(fake, clock), JobContext(scene="s", stage="animate"))
+    assert any(20 <= s <= 20.3 for s in clock.sleeps), clock.sleeps
+
+
+def test_status_unreadable_until_the_deadline_cancels_the_job_before_raising() -> None:
+    clock = FakeClock()
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+    fake.after_cancel = {"status": "CANCELLED"}
+    fake.hooks["status"] = lambda r: server_error(502)
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(EndpointError, match="could not read the status of job job-1") as caught:
+        run(backend(fake, clock, queue_timeout_s=120), ctx)
+    assert 120 <= clock.now < 130  # retried for the whole queue deadline
+    assert caught.value.job_id == "job-1"
+    assert fake.routes("cancel") == ["job-1"]
+    [attempt] = ctx.attempts
+    assert attempt.status == "CANCELLED" and attempt.error and "status" in attempt.error
+
+
+# -- cancelling ------------------------------------------------------------------------------------
+
+
+def cancelled_mid_run(
+    fake: FakeRunPod, clock: FakeClock, *, run_for: float = 10.0, **config: Any
+) -> JobContext:
+    """Cancel our task (as Ctrl-C does) after the job has been seen running for ``run_for``."""
+    b = backend(fake, clock, **config)
+    ctx = JobContext(scene="s", stage="animate")
+
+    async def go() -> None:
+        task = asyncio.create_task(b.animate(REQUEST, ctx))
+        while clock.now < run_for or not fake.routes("status"):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    asyncio.run(go())
+    return ctx
+
+
+def test_cancelling_the_task_cancels_the_remote_job_and_records_its_cost() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    fake.after_cancel = {"status": "CANCELLED", "executionTime": 9800, "delayTime": 200}
+    ctx = cancelled_mid_run(fake, FakeClock())
+    assert fake.routes("cancel") == ["job-1"]
+    [attempt] = ctx.attempts
+    assert attempt.status == "CANCELLED" and attempt.execution_ms == 9800
+    assert attempt.cost_usd == pytest.approx(9.8 * PRICE) and not attempt.cost_estimated
+
+
+def test_without_reported_timings_the_cost_is_estimated_from_what_was_observed() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    fake.after_cancel = {"status": "CANCELLED"}
+    clock = FakeClock()
+    ctx = cancelled_mid_run(fake, clock, run_for=10.0)
+    [attempt] = ctx.attempts
+    assert attempt.status == "CANCELLED" and attempt.cost_estimated
+    assert attempt.execution_ms is None
+    # Seen IN_PROGRESS from (about) the first poll until the cancel.
+    assert attempt.cost_usd == pytest.approx(clock.now * PRICE, rel=0.1)
+    assert attempt.cost_usd > 0
+
+
+def test_the_cancel_is_retried_through_transient_errors() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    answers = [server_error(503), server_error(429, **{"Retry-After": "0"})]
+    fake.hooks["cancel"] = lambda r: answers.pop(0) if answers else None
+    ctx = cancelled_mid_run(fake, FakeClock())
+    assert fake.routes("cancel") == ["job-1"] * 3
+    assert ctx.attempts[0].status == "CANCELLED"
+
+
+def test_a_cancel_that_never_gets_through_gives_up_quickly_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    fake.hooks["cancel"] = lambda r: server_error(503)
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, logger="videokit.runpod"):
+        ctx = cancelled_mid_run(fake, clock, run_for=10.0)
+    tries = fake.routes("cancel")
+    assert len(tries) >= 2 and clock.now - 10.0 < 3.0  # within the ~2 s cancel deadline
+    [attempt] = ctx.attempts
+    # Not confirmed: the job may still run, so it is not marked CANCELLED (a re-run re-attaches).
+    assert attempt.status == "IN_PROGRESS"
+    assert attempt.error and "not confirmed" in attempt.error and attempt.cost_estimated
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("job-1" in w and "could not cancel" in w for w in warnings), warnings
+
+
+def test_a_refused_cancel_is_reported_not_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+    fake.hooks["cancel"] = lambda r: httpx.Response(403, json={"error": "forbidden"})
+    with caplog.at_level(logging.WARNING, logger="videokit.runpod"):
+        ctx = cancelled_mid_run(fake, FakeClock())
+    assert len(fake.routes("cancel")) == 1  # a 403 is final: not retried
+    assert ctx.attempts[0].status == "IN_PROGRESS"
+    assert any("job-1" in r.getMessage() and "HTTP 403" in r.getMessage() for r in caplog.records)
+
+
+# -- lost replies, payloads, costs --------------------------------------------------------------
+
+
+def test_a_lost_run_reply_is_an_unknown_attempt_with_an_estimated_cost() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    lost: list[str] = []
+
+    def drop(request: httpx.Request) -> httpx.Response | None:
+        if not lost:
+            lost.append(fake.create(request))  # the job exists; the reply never arrives
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return None
+
+    fake.hooks["run"] = drop
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    unknown, completed = ctx.attempts
+    assert (unknown.status, unknown.job_id, completed.status) == ("UNKNOWN", "unknown", "COMPLETED")
+    estimate = CostModel().estimate_seconds(REQUEST)
+    assert unknown.cost_estimated and unknown.cost_usd == pytest.approx(estimate * PRICE)
+
+
+def test_payload_over_the_limit_without_storage_is_refused_before_submitting() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    big = AnimateRequest(
+        image=MediaInput.from_bytes(b"\x89PNG" + b"\0" * 7_600_000), prompt="p", seed=1
+    )
+
+    async def go() -> None:
+        b = backend(fake, FakeClock())
+        try:
+            await b.animate(big, JobContext(scene="s", stage="animate"))
+        finally:
+            await b.aclose()
+
+    # ~10.1 MB of base64: under 10 MiB, over 10 MB (the conservative reading of RunPod's limit).
+    with pytest.raises(ConfigError, match="10 MB") as caught:
+        asyncio.run(go())
+    assert "VIDEOKIT_S3_BUCKET" in (caught.value.hint or "")
+    assert fake.calls == []
+
+
+def storage() -> S3Storage:
+    # Building the client opens no connection; check() only needs to know storage exists.
+    config = StorageConfig(
+        bucket="b", endpoint_url="http://127.0.0.1:9", access_key_id="a", secret_access_key="s"
+    )
+    return S3Storage(config)
+
+
+def test_check_refuses_a_render_whose_payloads_are_too_big_before_anything_is_sent() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    b = backend(fake, FakeClock())
+    b.check({"animate"}, payload_bytes={"animate": 2_000_000})
+    with pytest.raises(ConfigError) as caught:
+        b.check({"animate"}, payload_bytes={"animate": RUN_PAYLOAD_LIMIT})
+    message = str(caught.value)
+    assert "animate" in message and "10.0 MB" in message and "10 MB limit" in message
+    assert "VIDEOKIT_S3_BUCKET" in message and "VIDEOKIT_S3_SECRET_ACCESS_KEY" in message
+    with_storage = backend(fake, FakeClock(), storage=storage())
+    with_storage.check({"animate"}, payload_bytes={"animate": 50_000_000})
+    assert fake.calls == []
+
+
+def test_delay_is_billed_only_where_the_endpoint_says_so() -> None:
+    fake = FakeRunPod(lambda n: [done(execution_ms=2000, delay_ms=8000)])
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    assert ctx.attempts[0].cost_usd == pytest.approx(2.0 * PRICE)
+    billed = JobContext(scene="s", stage="animate")
+    endpoint = Endpoint("ep", gpu="ADA_80_PRO", bill_delay=True)
+    run(backend(fake, FakeClock(), endpoint=endpoint), billed)
+    assert billed.attempts[0].cost_usd == pytest.approx(10.0 * PRICE)
+
+
+def test_an_unknown_gpu_pool_is_a_config_error_naming_the_known_pools() -> None:
+    with pytest.raises(ConfigError) as caught:
+        backend(FakeRunPod(lambda n: [done()]), FakeClock(), endpoint=Endpoint("ep", gpu="H100"))
+    assert "'H100'" in str(caught.value) and "ADA_80_PRO" in str(caught.value)
+    assert "VIDEOKIT_GPU_PRICES" in (caught.value.hint or "")
+
+
+def test_ttl_shorter_than_the_execution_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ttl") as caught:
+        RunPodConfig(api_key=None, endpoints={}, ttl_s=60, execution_timeout_s=600)
+    assert "VIDEOKIT_TTL" in (caught.value.hint or "")
+
+
+# -- polling -------------------------------------------------------------------------------------
 
 
 def test_job_id_is_reported_before_any_status_poll() -> None:
@@ -235,43 +604,25 @@ def test_job_id_is_reported_before_any_status_poll() -> None:
     assert order == ["submitted job-1 after 1 calls"]
 
 
-def test_cancelling_the_task_cancels_the_remote_job() -> None:
-    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
-    clock = FakeClock()
-    b = backend(fake, clock)
-
-    async def go() -> None:
-        task = asyncio.create_task(b.animate(REQUEST, JobContext(scene="s", stage="animate")))
-        while not fake.jobs:
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        await b.aclose()
-
-    asyncio.run(go())
-    assert fake.cancelled() == ["job-1"]
-
-
 def test_polling_learns_the_job_length_and_stays_cheap() -> None:
     # Each job takes 30 s: after the first, the client sleeps through most of it.
-    def script(n: int) -> list[dict[str, Any]]:
-        return [{"status": "IN_PROGRESS"}] * 1000
-
-    class Timed(FakeRunPod):
-        def __call__(self, request: httpx.Request) -> httpx.Response:
-            job_id = request.url.path.rsplit("/", 1)[-1]
-            if "/status/" in request.url.path and clock.now - started[job_id] >= 30:
-                self.calls.append((request.method, request.url.path))
-                return httpx.Response(200, json={"id": job_id, **done(30_000, 0)})
-            response = super().__call__(request)
-            if request.url.path.endswith("/run"):
-                started[response.json()["id"]] = clock.now
-            return response
-
     started: dict[str, float] = {}
     clock = FakeClock()
-    fake = Timed(script)
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+
+    def finish(request: httpx.Request) -> httpx.Response | None:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        if clock.now - started[job_id] >= 30:
+            return httpx.Response(200, json={"id": job_id, **done(30_000, 0)})
+        return None
+
+    def submit(request: httpx.Request) -> httpx.Response:
+        job_id = fake.create(request)
+        started[job_id] = clock.now
+        return httpx.Response(200, json={"id": job_id, "status": "IN_QUEUE"})
+
+    fake.hooks["status"] = finish
+    fake.hooks["run"] = submit
     b = backend(fake, clock)
 
     async def go() -> list[float]:
@@ -284,30 +635,76 @@ def test_polling_learns_the_job_length_and_stays_cheap() -> None:
         return latencies
 
     latencies = asyncio.run(go())
-    polls = [p for m, p in fake.calls if "/status/" in p]
+    polls = fake.routes("status")
     assert latencies[0] < 0.1 * 30 + 0.1  # no history: intervals stay within 10% of elapsed
     assert max(latencies[1:]) < 0.25  # with history: within a short poll of completion
-    first = len([p for p in polls if p.endswith("job-1")])
+    first = polls.count("job-1")
     assert first < 70 and len(polls) - first <= 20  # ~logarithmic (2 s cap), then a few a job
 
 
-def test_payload_over_the_limit_without_storage_is_refused_before_submitting() -> None:
-    fake = FakeRunPod(lambda n: [done()])
-    big = AnimateRequest(
-        image=MediaInput.from_bytes(b"\x89PNG" + b"\0" * 11_000_000), prompt="p", seed=1
+# -- warm-up ---------------------------------------------------------------------------------------
+
+
+def test_warm_up_is_recorded_waited_for_polled_slowly_and_billed() -> None:
+    fake = FakeRunPod(
+        lambda n: (
+            [{"status": "IN_QUEUE"}] * 3
+            + [{"status": "COMPLETED", "executionTime": 40, "delayTime": 45_000}]
+        )
     )
+    clock = FakeClock()
+    b = backend(fake, clock, warmup=True, endpoint=Endpoint("ep", bill_delay=True))
+    reported: list[str] = []
+
+    async def on_submitted(job_id: str) -> None:
+        reported.append(job_id)
+
+    ctx = JobContext(scene="(warm-up)", stage="animate", on_submitted=on_submitted)
 
     async def go() -> None:
-        b = backend(fake, FakeClock())
-        try:
-            await b.animate(big, JobContext(scene="s", stage="animate"))
-        finally:
-            await b.aclose()
+        await b.warm_up("animate", ctx)
+        await b.aclose()
 
-    with pytest.raises(EndpointError, match="10 MiB") as caught:
-        asyncio.run(go())
-    assert "S3" in (caught.value.hint or "")
-    assert fake.calls == []
+    asyncio.run(go())
+    assert fake.bodies[0]["input"] == {"warmup": True} and reported == ["job-1"]
+    [attempt] = ctx.attempts
+    assert attempt.status == "COMPLETED"
+    assert attempt.cost_usd == pytest.approx((0.04 + 45) * PRICE)  # cold start billed here
+    assert len(fake.routes("status")) == 4 and min(clock.sleeps) >= 0.5  # slow polls
+
+
+def test_cancelling_a_warm_up_cancels_its_job() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+    fake.after_cancel = {"status": "CANCELLED"}
+    clock = FakeClock()
+    b = backend(fake, clock, warmup=True)
+    ctx = JobContext(scene="(warm-up)", stage="animate")
+
+    async def go() -> None:
+        task = asyncio.create_task(b.warm_up("animate", ctx))
+        while not fake.routes("status"):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    asyncio.run(go())
+    assert fake.routes("cancel") == ["job-1"]
+    assert [a.status for a in ctx.attempts] == ["CANCELLED"]
+
+
+def test_no_warm_up_when_it_is_turned_off() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    ctx = JobContext(scene="(warm-up)", stage="animate")
+
+    async def go() -> None:
+        b = backend(fake, FakeClock(), warmup=False)
+        await b.warm_up("animate", ctx)
+        await b.aclose()
+
+    asyncio.run(go())
+    assert fake.calls == [] and ctx.attempts == []
 
 
 @pytest.mark.parametrize(

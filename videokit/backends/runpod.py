@@ -5,11 +5,30 @@ One job, from the client's side: validate the request (the wire models), move la
 ask for outputs by presigned URL when storage is configured, ``POST run``, report the job id to the
 pipeline *before* waiting (the manifest records it, so a resumed render re-attaches instead of
 paying again), then poll ``status`` until the job ends, within a queue deadline and an execution
-deadline. Transient failures are handled at two levels: each HTTP request through
-:class:`~videokit.backends.retry.RetryPolicy` (transport errors, 408/429/5xx, Retry-After), and
-each job by resubmitting a bounded number of times when it failed for a reason another worker may
-not hit (CUDA out of memory, a lost worker, a result that expired). Every attempt and its cost is
-recorded. Cancellation (Ctrl-C) and deadlines cancel the remote job before raising.
+deadline.
+
+Transient failures are handled at two levels. Each HTTP request goes through
+:class:`~videokit.backends.retry.RetryPolicy` (transport errors, 408/429/5xx, Retry-After): status
+reads, which are safe to repeat, are retried until the job's own deadline; ``run``, which creates a
+job each time it gets through, a bounded number of times. Each job is resubmitted a bounded number
+of times when it failed for a reason another worker may not hit (CUDA out of memory, a lost worker,
+a result that expired); a FAILED job is resubmitted with ``retry/{id}`` (same id, input not sent
+again) where the endpoint allows it.
+
+Whenever the client stops waiting on a job that has not ended (Ctrl-C, a deadline, a job stuck in
+the queue, a status that cannot be read), it cancels the remote job first, within a short deadline
+of its own, then reads the job's final status once to learn what it cost. Every attempt and its cost
+is recorded in ``ctx.attempts``; where the endpoint never reported an execution time the cost is
+the client's estimate from what it observed (``cost_estimated``).
+
+Re-attaching (``ctx.resume_job_id``) to a job of an earlier render that is found CANCELLED, FAILED,
+TIMED_OUT or gone submits it again (a new attempt): that job was typically cancelled by the earlier
+render's Ctrl-C. Only a job seen alive during *this* render's wait and then cancelled by someone
+else raises :class:`~videokit.errors.JobCancelledError`.
+
+Generator handlers may stream progress: chunks like ``{"progress": 0.4, "message": "denoising"}``
+are surfaced through ``ctx.on_progress`` when the endpoint has ``stream=True`` (polls then go to
+``stream/{id}`` instead of ``status/{id}``, no extra requests).
 """
 
 from __future__ import annotations
@@ -17,17 +36,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from videokit.backends.base import JobAttempt, JobContext, Stage
-from videokit.backends.retry import RetryPolicy
+from videokit.backends.base import Backend, JobAttempt, JobContext, Stage
+from videokit.backends.retry import RetryPolicy, is_retryable_status
 from videokit.config import Secret
 from videokit.costs import CostModel
 from videokit.errors import (
@@ -48,17 +68,27 @@ from videokit.protocol import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "RUNSYNC_PAYLOAD_LIMIT",
+    "RUN_PAYLOAD_LIMIT",
     "Endpoint",
+    "EndpointHealth",
     "RunPodBackend",
     "RunPodConfig",
+    "endpoint_notes",
     "is_transient_job_error",
 ]
 
 log = logging.getLogger("videokit.runpod")
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
-RUN_PAYLOAD_LIMIT = 10 * 1024 * 1024  # RunPod refuses larger /run bodies with a 400
+# RunPod documents "10 MB" for /run and "20 MB" for /runsync without saying which megabyte; the
+# decimal one is the smaller, so that is the limit we hold ourselves to.
+RUN_PAYLOAD_LIMIT = 10_000_000
+RUNSYNC_PAYLOAD_LIMIT = 20_000_000
+# What a job body adds around its media: field names, prompts' JSON escaping, the policy object.
+_ENVELOPE_BYTES = 4096
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+_ALIVE_STATES = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
 _TRANSIENT_MARKERS = (
     "cuda out of memory",
     "outofmemoryerror",
@@ -71,6 +101,11 @@ _TRANSIENT_MARKERS = (
     "no space left on device",
     "temporarily unavailable",
 )
+_S3_HINT = (
+    "configure S3/R2 storage so large inputs travel by presigned URL: set VIDEOKIT_S3_BUCKET, "
+    "VIDEOKIT_S3_ACCESS_KEY_ID and VIDEOKIT_S3_SECRET_ACCESS_KEY (plus VIDEOKIT_S3_ENDPOINT_URL "
+    "for R2); or use smaller input images"
+)
 
 R = TypeVar("R", EditResult, AnimateResult)
 
@@ -81,13 +116,17 @@ class Endpoint:
 
     ``id`` is a RunPod endpoint id, or the full URL of an endpoint root such as
     ``http://gpu-box:8001/v2/edit`` (``videokit serve`` runs one worker per server, so the two
-    stages of a self-hosted setup live at different addresses).
+    stages of a self-hosted setup live at different addresses). ``bill_delay``: the endpoint's
+    ``delayTime`` (cold starts) is billed too, see :mod:`videokit.costs`. ``stream``: poll
+    ``stream/{id}`` and surface a generator handler's progress chunks.
     """
 
     id: str
     gpu: str = "ADA_80_PRO"
     concurrency: int = 4
     model: str | None = None
+    bill_delay: bool = False
+    stream: bool = False
 
     def path(self, route: str) -> str:
         """``route`` (e.g. ``run``) under this endpoint, relative to the API base or absolute."""
@@ -102,6 +141,9 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class RunPodConfig:
+    """Deadlines and retry settings; from the CLI they come from ``VIDEOKIT_*`` variables or
+    ``videokit.toml`` (see :mod:`videokit.config`), whose names the error hints give."""
+
     api_key: Secret | None
     endpoints: Mapping[Stage, Endpoint]
     base_url: str = DEFAULT_BASE_URL
@@ -113,6 +155,77 @@ class RunPodConfig:
     poll_min_s: float = 0.025
     poll_max_s: float = 2.0
     warmup: bool = True
+    # Ctrl-C must reach every in-flight job within ~2 s, while our own task is being cancelled.
+    cancel_timeout_s: float = 2.0
+    # After a cancel, one status read to learn what the job cost; bounded the same way.
+    final_read_timeout_s: float = 2.0
+    # A warm-up job is not on anyone's critical path: poll it slowly.
+    warmup_poll_s: float = 0.5
+    warmup_poll_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        timings = {
+            "queue_timeout_s": ("VIDEOKIT_QUEUE_TIMEOUT", self.queue_timeout_s),
+            "execution_timeout_s": ("VIDEOKIT_EXECUTION_TIMEOUT", self.execution_timeout_s),
+            "ttl_s": ("VIDEOKIT_TTL", self.ttl_s),
+        }
+        for name, (variable, value) in timings.items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    f"{name} must be a positive number of seconds, got {value!r}",
+                    hint=f"set {variable} (or {name[:-2]} in videokit.toml)",
+                )
+        if self.job_attempts < 1:
+            raise ConfigError(
+                f"job_attempts must be at least 1, got {self.job_attempts}",
+                hint="set VIDEOKIT_JOB_ATTEMPTS (or job_attempts in videokit.toml)",
+            )
+        if self.ttl_s < self.execution_timeout_s:
+            raise ConfigError(
+                f"the job ttl ({self.ttl_s:g} s) is shorter than the execution timeout "
+                f"({self.execution_timeout_s:g} s): RunPod deletes a job when its ttl runs out, "
+                "even while it runs",
+                hint="raise VIDEOKIT_TTL or lower VIDEOKIT_EXECUTION_TIMEOUT (ttl / "
+                "execution_timeout in videokit.toml)",
+            )
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """``GET health``: the endpoint's queue and workers right now."""
+
+    in_queue: int = 0
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    idle: int = 0
+    running: int = 0
+
+    @property
+    def workers(self) -> int:
+        return self.idle + self.running
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> EndpointHealth:
+        def table(name: str) -> Mapping[str, Any]:
+            value = body.get(name)
+            return value if isinstance(value, dict) else {}
+
+        jobs, workers = table("jobs"), table("workers")
+
+        def count(counts: Mapping[str, Any], key: str) -> int:
+            return _int_or_none(counts.get(key)) or 0
+
+        return cls(
+            in_queue=count(jobs, "inQueue"),
+            in_progress=count(jobs, "inProgress"),
+            completed=count(jobs, "completed"),
+            failed=count(jobs, "failed"),
+            retried=count(jobs, "retried"),
+            idle=count(workers, "idle"),
+            running=count(workers, "running"),
+        )
 
 
 def is_transient_job_error(error: str) -> bool:
@@ -129,9 +242,40 @@ class _StuckInQueue(Exception):
     pass
 
 
+class _IncompleteResult(Exception):
+    pass
+
+
 @dataclass
 class _Stats:
     requests: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Watch:
+    """What this render observed of one job attempt: deadlines, re-attachment, cost estimates."""
+
+    job_id: str
+    since: float  # when this render started waiting on it (its submission, or the re-attach)
+    running_since: float | None = None
+    last_state: str | None = None
+    alive_seen: bool = False  # seen IN_QUEUE / IN_PROGRESS by this render
+
+    def observe(self, state: str, now: float) -> None:
+        self.last_state = state
+        self.alive_seen = True
+        if state != "IN_QUEUE" and self.running_since is None:
+            self.running_since = now
+
+    def running_s(self, now: float) -> float:
+        return 0.0 if self.running_since is None else max(0.0, now - self.running_since)
+
+    def deadline(self, config: RunPodConfig) -> float:
+        """When waiting on this job must end: the queue deadline, then the execution one."""
+        if self.running_since is None:
+            return self.since + config.queue_timeout_s
+        # The endpoint enforces executionTimeout itself; this backstop allows for a lagging one.
+        return self.running_since + config.execution_timeout_s * 1.1 + 5.0
 
 
 class RunPodBackend:
@@ -151,19 +295,23 @@ class RunPodBackend:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
+        # An unknown GPU pool is a ConfigError here, not a silent $0 later.
         self.costs = costs or CostModel(
-            gpu={stage: ep.gpu for stage, ep in config.endpoints.items()}
+            gpu={stage: ep.gpu for stage, ep in config.endpoints.items()},
+            bill_delay={stage: ep.bill_delay for stage, ep in config.endpoints.items()},
         )
         self.storage = storage
-        self.retry = retry or RetryPolicy(sleep=sleep)
+        self.retry = retry or RetryPolicy(sleep=sleep, clock=clock)
         self.stats = _Stats()
         self._clock = clock
         self._sleep = sleep
         # What we learned about how long each stage's jobs run; seeds the polling schedule.
         self._expected_s: dict[Stage, float] = {}
+        self._expected_exec_s: dict[Stage, float] = {}
         # Jobs polling without that knowledge wait on this, so the first job to finish wakes its
         # siblings (jobs submitted together tend to finish together).
         self._learned: dict[Stage, asyncio.Event] = {}
+        self._watches: dict[str, _Watch] = {}
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +343,8 @@ class RunPodBackend:
             variable = f"VIDEOKIT_{stage.upper()}_ENDPOINT"
             raise ConfigError(
                 f"no RunPod endpoint is configured for {stage} jobs",
-                hint=f"set {variable} (or `endpoints: {{{stage}: <id>}}` in the story)",
+                hint=f"set {variable} (or `endpoint` under [{stage}] in videokit.toml, or "
+                f"`endpoints: {{{stage}: <id>}}` in the story)",
             )
         return endpoint
 
@@ -207,22 +356,70 @@ class RunPodBackend:
         endpoint = self.config.endpoints.get(stage)
         return endpoint.concurrency if endpoint else 1
 
-    def check(self, stages: Collection[Stage]) -> None:
+    def check(
+        self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
+    ) -> None:
+        """Endpoints exist for ``stages``, and no request will be over the ``run`` payload limit
+        (unless storage is configured, which moves large inputs out of the payload)."""
         for stage in stages:
             self._endpoint(stage)
-
-    async def warm_up(self, stages: Collection[Stage]) -> None:
-        """Wake endpoints with a ``{"warmup": true}`` job, so their cold starts overlap work."""
-        if not self.config.warmup:
+        if self.storage is not None or not payload_bytes:
             return
         for stage in stages:
-            endpoint = self.config.endpoints.get(stage)
-            if endpoint is None:
-                continue
-            try:
-                await self._submit(endpoint, {"input": {"warmup": True}, "policy": self._policy()})
-            except (httpx.HTTPError, EndpointError) as exc:
-                log.info("warm-up of the %s endpoint failed: %s", stage, _describe(exc))
+            bound = payload_bytes.get(stage)
+            if bound is not None:
+                self._check_payload(stage, bound + _ENVELOPE_BYTES, upfront=True)
+
+    async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
+        """Wake ``stage``'s endpoint with a ``{"warmup": true}`` job and wait for it to end.
+
+        The job is reported through ``ctx`` and billed like any other; it is polled slowly. A
+        warm-up is an optimisation: failures are logged, not raised. Cancelling this call cancels
+        the remote job (and records what it cost).
+        """
+        endpoint = self.config.endpoints.get(stage)
+        if not self.config.warmup or endpoint is None:
+            return
+        payload = {"input": {"warmup": True}, "policy": self._policy()}
+        try:
+            job_id = await self._submit(
+                endpoint, payload, ctx.attempts, stage=stage, estimate_s=0.0
+            )
+        except EndpointError as exc:
+            log.info("warm-up of the %s endpoint could not be submitted: %s", stage, exc.message)
+            return
+        attempt = JobAttempt(job_id=job_id)
+        ctx.attempts.append(attempt)
+        await ctx.on_submitted(job_id)
+        watch = _Watch(job_id, self._clock())
+        try:
+            final = await self._wait_slowly(endpoint, watch)
+        except _Vanished:
+            self._lost(stage, attempt, watch, "the endpoint no longer knows the warm-up job")
+            return
+        except _StuckInQueue:
+            await self._cancel(
+                stage,
+                endpoint,
+                attempt,
+                watch,
+                error=f"warm-up still queued after {self.config.queue_timeout_s:g} s: the "
+                "endpoint has no worker to wake (check its max workers)",
+            )
+            return
+        except asyncio.CancelledError:
+            await self._cancel(
+                stage, endpoint, attempt, watch, error="warm-up cancelled by the client"
+            )
+            raise
+        except BaseException as exc:
+            await self._cancel(stage, endpoint, attempt, watch, error=f"warm-up: {_describe(exc)}")
+            if not isinstance(exc, Exception):
+                raise
+            log.info("warm-up of the %s endpoint failed: %s", stage, _describe(exc))
+            return
+        self._account(stage, attempt, final, watch)
+        attempt.error = _error_text(final.get("error")) or None
 
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
         return await self._job("edit", request, ctx, EditResult)
@@ -235,12 +432,112 @@ class RunPodBackend:
         if client is not None and self._client_loop is asyncio.get_running_loop():
             await client.aclose()
 
+    # -- more of RunPod's API ---------------------------------------------------------------------
+    async def health(self, stage: Stage, *, timeout_s: float = 5.0) -> EndpointHealth:
+        """``GET health`` of ``stage``'s endpoint (retried within ``timeout_s``)."""
+        endpoint = self._endpoint(stage)
+        try:
+            response = await self._call(
+                "health",
+                "GET",
+                endpoint.path("health"),
+                deadline=self._clock() + timeout_s,
+                timeout=timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise EndpointError(
+                f"the {stage} endpoint {endpoint.id} did not answer `health`: {_describe(exc)}",
+                status=_status_of(exc),
+                hint=f"check {_endpoint_variable(stage)} and your network",
+            ) from None
+        _raise_for_refusal(response, endpoint, stage, "health")
+        return EndpointHealth.parse(_json(response))
+
+    async def readiness(self, stages: Iterable[Stage]) -> dict[Stage, EndpointHealth]:
+        """Health of every stage's endpoint, read in parallel; raises EndpointError when one is
+        unreachable or refuses the key."""
+        wanted = list(dict.fromkeys(stages))
+        answers = await asyncio.gather(*(self.health(stage) for stage in wanted))
+        return dict(zip(wanted, answers, strict=True))
+
+    async def purge_queue(self, stage: Stage) -> int:
+        """``POST purge-queue``: delete every job still queued on ``stage``'s endpoint.
+
+        Never called automatically: the queue is the endpoint's, shared by everyone who submits
+        to it, and purging deletes their jobs too. Returns how many jobs were removed.
+        """
+        endpoint = self._endpoint(stage)
+        try:
+            response = await self._call("purge", "POST", endpoint.path("purge-queue"), {})
+        except httpx.HTTPError as exc:
+            raise EndpointError(
+                f"could not purge the queue of {endpoint.id}: {_describe(exc)}",
+                status=_status_of(exc),
+            ) from None
+        _raise_for_refusal(response, endpoint, stage, "purge-queue")
+        return _int_or_none(_json(response).get("removed")) or 0
+
+    async def runsync(
+        self, stage: Stage, job_input: Mapping[str, Any], *, wait_s: float = 90.0
+    ) -> dict[str, Any]:
+        """``POST runsync?wait=``: submit and wait server-side, for scripts and one-off calls.
+
+        Renders do not use it: the job id only comes back with the answer, so it could not be
+        recorded before waiting, and a cancelled call could not cancel its job. Returns the status
+        object (``output`` when it completed within ``wait_s``; else poll ``status`` yourself).
+        """
+        endpoint = self._endpoint(stage)
+        payload = {"input": dict(job_input), "policy": self._policy()}
+        size = len(json.dumps(payload).encode())
+        if size > RUNSYNC_PAYLOAD_LIMIT:
+            raise ConfigError(
+                f"the {stage} request is {size / 1e6:.1f} MB, over RunPod's 20 MB limit for "
+                "/runsync",
+                hint=_S3_HINT,
+            )
+        wait_ms = min(max(int(wait_s * 1000), 1000), 300_000)
+        try:
+            response = await self._call(
+                "runsync",
+                "POST",
+                endpoint.path(f"runsync?wait={wait_ms}"),
+                payload,
+                attempts=1,  # not idempotent, and the id of a lost answer is unknown
+                timeout=wait_ms / 1000 + self.config.request_timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise EndpointError(
+                f"runsync on {endpoint.id} failed: {_describe(exc)}", status=_status_of(exc)
+            ) from None
+        _raise_for_refusal(response, endpoint, stage, "runsync")
+        return _json(response)
+
+    async def stream(self, stage: Stage, job_id: str) -> tuple[str, list[Any]]:
+        """``GET stream/{id}``: the job's status and the chunks its generator yielded since the
+        previous call."""
+        return await self._stream(self._endpoint(stage), job_id)
+
     # -- one job ----------------------------------------------------------------------------------
     def _policy(self) -> dict[str, int]:
         return {
             "executionTimeout": int(self.config.execution_timeout_s * 1000),
             "ttl": int(self.config.ttl_s * 1000),
         }
+
+    def _check_payload(self, stage: Stage, size: int, *, upfront: bool = False) -> None:
+        if size <= RUN_PAYLOAD_LIMIT:
+            return
+        what = "this render's" if upfront else "this"
+        raise ConfigError(
+            f"{what} {stage} jobs need a request body of up to {size / 1e6:.1f} MB (media inline "
+            f"as base64), over RunPod's 10 MB limit for /run payloads, and no storage is "
+            "configured",
+            hint=_S3_HINT,
+        )
+
+    def _estimate_s(self, stage: Stage, request: EditRequest | AnimateRequest) -> float:
+        learned = self._expected_exec_s.get(stage)
+        return learned if learned is not None else self.costs.estimate_seconds(request)
 
     async def _job(
         self,
@@ -249,58 +546,79 @@ class RunPodBackend:
         ctx: JobContext,
         result_type: type[R],
     ) -> R:
+        cfg = self.config
         endpoint = self._endpoint(stage)
         wire = await self._prepare(stage, request)
         payload = {
             "input": wire.model_dump(mode="json", exclude_none=True),
             "policy": self._policy(),
         }
-        size = len(json.dumps(payload).encode())
-        if size > RUN_PAYLOAD_LIMIT:
-            raise EndpointError(
-                f"scene '{ctx.scene}': the {stage} job is {size / 2**20:.1f} MiB, over RunPod's "
-                "10 MiB limit for a job payload",
-                hint="configure S3/R2 storage (VIDEOKIT_S3_BUCKET and keys) so large inputs "
-                "travel by presigned URL",
-            )
+        if self.storage is None:
+            self._check_payload(stage, len(json.dumps(payload).encode()))  # backstop of check()
+        estimate = self._estimate_s(stage, request)
         resume = ctx.resume_job_id
+        submissions = 0
         failures: list[str] = []
-        for attempt_number in range(1, self.config.job_attempts + 1):
+        retry_in_place: str | None = None  # a transiently FAILED job, resubmitted under its id
+        while True:
+            reattached = resume is not None
             if resume is not None:
                 job_id, resume = resume, None
             else:
-                job_id = await self._submit(endpoint, payload, ctx.attempts)
+                if submissions >= cfg.job_attempts:
+                    break
+                submissions += 1
+                retried = None
+                if retry_in_place is not None:
+                    retried = await self._retry(
+                        endpoint, retry_in_place, ctx.attempts, stage=stage, estimate_s=estimate
+                    )
+                    retry_in_place = None
+                job_id = retried or await self._submit(
+                    endpoint, payload, ctx.attempts, stage=stage, estimate_s=estimate
+                )
             attempt = JobAttempt(job_id=job_id)
             ctx.attempts.append(attempt)
             await ctx.on_submitted(job_id)
+            watch = _Watch(job_id, self._clock())
+            self._watches[job_id] = watch
             try:
                 final = await self._wait(stage, endpoint, job_id, ctx)
             except _Vanished:
-                attempt.status = "LOST"
-                attempt.error = "the endpoint no longer knows this job (ttl or result expired)"
-                failures.append(attempt.error)
+                why = (
+                    "gone when re-attaching (an earlier render's job whose ttl or result expired)"
+                    if reattached and not watch.alive_seen
+                    else "the endpoint no longer knows this job (ttl or result expired)"
+                )
+                self._lost(stage, attempt, watch, why)
+                failures.append(why)
                 continue
             except _StuckInQueue:
-                attempt.status = "CANCELLED"
-                attempt.error = f"still queued after {self.config.queue_timeout_s:.0f} s"
-                failures.append(attempt.error)
-                await self._cancel_quietly(endpoint, job_id)
+                why = f"still queued after {cfg.queue_timeout_s:g} s"
+                await self._cancel(stage, endpoint, attempt, watch, error=f"{why}; cancelled")
+                failures.append(why)
                 continue
-            except JobTimeoutError:
-                attempt.status = "TIMED_OUT"
-                attempt.error = "execution deadline passed"
-                await self._cancel_quietly(endpoint, job_id)
-                raise
             except asyncio.CancelledError:
-                attempt.status = "CANCELLED"
-                attempt.error = "cancelled by the client"
-                await self._cancel_quietly(endpoint, job_id)
+                await self._cancel(stage, endpoint, attempt, watch, error="cancelled by the client")
                 raise
-            status = str(final.get("status"))
-            attempt.status = status
-            attempt.execution_ms = _int_or_none(final.get("executionTime"))
-            attempt.delay_ms = _int_or_none(final.get("delayTime"))
-            attempt.cost_usd = self.costs.cost(stage, (attempt.execution_ms or 0) / 1000)
+            except JobTimeoutError:
+                await self._cancel(
+                    stage,
+                    endpoint,
+                    attempt,
+                    watch,
+                    error="ran past the client's execution deadline; cancelled",
+                    status="TIMED_OUT",
+                )
+                raise
+            except BaseException as exc:
+                # Whatever made us stop waiting, a job left running keeps billing: cancel it.
+                await self._cancel(stage, endpoint, attempt, watch, error=_describe(exc))
+                raise
+            finally:
+                self._watches.pop(job_id, None)
+            self._account(stage, attempt, final, watch)
+            status = attempt.status
             if status == "COMPLETED":
                 try:
                     result = await self._result(final.get("output"), result_type)
@@ -309,37 +627,50 @@ class RunPodBackend:
                     failures.append(str(exc))
                     continue  # a COMPLETED job without its output: run it again
                 if attempt.execution_ms is not None:
-                    self._learn(stage, (attempt.execution_ms + (attempt.delay_ms or 0)) / 1000)
+                    self._learn(stage, attempt.execution_ms, attempt.delay_ms or 0)
                 return result
             error = _error_text(final.get("error"))
-            attempt.error = error
+            attempt.error = error or None
+            if reattached and not watch.alive_seen:
+                # An earlier render's job, typically cancelled by its Ctrl-C: run it afresh.
+                attempt.error = (
+                    f"found {status} when re-attaching"
+                    + (f" ({error})" if error else "")
+                    + "; submitting it again"
+                )
+                failures.append(attempt.error)
+                continue
             if status == "TIMED_OUT":
                 raise JobTimeoutError(
-                    f"scene '{ctx.scene}': the {stage} job {job_id} ran past the endpoint's "
-                    f"execution timeout ({self.config.execution_timeout_s:.0f} s)",
+                    f"the {stage} job {job_id} ran past the endpoint's execution timeout "
+                    f"({cfg.execution_timeout_s:g} s)",
                     job_id=job_id,
-                    hint="raise execution_timeout_s, or lower frames/resolution",
+                    hint="raise VIDEOKIT_EXECUTION_TIMEOUT (execution_timeout in videokit.toml), "
+                    "or lower frames/resolution",
                 )
             if status == "CANCELLED":
                 raise JobCancelledError(
-                    f"scene '{ctx.scene}': the {stage} job {job_id} was cancelled on the endpoint"
+                    f"the {stage} job {job_id} was cancelled on the endpoint while this render "
+                    "waited for it",
+                    hint="someone cancelled it (RunPod console, API, a purge); render again to "
+                    "submit it anew",
                 )
-            transient = is_transient_job_error(error)
-            failures.append(error)
-            if not transient:
+            failures.append(error or status)
+            if not is_transient_job_error(error):
                 raise JobFailedError(
-                    f"scene '{ctx.scene}': the {stage} job {job_id} failed: {error}",
+                    f"the {stage} job {job_id} failed: {error or status}",
                     job_id=job_id,
                     scene=ctx.scene,
                     hint="the worker rejected this job; fix the input and render again",
                 )
-            log.info("job %s failed transiently (%s), attempt %d", job_id, error, attempt_number)
+            log.info("job %s failed transiently (%s), submission %d", job_id, error, submissions)
+            retry_in_place = job_id
         raise JobFailedError(
-            f"scene '{ctx.scene}': the {stage} job failed {len(failures)} times: "
-            + "; ".join(dict.fromkeys(failures)),
+            f"the {stage} job failed {len(failures)} times: " + "; ".join(dict.fromkeys(failures)),
             scene=ctx.scene,
             transient=True,
-            hint="the endpoint may be overloaded or misconfigured; check its workers and logs",
+            hint="the endpoint may be overloaded or misconfigured; check its workers and logs "
+            "(VIDEOKIT_JOB_ATTEMPTS sets how many submissions a job gets)",
         )
 
     async def _prepare(self, stage: Stage, request: EditRequest | AnimateRequest) -> Any:
@@ -379,6 +710,10 @@ class RunPodBackend:
         return request.model_copy(update=update)
 
     async def _result(self, output: Any, result_type: type[R]) -> R:
+        if isinstance(output, list):
+            # A generator handler's aggregated stream: progress chunks, then the result.
+            results = [c for c in output if isinstance(c, dict) and c and not _is_progress(c)]
+            output = results[-1] if results else None
         if not isinstance(output, dict) or not output:
             raise _IncompleteResult("the job COMPLETED without an output")
         if "error" in output:
@@ -403,9 +738,38 @@ class RunPodBackend:
                 update[name] = MediaOutput.inline(data, media.content_type)
         return result.model_copy(update=update) if update else result
 
-    def _learn(self, stage: Stage, seconds: float) -> None:
+    # -- accounting -------------------------------------------------------------------------------
+    def _account(
+        self, stage: Stage, attempt: JobAttempt, body: Mapping[str, Any], watch: _Watch
+    ) -> None:
+        """Record a job's final status on its attempt, with its cost."""
+        attempt.status = str(body.get("status"))
+        attempt.execution_ms = _int_or_none(body.get("executionTime"))
+        attempt.delay_ms = _int_or_none(body.get("delayTime"))
+        self._price(stage, attempt, watch)
+
+    def _price(self, stage: Stage, attempt: JobAttempt, watch: _Watch) -> None:
+        if attempt.execution_ms is not None:
+            seconds = attempt.execution_ms / 1000
+            attempt.cost_estimated = False
+        else:
+            # The endpoint never said: what we saw it run is the best estimate we have.
+            seconds = watch.running_s(self._clock())
+            attempt.cost_estimated = True
+        attempt.cost_usd = self.costs.cost(stage, seconds, (attempt.delay_ms or 0) / 1000)
+
+    def _lost(self, stage: Stage, attempt: JobAttempt, watch: _Watch, why: str) -> None:
+        attempt.status = "LOST"
+        attempt.error = why
+        self._price(stage, attempt, watch)
+
+    def _learn(self, stage: Stage, execution_ms: int, delay_ms: int) -> None:
+        seconds = (execution_ms + delay_ms) / 1000
         previous = self._expected_s.get(stage)
         self._expected_s[stage] = seconds if previous is None else 0.7 * previous + 0.3 * seconds
+        run = execution_ms / 1000
+        known = self._expected_exec_s.get(stage)
+        self._expected_exec_s[stage] = run if known is None else 0.7 * known + 0.3 * run
         if previous is None:
             self._learned.setdefault(stage, asyncio.Event()).set()
 
@@ -436,33 +800,46 @@ class RunPodBackend:
         history, poll at growing intervals from the start.
         """
         cfg = self.config
-        submitted = self._clock()
-        running_since: float | None = None
+        watch = self._watches.setdefault(job_id, _Watch(job_id, self._clock()))
         interval = cfg.poll_min_s
         expected = self._expected_s.get(stage)
         if expected is not None:
             await self._sleep(max(0.0, expected - self._margin(expected)))
         while True:
-            status = await self._status(endpoint, job_id)
-            state = str(status.get("status"))
+            if endpoint.stream:
+                state, chunks = await self._stream(endpoint, job_id)
+                for chunk in chunks:
+                    if _is_progress(chunk):
+                        message = chunk.get("message")
+                        ctx.on_progress(
+                            min(1.0, max(0.0, float(chunk["progress"]))),
+                            str(message) if message is not None else None,
+                        )
+                status: dict[str, Any] = {"status": state}
+                if state in FINAL_STATES:
+                    return await self._status(endpoint, job_id)  # output and timings
+            else:
+                status = await self._status(endpoint, job_id)
+                state = str(status.get("status"))
             if state in FINAL_STATES:
                 return status
             now = self._clock()
-            elapsed = now - submitted
+            first_run = watch.running_since is None and state != "IN_QUEUE"
+            watch.observe(state, now)
+            elapsed = now - watch.since
             if state == "IN_QUEUE":
                 if elapsed > cfg.queue_timeout_s:
                     raise _StuckInQueue(job_id)
             else:
-                if running_since is None:
-                    running_since = now
+                if first_run:
                     ctx.on_progress(0.0, "running")
-                # The endpoint enforces executionTimeout itself; this is the backstop for one
-                # that does not (or whose status lags), with some grace for that lag.
-                if now - running_since > cfg.execution_timeout_s * 1.1 + 5.0:
+                if now > watch.deadline(cfg):
                     raise JobTimeoutError(
-                        f"scene '{ctx.scene}': the {stage} job {job_id} is still running after "
-                        f"{cfg.execution_timeout_s:.0f} s",
+                        f"the {stage} job {job_id} is still running after "
+                        f"{cfg.execution_timeout_s:g} s",
                         job_id=job_id,
+                        hint="raise VIDEOKIT_EXECUTION_TIMEOUT (execution_timeout in "
+                        "videokit.toml), or lower frames/resolution",
                     )
             remaining = expected - elapsed if expected is not None else 0.0
             if remaining > self._margin(expected or 0.0) + cfg.poll_min_s:
@@ -482,6 +859,28 @@ class RunPodBackend:
                 interval = min(cfg.poll_max_s, interval * 1.4, cap)
             await self._nap(stage, delay, informed=expected is not None)
 
+    async def _wait_slowly(self, endpoint: Endpoint, watch: _Watch) -> dict[str, Any]:
+        """Poll a job nobody waits for (a warm-up) at slowly growing intervals, same deadlines."""
+        cfg = self.config
+        self._watches[watch.job_id] = watch
+        try:
+            interval = cfg.warmup_poll_s
+            while True:
+                await self._sleep(interval)
+                status = await self._status(endpoint, watch.job_id)
+                state = str(status.get("status"))
+                if state in FINAL_STATES:
+                    return status
+                now = self._clock()
+                watch.observe(state, now)
+                if state == "IN_QUEUE" and now - watch.since > cfg.queue_timeout_s:
+                    raise _StuckInQueue(watch.job_id)
+                if state != "IN_QUEUE" and now > watch.deadline(cfg):
+                    raise JobTimeoutError(f"the warm-up job {watch.job_id} is still running")
+                interval = min(cfg.warmup_poll_max_s, interval * 1.5)
+        finally:
+            self._watches.pop(watch.job_id, None)
+
     def _margin(self, expected: float) -> float:
         # Wake a little early: jobs vary, and a late poll costs latency on every chained scene.
         return 0.04 + 0.02 * expected
@@ -494,41 +893,73 @@ class RunPodBackend:
         path: str,
         body: Any = None,
         on_retry: Callable[[int, BaseException, float], None] | None = None,
+        *,
+        attempts: int | None = None,
+        deadline: float | None = None,
+        max_wait_s: float | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
+        """One request through the shared retry predicate; ``deadline`` is on our clock."""
+
         async def once() -> httpx.Response:
             self.stats.requests[kind] += 1
-            response = await self._http.request(method, path, json=body)
-            if response.status_code >= 500 or response.status_code in (408, 425, 429):
+            response = await self._http.request(
+                method,
+                path,
+                json=body,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+            if is_retryable_status(response.status_code):
                 response.raise_for_status()
             return response
 
-        return await self.retry.call(once, on_retry=on_retry)
+        return await self.retry.call(
+            once,
+            on_retry=on_retry,
+            attempts=attempts,
+            deadline=deadline,
+            clock=self._clock,
+            max_wait_s=max_wait_s,
+        )
 
     async def _submit(
         self,
         endpoint: Endpoint,
         payload: Mapping[str, Any],
         attempts: list[JobAttempt] | None = None,
+        *,
+        stage: Stage | None = None,
+        estimate_s: float = 0.0,
     ) -> str:
         def ambiguous(number: int, exc: BaseException, wait: float) -> None:
             # The request went out and the reply was lost: the endpoint may have created a job
-            # we will never hear of (RunPod has no idempotency key). Say so in the manifest.
-            sent = isinstance(exc, httpx.TransportError) and not isinstance(
-                exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
-            )
-            if sent and attempts is not None:
+            # we will never hear of (RunPod has no idempotency key). Say so in the manifest, with
+            # what such a job would cost if it ran (an estimate: nobody will ever report it).
+            if _maybe_sent(exc) and attempts is not None:
+                cost = self.costs.cost(stage, estimate_s) if stage is not None else 0.0
                 attempts.append(
                     JobAttempt(
                         job_id="unknown",
                         status="UNKNOWN",
+                        cost_usd=cost,
+                        cost_estimated=True,
                         error=f"reply to `run` lost ({type(exc).__name__}); a job may have "
-                        "been created and billed without the client seeing its id",
+                        "been created and billed without the client seeing its id (its ttl "
+                        f"of {self.config.ttl_s:g} s bounds it)",
                     )
                 )
 
         try:
             response = await self._call(
-                "run", "POST", endpoint.path("run"), payload, on_retry=ambiguous
+                "run",
+                "POST",
+                endpoint.path("run"),
+                payload,
+                on_retry=ambiguous,
+                # Not safe to repeat, so a count. The job has no deadline yet; a Retry-After longer
+                # than it may wait in the queue is capped at that.
+                attempts=self.retry.attempts,
+                max_wait_s=self.config.queue_timeout_s,
             )
         except httpx.HTTPError as exc:
             raise EndpointError(
@@ -553,14 +984,77 @@ class RunPodBackend:
         job_id: str = body["id"]
         return job_id
 
-    async def _status(self, endpoint: Endpoint, job_id: str) -> dict[str, Any]:
+    async def _retry(
+        self,
+        endpoint: Endpoint,
+        job_id: str,
+        attempts: list[JobAttempt],
+        *,
+        stage: Stage,
+        estimate_s: float,
+    ) -> str | None:
+        """``POST retry/{id}``: run a FAILED job again under its id, without sending its input.
+
+        Returns the id when the job is queued again, None when the endpoint would not (then the
+        caller submits afresh). Sent once: a repeated retry could run the job twice. When the
+        reply was lost after the request went out, the job's status says whether it was queued
+        again; if it already failed again (or cannot be read), the retry is recorded as an
+        UNKNOWN attempt, as a lost ``run`` reply is.
+        """
+        sent_unanswered = False
         try:
-            response = await self._call("status", "GET", endpoint.path(f"status/{job_id}"))
+            response = await self._call(
+                "retry", "POST", endpoint.path(f"retry/{job_id}"), {}, attempts=1
+            )
+            if response.status_code == 200:
+                log.info("job %s retried in place", job_id)
+                return job_id
         except httpx.HTTPError as exc:
+            sent_unanswered = _maybe_sent(exc)
+        state = None
+        try:
+            read = await self._call(
+                "status",
+                "GET",
+                endpoint.path(f"status/{job_id}"),
+                deadline=self._clock() + self.config.final_read_timeout_s,
+            )
+            state = _json(read).get("status") if read.status_code == 200 else None
+        except httpx.HTTPError:
+            pass
+        if state in _ALIVE_STATES:
+            return job_id
+        if sent_unanswered:
+            attempts.append(
+                JobAttempt(
+                    job_id=job_id,
+                    status="UNKNOWN",
+                    cost_usd=self.costs.cost(stage, estimate_s),
+                    cost_estimated=True,
+                    error="reply to `retry` lost; the job may have run (and failed) again",
+                )
+            )
+        return None
+
+    async def _status(self, endpoint: Endpoint, job_id: str) -> dict[str, Any]:
+        # Status reads are safe to repeat: retried until the job's own deadline, never a count.
+        watch = self._watches.get(job_id)
+        started = self._clock()
+        deadline = None
+        if watch is not None:
+            deadline = max(watch.deadline(self.config), started + 5.0)
+        try:
+            response = await self._call(
+                "status", "GET", endpoint.path(f"status/{job_id}"), deadline=deadline
+            )
+        except httpx.HTTPError as exc:
+            phase = "queue" if watch is None or watch.running_since is None else "execution"
             raise EndpointError(
-                f"could not read the status of job {job_id}: {_describe(exc)}",
+                f"could not read the status of job {job_id} for {self._clock() - started:.0f} s "
+                f"(retried until its {phase} deadline): {_describe(exc)}",
                 status=_status_of(exc),
                 job_id=job_id,
+                hint="the endpoint's API is failing; the job was cancelled, render again later",
             ) from None
         if response.status_code == 404:
             raise _Vanished(job_id)
@@ -573,21 +1067,197 @@ class RunPodBackend:
             )
         return _json(response)
 
-    async def _cancel_quietly(self, endpoint: Endpoint, job_id: str) -> None:
-        """Cancel a remote job, even while our own task is being cancelled; never raise."""
+    async def _stream(self, endpoint: Endpoint, job_id: str) -> tuple[str, list[Any]]:
+        watch = self._watches.get(job_id)
+        deadline = None
+        if watch is not None:
+            deadline = max(watch.deadline(self.config), self._clock() + 5.0)
+        try:
+            response = await self._call(
+                "stream", "GET", endpoint.path(f"stream/{job_id}"), deadline=deadline
+            )
+        except httpx.HTTPError as exc:
+            raise EndpointError(
+                f"could not read the stream of job {job_id}: {_describe(exc)}",
+                status=_status_of(exc),
+                job_id=job_id,
+            ) from None
+        if response.status_code == 404:
+            raise _Vanished(job_id)
+        if response.status_code >= 400:
+            raise EndpointError(
+                f"stream of job {job_id}: HTTP {response.status_code}",
+                status=response.status_code,
+                job_id=job_id,
+            )
+        body = _json(response)
+        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
+        chunks = [i.get("output") if isinstance(i, dict) else i for i in items]
+        return str(body.get("status")), chunks
 
-        async def cancel() -> None:
-            self.stats.requests["cancel"] += 1
-            await self._http.post(endpoint.path(f"cancel/{job_id}"), timeout=5.0)
+    # -- cancelling -------------------------------------------------------------------------------
+    async def _cancel(
+        self,
+        stage: Stage,
+        endpoint: Endpoint,
+        attempt: JobAttempt,
+        watch: _Watch,
+        *,
+        error: str,
+        status: str = "CANCELLED",
+    ) -> None:
+        """Cancel the remote job, read what it cost, and record both on ``attempt``.
+
+        Runs to the end even while our own task is being cancelled (Ctrl-C): the cancel request is
+        the point of being cancelled. Bounded by ``cancel_timeout_s`` + ``final_read_timeout_s``.
+        ``attempt.status`` becomes ``status`` once the endpoint confirmed the cancel (or the final
+        state the job reached first); without a confirmation it stays the last state seen, so the
+        job is known to be possibly still running (a later render re-attaches to it).
+        """
+        work = asyncio.ensure_future(self._cancel_and_read(endpoint, attempt.job_id))
+        interrupted = False
+        while not work.done():
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                interrupted = True  # keep waiting: it has its own short deadlines
+        confirmed, why, final = work.result()
+        attempt.error = error
+        if final is not None and str(final.get("status")) in FINAL_STATES:
+            reached = str(final.get("status"))
+            attempt.execution_ms = _int_or_none(final.get("executionTime"))
+            attempt.delay_ms = _int_or_none(final.get("delayTime"))
+            attempt.status = status if reached == "CANCELLED" else reached
+        elif confirmed:
+            attempt.status = status
+        else:
+            attempt.status = watch.last_state or "SUBMITTED"
+            attempt.error = (
+                f"{error}; the cancel was not confirmed ({why}): the job may still run, and "
+                f"bill, until its executionTimeout of {self.config.execution_timeout_s:g} s"
+            )
+            log.warning(
+                "could not cancel %s job %s (%s): it may keep running and billing until its "
+                "executionTimeout (%g s); cancel it in the RunPod console",
+                stage,
+                attempt.job_id,
+                why,
+                self.config.execution_timeout_s,
+            )
+        self._price(stage, attempt, watch)
+        if interrupted:
+            raise asyncio.CancelledError
+
+    async def _cancel_and_read(
+        self, endpoint: Endpoint, job_id: str
+    ) -> tuple[bool, str, dict[str, Any] | None]:
+        """(cancel confirmed, why not, the job's final status if it could be read)."""
+        cfg = self.config
+        deadline = self._clock() + cfg.cancel_timeout_s
+        try:
+            response = await asyncio.wait_for(
+                self._call(
+                    "cancel",
+                    "POST",
+                    endpoint.path(f"cancel/{job_id}"),
+                    {},
+                    deadline=deadline,
+                    timeout=cfg.cancel_timeout_s,
+                ),
+                timeout=cfg.cancel_timeout_s + 0.5,  # a wall-clock bound, whatever our clock says
+            )
+        except Exception as exc:  # transport, timeout, or anything else: not confirmed
+            return False, _describe(exc), None
+        if response.status_code == 404:
+            return True, "", None  # gone: nothing left to run or bill
+        if response.status_code >= 400:
+            return False, f"HTTP {response.status_code}", None
+        try:
+            read = await asyncio.wait_for(
+                self._call(
+                    "status",
+                    "GET",
+                    endpoint.path(f"status/{job_id}"),
+                    deadline=self._clock() + cfg.final_read_timeout_s,
+                    timeout=cfg.final_read_timeout_s,
+                ),
+                timeout=cfg.final_read_timeout_s + 0.5,
+            )
+        except Exception:  # the cancel went through; only its cost stays an estimate
+            return True, "", None
+        return True, "", _json(read) if read.status_code == 200 else None
+
+
+def endpoint_notes(backend: Backend, stages: Iterable[Stage]) -> list[str]:
+    """What ``plan`` can tell about the endpoints right now (queue, warm workers): one line each.
+
+    Reads ``health`` (read-only, a few seconds at most); empty for backends without endpoints.
+    A sync wrapper for the CLI, which has no event loop of its own.
+    """
+    if not isinstance(backend, RunPodBackend):
+        return []
+    wanted = [stage for stage in dict.fromkeys(stages) if stage in backend.config.endpoints]
+
+    async def gather() -> list[str]:
+        async def one(stage: Stage) -> str:
+            endpoint = backend.config.endpoints[stage]
+            try:
+                health = await backend.health(stage)
+            except EndpointError as exc:
+                return f"{stage} endpoint {endpoint.label}: unreachable ({exc.message})"
+            queued = f", {health.in_queue} job(s) queued ahead" if health.in_queue else ""
+            if health.workers == 0:
+                return (
+                    f"{stage} endpoint {endpoint.label}: no worker is up{queued}; the first job "
+                    "waits for a cold start (typically 45-90 s)"
+                )
+            return (
+                f"{stage} endpoint {endpoint.label}: {health.workers} worker(s) up "
+                f"({health.idle} idle){queued}"
+            )
 
         try:
-            await asyncio.shield(asyncio.wait_for(cancel(), timeout=5.0))
-        except (httpx.HTTPError, TimeoutError, asyncio.CancelledError) as exc:
-            log.warning("could not cancel job %s: %s", job_id, _describe(exc))
+            return list(await asyncio.gather(*(one(stage) for stage in wanted)))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(gather()) if wanted else []
 
 
-class _IncompleteResult(Exception):
-    pass
+def _raise_for_refusal(
+    response: httpx.Response, endpoint: Endpoint, stage: Stage, route: str
+) -> None:
+    if response.status_code < 400:
+        return
+    body = _json(response)
+    raise EndpointError(
+        f"the {stage} endpoint {endpoint.id} refused `{route}` ({response.status_code}): "
+        f"{_error_text(body.get('error')) or response.reason_phrase}",
+        status=response.status_code,
+        hint="check RUNPOD_API_KEY"
+        if response.status_code == 401
+        else f"check {_endpoint_variable(stage)}",
+    )
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """Whether a failed request may have reached the server (its reply was what got lost)."""
+    return isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+    )
+
+
+def _endpoint_variable(stage: Stage) -> str:
+    return f"VIDEOKIT_{stage.upper()}_ENDPOINT"
+
+
+def _is_progress(chunk: Any) -> bool:
+    return (
+        isinstance(chunk, dict)
+        and isinstance(chunk.get("progress"), int | float)
+        and not isinstance(chunk.get("progress"), bool)
+        and set(chunk) <= {"progress", "message"}
+    )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -619,6 +1289,9 @@ def _error_text(error: Any) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, httpx.HTTPStatusError):
         return f"HTTP {exc.response.status_code}"
+    message = getattr(exc, "message", None)
+    if isinstance(message, str):
+        return message
     return type(exc).__name__ + (f": {exc}" if str(exc) else "")
 
 
