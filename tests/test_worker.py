@@ -255,17 +255,16 @@ def _decode_video(video: bytes, width: int, height: int) -> npt.NDArray[np.uint8
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, height, width, 3)
 
 
-SEED001_OUTPUT_KEYS = {
-    "success",
-    "video_base64",
-    "last_frame_base64",
-    "seed",
-    "inference_time_ms",
-    "num_frames",
-    "fps",
-    "resolution",
-    "video_size_bytes",
-}
+SEEDS = Path(__file__).parent / "fixtures" / "seeds"  # verbatim copies; see the README there
+
+
+def _seed_document(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((SEEDS / name).read_text(encoding="utf-8"))
+    return document
+
+
+# Seed 001's output example names the fields every seed-format animate request gets back.
+SEED001_OUTPUT_KEYS = set(_seed_document("seed001_i2v_output.json"))
 SEED003_OUTPUT_KEYS = {
     "success",
     "edited_image_base64",
@@ -354,25 +353,15 @@ def test_native_validation_errors_are_one_readable_line() -> None:
 
 # -- seed 001 --------------------------------------------------------------------------------------
 
-# The example request from seed 001's API reference, with a real image in place of the placeholder.
-SEED001_EXAMPLE: dict[str, Any] = {
-    "image_base64": PNG_B64,
-    "prompt": "Person speaking naturally with subtle hand gestures",
-    "negative_prompt": "blurry, distorted, static",
-    "num_frames": 81,
-    "num_inference_steps": 40,
-    "guidance_scale": 5.0,
-    "seed": 42,
-    "fps": 16,
-    "height": 480,
-    "width": 832,
-    "r2": {
-        "endpoint_url": "https://...",
-        "access_key_id": "...",
-        "secret_access_key": "...",
-        "bucket_name": "...",
-    },
-}
+
+def _seed001_example() -> dict[str, Any]:
+    """Seed 001's example request (its API reference), with a real image for the placeholder."""
+    document = _seed_document("seed001_i2v_input.json")["input"]
+    assert document["image_base64"] == "<base64 encoded image>"
+    return {**document, "image_base64": PNG_B64}
+
+
+SEED001_EXAMPLE: dict[str, Any] = _seed001_example()
 
 
 def test_seed001_example_with_r2_credentials_is_refused_with_the_presigned_url_explanation() -> (
@@ -440,16 +429,19 @@ def test_seed001_unknown_and_mistyped_fields_are_named() -> None:
 
 # -- seed 000 --------------------------------------------------------------------------------------
 
-# Seed 000's input schema example (its placeholders for the image filled in by each test).
-SEED000_EXAMPLE: dict[str, Any] = {
-    "prompt": "A knight swings his sword",
-    "cfg": 1.0,
-    "width": 512,
-    "height": 512,
-    "frames": 33,
-    "fps": 16,
-    "steps": 4,
-}
+
+def _seed000_example() -> dict[str, Any]:
+    """Seed 000's input schema example. Its string fields are type descriptions, not values: the
+    prompt gets a real one, the image fields are left for each test to choose (one of the two),
+    and the optional negative prompt is dropped so that its documented default applies."""
+    document = _seed_document("seed000_input_schema.json")["input"]
+    placeholders = {"prompt", "image_url", "image_base64", "negative_prompt"}
+    assert {k for k, v in document.items() if str(v).startswith("string (")} == placeholders
+    example = {k: v for k, v in document.items() if k not in placeholders}
+    return {**example, "prompt": "A knight swings his sword"}
+
+
+SEED000_EXAMPLE: dict[str, Any] = _seed000_example()
 
 
 def _check_seed000_output(out: dict[str, Any]) -> None:
@@ -504,7 +496,8 @@ def test_allow_private_urls_is_read_from_the_environment_when_the_handler_is_mad
 
 # -- seed 003 --------------------------------------------------------------------------------------
 
-# Seed 003 documents no example JSON; this is its field list as the project recorded it.
+# Seed 003 documents no example payload (only its field names; see tests/fixtures/seeds/README.md),
+# so this one is constructed from those fields.
 SEED003_EXAMPLE: dict[str, Any] = {
     "image_base64": PNG_B64,
     "images_base64": [REF_B64],
