@@ -32,7 +32,7 @@ from videokit.errors import ConfigError
 from videokit.media.images import decode_png_array, encode_png
 from videokit.protocol import EditRequest, MediaInput, MediaOutput
 from videokit.storage import S3Storage, StorageConfig
-from videokit.worker import JobInputError, make_handler, qwen
+from videokit.worker import JobInputError, WorkerOOMError, make_handler, qwen
 from videokit.worker import engines as engine_registry
 
 torch = pytest.importorskip("torch")  # the model engines need the [gpu] extra
@@ -135,7 +135,8 @@ def _job(
     engine: qwen.QwenEngine, document: dict[str, Any], *, job_id: str = "job", **options: Any
 ) -> dict[str, Any]:
     options.setdefault("allow_private_urls", True)
-    handler = make_handler("edit", engine, log=lambda line: None, **options)
+    options.setdefault("log", lambda line: None)
+    handler = make_handler("edit", engine, **options)
     return asyncio.run(handler({"id": job_id, "input": document}))
 
 
@@ -186,7 +187,32 @@ def calls() -> Iterator[Callable[[qwen.QwenEngine], _Calls]]:
 def test_native_edit_returns_png_of_requested_size(
     lightning: qwen.QwenEngine, images: list[bytes], width: int, height: int
 ) -> None:
-    out = _job(lightning, _native(images, width=width, height=height))
+    # What the pipeline does with the inputs, seen from forward hooks (observation only): the
+    # vision tower gets one grid per image, the VAE encoder one call per image.
+    grids: list[int] = []
+    vae_inputs: list[tuple[int, int]] = []
+    pipe = lightning.pipe
+    handles = [
+        pipe.text_encoder.model.visual.register_forward_pre_hook(
+            lambda _m, _a, kwargs: grids.append(int(kwargs["grid_thw"].shape[0])),
+            with_kwargs=True,
+        ),
+        pipe.vae.encoder.register_forward_pre_hook(
+            lambda _m, args: vae_inputs.append((int(args[0].shape[-1]), int(args[0].shape[-2])))
+        ),
+    ]
+    try:
+        out = _job(lightning, _native(images, width=width, height=height))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert grids == [len(images)]  # every image reaches the text encoder's vision tower...
+    assert len(vae_inputs) == len(images)  # ...and the VAE, each at its own aspect ratio
+    for (w, h), data in zip(vae_inputs, images, strict=True):
+        source_w, source_h = _png_size(data)
+        # Same orientation, and the ratio up to the pipeline's rounding to a 32-pixel grid.
+        assert (w > h, w == h) == (source_w > source_h, source_w == source_h), (w, h)
+        assert abs(w / h - source_w / source_h) < 0.2, (w, h, source_w, source_h)
 
     png = MediaOutput.model_validate(out["image"]).decode()  # checks size and sha256
     assert png.startswith(b"\x89PNG")
@@ -354,37 +380,63 @@ def test_standard_mode_uses_the_model_scheduler(
     assert standard.pipe.scheduler.config.shift_terminal == 0.02
     watched = calls(standard)
 
-    out = _job(standard, _native([WIDE], steps=5, width=128, height=128))
+    out = _job(standard, _native([WIDE], steps=10, width=128, height=128))
 
-    assert len(watched.timesteps) == 5 and watched.adapters == [[]] * 5
+    assert len(watched.timesteps) == 2 * 10 and watched.adapters == [[]] * 20  # true CFG
     assert watched.timesteps[0] == pytest.approx(1.0)
     assert out["model"].startswith(f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/standard@")
 
 
+def test_standard_mode_maps_the_lightning_defaults_to_the_reference_settings(
+    standard: qwen.QwenEngine,
+    standard_logs: list[str],
+    calls: Callable[[qwen.QwenEngine], _Calls],
+) -> None:
+    """The protocol's defaults (8 steps, true_cfg_scale 1) are Lightning values: a standard
+    worker runs the model card's 40 steps with true CFG 4 and the negative prompt " "."""
+    defaults = EditRequest(images=[MediaInput.from_bytes(WIDE)], prompt="x", seed=1)
+    assert (defaults.steps, defaults.true_cfg_scale, defaults.negative_prompt) == (8, 1.0, "")
+    plan = standard.plan(defaults)
+    assert (plan.steps, plan.cfg_scale, plan.negative_prompt) == (40, 4.0, " ")
+    assert plan.notes == ["steps_reference", "cfg_reference", "negative_prompt_reference"]
+    given = standard.plan(
+        defaults.model_copy(update={"steps": 30, "true_cfg_scale": 2.5, "negative_prompt": "ugly"})
+    )
+    assert (given.steps, given.cfg_scale, given.negative_prompt, given.notes) == (
+        30, 2.5, "ugly", []
+    )  # fmt: skip
+
+    watched = calls(standard)
+    _job(standard, _native([WIDE], width=128, height=128))  # the protocol's defaults
+    assert len(watched.timesteps) == 2 * qwen.STANDARD_STEPS  # 40 steps, each with true CFG
+    record = json.loads(standard_logs[-1])
+    assert (record["steps"], record["cfg"], record["cfg_scale"]) == (40, True, 4.0)
+    assert record["notes"] == ["steps_reference", "cfg_reference", "negative_prompt_reference"]
+
+
 @pytest.mark.parametrize(
-    ("cfg", "negative", "per_step"),
+    ("cfg", "negative"),
     [
-        (4.0, "blurry, low quality", 2),
-        (4.0, "", 1),  # no negative prompt: CFG off (diffusers would run it against "")
-        (4.0, "   ", 1),
-        (1.0, "blurry, low quality", 1),  # scale <= 1: CFG off
+        (2.0, "blurry, low quality"),
+        (4.0, ""),  # no negative prompt: " " stands in, as in the model cards
+        (4.0, "   "),
+        (1.0, "blurry, low quality"),  # scale <= 1: the reference 4.0
     ],
 )
-def test_cfg_runs_only_with_scale_above_one_and_a_negative_prompt(
+def test_standard_mode_always_runs_true_cfg(
     standard: qwen.QwenEngine,
     calls: Callable[[qwen.QwenEngine], _Calls],
     cfg: float,
     negative: str,
-    per_step: int,
 ) -> None:
     watched = calls(standard)
     _job(
         standard,
         _native(
-            [WIDE], steps=3, width=128, height=128, true_cfg_scale=cfg, negative_prompt=negative
+            [WIDE], steps=9, width=128, height=128, true_cfg_scale=cfg, negative_prompt=negative
         ),
     )
-    assert len(watched.timesteps) == 3 * per_step
+    assert len(watched.timesteps) == 9 * 2
 
 
 def test_lightning_ignores_cfg(
@@ -496,8 +548,9 @@ def test_cancellation_stops_the_denoising_loop_at_the_next_step(standard: qwen.Q
     finally:
         slow.remove()
         del pipe.vae.decode  # the instance attribute: back to the method
-    assert 1 <= len(steps) <= 3  # the step running when cancelled, maybe one more
-    assert standard.clock.steps == len(steps)  # every step that started also ended
+    # The step running when cancelled, maybe one more; each ran both CFG passes and ended.
+    assert 1 <= standard.clock.steps <= 3
+    assert len(steps) == 2 * standard.clock.steps
     assert standard.clock.stopped is None and not decodes  # never reached the VAE decode
     out = _job(standard, _native([WIDE], steps=2, width=128, height=128))
     assert out["width"] == 128
@@ -538,7 +591,8 @@ def test_settings_come_from_options_then_environment() -> None:
     settings = qwen.resolve_settings(tiny=False, env=env)
     assert settings.model.key == "2511" and settings.mode == "standard"
     assert (settings.dtype, settings.offload, settings.device) == ("fp16", "model", "cuda")
-    assert settings.model_dir == Path("/somewhere") and not settings.allow_hub
+    assert settings.model_dirs == (Path("/somewhere"),) and not settings.allow_hub
+    assert qwen.resolve_settings(tiny=False, env={}).model_dirs == qwen.DEFAULT_MODEL_DIRS
     settings = qwen.resolve_settings(tiny=False, env=env, mode="lightning", dtype="bf16")
     assert settings.mode == "lightning" and settings.dtype == "bf16"
     assert qwen.resolve_settings(tiny=True, env={}).dtype == "fp32"
@@ -609,15 +663,17 @@ def test_no_model_directory_lists_the_default_places(
     places = (tmp_path / "baked", tmp_path / "volume")
     monkeypatch.setattr(qwen, "DEFAULT_MODEL_DIRS", places)
     with pytest.raises(ConfigError) as caught:
-        qwen.load_engine(tiny=False, env={})
-    assert str(places[0]) in str(caught.value) and str(places[1]) in str(caught.value)
+        qwen.load_engine(tiny=False, device="cpu", env={})
+    message = str(caught.value)
+    assert f"{places[0]}: does not exist" in message and f"{places[1]}: does not exist" in message
 
     (places[1] / "loras").mkdir(parents=True)  # the volume exists, but holds no model
     with pytest.raises(ConfigError) as caught:
-        qwen.load_engine(tiny=False, env={})
+        qwen.load_engine(tiny=False, device="cpu", env={})
     message = str(caught.value)
-    assert f"first existing of {places[0]}, {places[1]}" in message
+    assert f"in the default locations ({places[0]}, {places[1]})" in message
     assert str(places[1] / "Qwen-Image-Edit-2509/model_index.json") in message
+    assert "unset HF_HUB_OFFLINE" in message
 
 
 def test_real_loader_on_a_model_folder(model_root: Path) -> None:
@@ -666,3 +722,189 @@ def test_gpu_benchmark_runs_tiny() -> None:
     assert fast["lora_params"] > 0 and fast["peak_memory_bytes"] is None
     guided = bench_qwen("cpu", megapixels=0.02, steps=2, tiny=True, cfg_scale=4.0, warmup=False)
     assert guided["mode"] == "standard" and guided["transformer_calls_per_step"] == 2
+
+
+# -- model directories, devices, the Hub -----------------------------------------------------------
+
+
+def _model_root_for(key: str, tiny_pipe: Any, root: Path) -> Path:
+    """A model root holding ``key``'s folder and LoRAs (tiny weights), as a download makes it."""
+    model = qwen.MODELS[key]
+    tiny_qwen.write_model_dir(tiny_pipe, root / model.folder, lora_files=list(model.loras.values()))
+    return root
+
+
+def test_the_first_complete_directory_wins_not_the_first_existing(
+    model_root: Path, tiny_pipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2509 baked into the image, 2511 on the network volume: VIDEOKIT_QWEN_MODEL=2511 loads
+    from the volume (the baked folder exists, but lacks 2511)."""
+    baked = _copy(model_root, tmp_path)  # Qwen-Image-Edit-2509 + its LoRAs
+    volume = _model_root_for("2511", tiny_pipe, tmp_path / "volume")
+    monkeypatch.setattr(qwen, "DEFAULT_MODEL_DIRS", (baked, volume))
+    lines: list[str] = []
+    engine = qwen.load_engine(
+        tiny=False, device="cpu", dtype="fp32", env={"VIDEOKIT_QWEN_MODEL": "2511"},
+        log=lines.append,
+    )  # fmt: skip
+    try:
+        assert engine.identity("edit").startswith("qwen-image-edit-2511/lightning-fp32@")
+        load = json.loads(lines[0])
+        assert load["model_dir"] == str(volume)
+        # Loaded component by component, each placed as it was read.
+        assert {"text_encoder", "transformer", "vae", "lora"} <= set(load["timings_ms"])
+    finally:
+        asyncio.run(engine.aclose())
+
+    # Complete nowhere: every place is named, with what it lacks.
+    shutil.rmtree(volume / "Qwen-Image-Edit-2511")
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, device="cpu", env={"VIDEOKIT_QWEN_MODEL": "2511"})
+    message = str(caught.value)
+    assert f"  {baked}: missing 15 file(s):" in message
+    assert str(baked / "Qwen-Image-Edit-2511/model_index.json") in message
+    assert str(baked / "loras/Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors") in (
+        message
+    )
+    assert f"  {volume}: missing 13 file(s):" in message  # its LoRAs are still there
+    assert str(volume / "Qwen-Image-Edit-2511/transformer/") in message
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_without_cuda_the_real_engine_refuses_to_start_unless_told_cpu(model_root: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, model_dir=model_root, env={})
+    message = str(caught.value)
+    assert message.startswith("the default device is cuda, but torch sees no CUDA device")
+    assert "VIDEOKIT_DEVICE=cpu" in message
+    with pytest.raises(ConfigError, match="VIDEOKIT_DEVICE: 'gpu' is not a device"):
+        qwen.load_engine(tiny=False, model_dir=model_root, env={"VIDEOKIT_DEVICE": "gpu"})
+    assert qwen.resolve_settings(tiny=True, env={}).device == "cpu"
+
+
+def test_with_hub_access_missing_files_are_fetched_into_the_model_directory(
+    model_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rules as the Wan engine: into the layout under the model directory (not the HF
+    cache), a token only from HF_TOKEN, then loaded from local files."""
+    import fnmatch
+
+    import huggingface_hub
+
+    calls: list[dict[str, Any]] = []
+
+    def snapshot_download(*, repo_id: str, local_dir: Path, allow_patterns: list[str], **kw: Any):
+        calls.append({"repo_id": repo_id, "local_dir": Path(local_dir), **kw})
+        source = model_root / repo_id.split("/")[1]
+        for path in source.rglob("*"):
+            name = path.relative_to(source).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, Path(local_dir) / name)
+        return str(local_dir)
+
+    def hf_hub_download(*, repo_id: str, filename: str, local_dir: str, **kw: Any) -> str:
+        calls.append({"repo_id": repo_id, "filename": filename, **kw})
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model_root / "loras" / Path(filename).name, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    root = tmp_path / "models"
+    env = {"VIDEOKIT_ALLOW_HUB": "1", "HF_TOKEN": "hf_runtime_only"}
+    engine = qwen.load_engine(
+        tiny=False, model_dir=root, device="cpu", dtype="fp32", env=env, log=lambda line: None
+    )
+    asyncio.run(engine.aclose())
+    model = qwen.MODELS["2509"]
+    assert [c["repo_id"] for c in calls] == [model.repo, model.lora_repo, model.lora_repo]
+    assert calls[0]["local_dir"] == root / model.folder
+    assert [c["filename"] for c in calls[1:]] == [
+        f"{model.lora_subfolder}/{model.loras[4]}",
+        f"{model.lora_subfolder}/{model.loras[8]}",
+    ]
+    assert all(c["token"] == "hf_runtime_only" for c in calls)
+    assert qwen.missing_files(root, model, "lightning") == []
+    assert not list(root.glob(".download-*"))
+
+    # No HF_TOKEN: no token at all (False: not even a login cached on disk).
+    calls.clear()
+    qwen.locate_model_root(
+        qwen.resolve_settings(tiny=False, model_dir=tmp_path / "again", env=env),
+        {"VIDEOKIT_ALLOW_HUB": "1"},
+    )
+    assert calls and all(c["token"] is False for c in calls)
+    offline = {"VIDEOKIT_ALLOW_HUB": "1", "HF_HUB_OFFLINE": "1"}
+    with pytest.raises(ConfigError, match="unset HF_HUB_OFFLINE"):
+        qwen.locate_model_root(
+            qwen.resolve_settings(tiny=False, model_dir=tmp_path / "third", env=offline), offline
+        )
+
+
+def test_loading_draws_no_progress_bars(capfd: pytest.CaptureFixture[str]) -> None:
+    """A worker's stderr carries JSON log records only: no tqdm bars from the libraries."""
+    capfd.readouterr()
+    lines: list[str] = []
+    engine = qwen.load_engine(tiny=True, env={"VIDEOKIT_QWEN_MODE": "standard"}, log=lines.append)
+    asyncio.run(engine.aclose())
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "%|" not in err, err[-500:]
+    assert json.loads(lines[0])["event"] == "videokit.qwen.load"
+
+
+# -- CUDA out of memory, seed formats --------------------------------------------------------------
+
+
+def test_a_cuda_oom_in_the_pipeline_is_reported_as_transient_and_frees_the_jobs_tensors(
+    lightning: qwen.QwenEngine,
+) -> None:
+    """A real ``torch.cuda.OutOfMemoryError`` raised inside a transformer block: the handler
+    reports it as OOM (transient), the job's tensors are released though the caller still
+    holds the error, and the worker serves the next job."""
+    import weakref
+
+    blocks: list[weakref.ref[Any]] = []
+
+    def out_of_memory(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        blocks.append(weakref.ref(kwargs["hidden_states"]))
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 12.00 GiB. GPU 0 has a total capacity of "
+            "79.19 GiB of which 1.25 GiB is free."
+        )
+
+    block = lightning.pipe.transformer.transformer_blocks[0]
+    handle = block.register_forward_pre_hook(out_of_memory, with_kwargs=True)
+    handler_lines: list[str] = []
+    engine_lines: list[str] = []
+    lightning.log = engine_lines.append
+    try:
+        with pytest.raises(WorkerOOMError) as caught:
+            _job(lightning, _native([WIDE], width=128, height=128), log=handler_lines.append)
+    finally:
+        handle.remove()
+        lightning.log = lambda line: None
+    error = caught.value
+    assert error.transient is True
+    assert str(error).startswith("CUDA out of memory: Tried to allocate 12.00 GiB")
+    assert isinstance(error.__cause__, torch.cuda.OutOfMemoryError)
+    assert json.loads(handler_lines[-1])["status"] == "oom"
+    assert json.loads(engine_lines[-1])["status"] == "oom"
+    assert len(blocks) == 1 and blocks[0]() is None  # not kept alive by the traceback
+    out = _job(lightning, _native([WIDE], width=128, height=128))
+    assert out["width"] == 128
+
+
+def test_seed_format_results_carry_peak_memory_when_it_was_measured(
+    lightning: qwen.QwenEngine,
+) -> None:
+    from videokit.worker.compat import format_output
+
+    request = EditRequest(images=[MediaInput.from_bytes(WIDE)], prompt="x", seed=1, steps=4)
+    result = asyncio.run(lightning.edit(request, JobContext(scene="s", stage="edit")))
+    assert "peak_memory_bytes" not in format_output(result, "seed003")  # CPU: not measured
+    on_gpu = result.model_copy(update={"peak_memory_bytes": 58 * 2**30})
+    assert format_output(on_gpu, "seed003")["peak_memory_bytes"] == 58 * 2**30

@@ -16,6 +16,7 @@ import json
 import struct
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +44,7 @@ from videokit.storage import S3Storage, StorageConfig
 from videokit.worker import tiny_wan, wan
 from videokit.worker.compat import JobInputError
 from videokit.worker.engines import load_engine as load_registered_engine
-from videokit.worker.handler import make_handler
+from videokit.worker.handler import WorkerOOMError, make_handler
 
 EXPECTED_TIMESTEPS = [1000.0, 937.5, 833.333, 625.0]
 STOCK_TIMESTEPS = [1000.0, 909.707, 717.317, 24.414]
@@ -366,6 +367,61 @@ def test_lightning_ignores_guidance_and_standard_maps_the_lightning_defaults(
         asyncio.run(standard.aclose())
 
 
+def _prompt_ids(pipe: Any, text: str) -> list[int]:
+    """What the pipeline's tokenizer makes of ``text``, without its padding."""
+    ids = pipe.tokenizer(text, add_special_tokens=True)["input_ids"]
+    return [int(i) for i in ids]
+
+
+def test_standard_mode_runs_cfg_against_wans_reference_negative_prompt(log: Lines) -> None:
+    """With no negative prompt, CFG's unconditional pass gets Wan's own one, not ""."""
+    standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
+    pipe = standard.pipeline
+    encoded: list[list[int]] = []
+
+    def record(module: Any, args: Any) -> None:
+        ids, mask = args[0], args[1]  # the pipeline calls text_encoder(input_ids, mask)
+        encoded.append([int(i) for i, m in zip(ids[0], mask[0], strict=True) if int(m)])
+
+    handle = pipe.text_encoder.register_forward_pre_hook(record)
+    try:
+        document = _document(steps=5, guidance_scale=3.0)  # steps and guidance honoured
+        _run(make_handler("animate", standard, env={}), document)
+        job = log.records("videokit.wan.job")[-1]
+        given = _document(steps=5, guidance_scale=3.0, negative_prompt="blurry, static")
+        _run(make_handler("animate", standard, env={}), given)
+        given_job = log.records("videokit.wan.job")[-1]
+    finally:
+        handle.remove()
+        asyncio.run(standard.aclose())
+    assert wan.REFERENCE_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态")
+    reference = _prompt_ids(pipe, wan.REFERENCE_NEGATIVE_PROMPT)
+    assert reference != _prompt_ids(pipe, "")  # the test can tell them apart
+    # Two encoder calls per job: the prompt, then the negative prompt.
+    assert len(encoded) == 4
+    assert encoded[0] == _prompt_ids(pipe, document["prompt"])
+    assert encoded[1] == reference
+    assert encoded[3] == _prompt_ids(pipe, "blurry, static")  # a given one is honoured
+    assert job["notes"] == ["negative_prompt_reference"]
+    assert "notes" not in given_job
+    assert "色调" not in json.dumps(job)  # prompts, even the reference one, are never logged
+
+
+def test_the_job_log_names_what_standard_mode_substituted(log: Lines) -> None:
+    standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
+    try:
+        assert standard.notes(_request()) == [
+            "steps_reference",
+            "guidance_reference",
+            "negative_prompt_reference",
+        ]
+        assert standard.negative_prompt(_request(negative_prompt="  ")) == (
+            wan.REFERENCE_NEGATIVE_PROMPT
+        )
+    finally:
+        asyncio.run(standard.aclose())
+
+
 # -- bad input, cancellation -----------------------------------------------------------------------
 
 
@@ -519,6 +575,30 @@ def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
         wan.load_engine(tiny=True, dtype="bf16", env={})
     with pytest.raises(ConfigError, match="no option 'dtype'"):
         load_registered_engine("animate", "tiny", dtype="bf16")
+    with pytest.raises(ConfigError, match=r"VIDEOKIT_DEVICE: 'tpu' is not a device"):
+        wan.resolve_settings(env={"VIDEOKIT_DEVICE": "tpu"})
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_without_cuda_the_real_engine_refuses_to_start_unless_told_cpu(tmp_path: Path) -> None:
+    """No silent CPU fallback: an A14B job on a CPU would take hours."""
+    with pytest.raises(ConfigError) as caught:
+        wan.load_engine(tiny=False, model_dir=tmp_path, env={})
+    message = str(caught.value)
+    assert message.startswith("the default device is cuda, but torch sees no CUDA device")
+    assert "VIDEOKIT_DEVICE=cpu" in message
+    # Refused before the model files are even looked at (the directory is empty).
+    assert "not found" not in message
+    with pytest.raises(ConfigError, match=r"^VIDEOKIT_DEVICE is cuda:1, but torch sees no CUDA"):
+        wan.load_engine(tiny=False, model_dir=tmp_path, env={"VIDEOKIT_DEVICE": "cuda:1"})
+    # Named explicitly, the CPU is accepted: the next problem is the empty directory.
+    with pytest.raises(ConfigError, match="model files not found"):
+        wan.load_engine(tiny=False, model_dir=tmp_path, env={"VIDEOKIT_DEVICE": "cpu"})
+    # The tiny engine's default device is the CPU.
+    assert wan.resolve_settings(env={}, tiny=True).device == "cpu"
+    assert wan.resolve_settings(env={}).device == "cuda"
 
 
 def test_the_real_loader_reads_the_documented_layout(engine: wan.WanEngine, tmp_path: Path) -> None:
@@ -628,10 +708,9 @@ def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
-    settings = wan.resolve_settings(
-        model_dir=tmp_path, device="cpu", env={"VIDEOKIT_ALLOW_HUB": "1"}
-    )
-    files = wan.locate_model_files(settings)
+    env = {"VIDEOKIT_ALLOW_HUB": "1"}
+    settings = wan.resolve_settings(model_dir=tmp_path, device="cpu", env=env)
+    files = wan.locate_model_files(settings, env)
     _, high, low = wan.LORA_SETS[0]
     assert files.base == tmp_path / "Wan2.2-I2V-A14B-Diffusers"
     assert files.loras == (tmp_path / "loras" / high, tmp_path / "loras" / low)
@@ -640,10 +719,125 @@ def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{high}",
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{low}",
     ]
-    assert all(kwargs.get("token") is False for _, kwargs in calls)  # never a token
-    # Without the opt-in nothing is fetched: the same empty directory is a ConfigError.
+    # Into the model directory, never the Hugging Face cache; no token unless HF_TOKEN is set
+    # (False: not even a login cached on disk).
+    assert all(kwargs.get("token") is False for _, kwargs in calls)
+    assert not list(tmp_path.glob(".download-*"))  # scratch folders are gone
+    # Without the opt-in nothing is fetched: the same empty directory is a ConfigError, whose
+    # hint says both what to set and what to unset.
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ConfigError):
-        wan.locate_model_files(wan.resolve_settings(model_dir=empty, device="cpu", env={}))
+    with pytest.raises(ConfigError) as caught:
+        wan.locate_model_files(wan.resolve_settings(model_dir=empty, device="cpu", env={}), {})
+    assert "VIDEOKIT_ALLOW_HUB=1 (and unset HF_HUB_OFFLINE" in str(caught.value)
     assert len(calls) == 3
+    # A token comes from HF_TOKEN only, and only at run time.
+    token_env = {"VIDEOKIT_ALLOW_HUB": "1", "HF_TOKEN": "hf_runtime_token"}
+    other = tmp_path / "other"
+    wan.locate_model_files(wan.resolve_settings(model_dir=other, env=token_env), token_env)
+    assert [kwargs["token"] for _, kwargs in calls[3:]] == ["hf_runtime_token"] * 3
+    # The image's HF_HUB_OFFLINE=1 would make every download fail: said up front.
+    offline = {"VIDEOKIT_ALLOW_HUB": "1", "HF_HUB_OFFLINE": "1"}
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE=1 disables every download"):
+        wan.locate_model_files(
+            wan.resolve_settings(model_dir=tmp_path / "third", env=offline), offline
+        )
+    assert len(calls) == 6
+
+
+# -- CUDA out of memory ----------------------------------------------------------------------------
+
+OOM_MESSAGE = (
+    "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB "
+    "of which 3.06 GiB is free."
+)
+
+
+def test_a_cuda_oom_in_the_pipeline_is_reported_as_transient_and_frees_the_jobs_tensors(
+    engine: wan.WanEngine, log: Lines
+) -> None:
+    """A real ``torch.cuda.OutOfMemoryError``, raised where CUDA raises it: inside a transformer
+    block. The handler reports it as OOM (transient), and the job's tensors are gone by then,
+    even while the caller still holds the error (whose traceback would otherwise keep them)."""
+    pipe = engine.pipeline
+    inputs: list[weakref.ref[torch.Tensor]] = []
+
+    def out_of_memory(module: Any, args: Any) -> None:
+        inputs.append(weakref.ref(args[0]))  # the block's hidden states: activations of the job
+        raise torch.cuda.OutOfMemoryError(OOM_MESSAGE)
+
+    handle = pipe.transformer.blocks[0].register_forward_pre_hook(out_of_memory)
+    lines: list[str] = []
+    try:
+        with pytest.raises(WorkerOOMError) as caught:
+            _run(make_handler("animate", engine, env={}, log=lines.append), _document())
+    finally:
+        handle.remove()
+    error = caught.value
+    assert error.transient is True
+    assert str(error).startswith("CUDA out of memory: Tried to allocate 20.00 GiB")
+    assert isinstance(error.__cause__, torch.cuda.OutOfMemoryError)
+    assert json.loads(lines[-1])["status"] == "oom"
+    assert log.records("videokit.wan.job")[-1]["status"] == "oom"
+    assert len(inputs) == 1 and inputs[0]() is None  # released, not held by the traceback
+    # The worker stays up and serves the next job in full.
+    assert _run(make_handler("animate", engine, env={}), _document())["frames"] == 5
+
+
+# -- seed formats, TI2V-5B -------------------------------------------------------------------------
+
+
+def test_seed_format_results_carry_peak_memory_when_it_was_measured(engine: wan.WanEngine) -> None:
+    from videokit.worker.compat import format_output
+
+    result = asyncio.run(engine.animate(_request(), JobContext(scene="s", stage="animate")))
+    assert "peak_memory_bytes" not in format_output(result, "seed001")  # CPU: not measured
+    on_gpu = result.model_copy(update={"peak_memory_bytes": 41 * 2**30})
+    assert format_output(on_gpu, "seed001")["peak_memory_bytes"] == 41 * 2**30
+
+
+def test_a_ti2v_5b_snapshot_loads_and_animates_through_the_real_loader(
+    tmp_path: Path, log: Lines
+) -> None:
+    """TI2V-5B's layout: one transformer, the Wan2.2 VAE (48 latent channels, 16x, patchified),
+    per-token timesteps (``expand_timesteps``), a ``WanPipeline`` model index, standard mode."""
+    pipe = tiny_wan.build_tiny_ti2v_pipeline()
+    folder = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    # As published: a WanPipeline index (text and image to video) without the I2V-only entries.
+    index["_class_name"] = "WanPipeline"
+    for name in ("image_encoder", "image_processor", "transformer_2"):
+        index.pop(name, None)
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+    loaded = wan.load_engine(
+        tiny=False, model="ti2v-5b", model_dir=tmp_path, dtype="fp32", device="cpu", env={},
+        log=log.append,
+    )  # fmt: skip
+    timesteps: list[tuple[int, ...]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        timesteps.append(tuple(kwargs["timestep"].shape))
+
+    handle = loaded.pipeline.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        assert loaded.mode == "standard" and loaded.size_multiple == 32
+        assert loaded.identity("animate").startswith("wan2.2-ti2v-5b/standard-fp32@diffusers-")
+        assert loaded.pipeline.transformer_2 is None and loaded.pipeline.vae.config.z_dim == 48
+        handler = make_handler("animate", loaded, env={})
+        out = AnimateResult.model_validate(_run(handler, _document(steps=5)))
+        with pytest.raises(JobInputError, match=r"width: wan2\.2-ti2v-5b needs a multiple of 32"):
+            _run(handler, _document(width=144))
+    finally:
+        handle.remove()
+        asyncio.run(loaded.aclose())
+    assert (out.frames, out.width, out.height) == (5, 128, 128)
+    info, decoded = _decode_mp4(out.video.decode(), tmp_path)
+    assert (info.frames, info.width, info.height) == (5, 128, 128)
+    assert decoded.shape == (5, 128, 128, 3)
+    job = log.records("videokit.wan.job")[-1]
+    assert job["steps"] == 5 and job["guidance"] == [5.0, None]  # TI2V's reference guidance
+    # CFG (two calls per step), each with one timestep per latent token: 2 latent frames of
+    # (128/16/2)^2 = 16 tokens.
+    assert timesteps == [(1, 32)] * 10

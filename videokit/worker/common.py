@@ -3,12 +3,13 @@ and its job handler (:mod:`~videokit.worker.handler`) share.
 
 Only what behaves *identically* in every user lives here: the JSON log-line format, the stderr log
 sink, engine-option checks, the exception that unwinds a cancelled pipeline, thread-safe progress
-reports, inline-image decoding, dtype names, and memory release. What merely looks alike stays
-with its engine (the phase timers measure different phases; device resolution, option defaults
-and error messages differ per engine on purpose).
+reports, inline-image decoding, dtype names, device selection, the search for a complete model
+directory, Hub downloads, quiet library output, and memory release. What merely looks alike stays
+with its engine (the phase timers measure different phases; option defaults and file tables
+differ per engine on purpose).
 
-Importing this module never imports torch: the edit engine checks its model files, and the
-handler serves the preview engine, without it. Functions that need torch import it when called.
+Importing this module never imports torch: the edit engine parses its settings, and the handler
+serves the preview engine, without it. Functions that need torch import it when called.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import contextlib
 import gc
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from videokit.errors import ConfigError
@@ -33,22 +39,32 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DTYPE_NAMES",
+    "SNAPSHOT_PATTERNS",
+    "DirSearch",
+    "HubFile",
     "LogFn",
     "PipelineCancelled",
     "ProgressFn",
     "decode_media",
+    "download_missing",
     "emit",
     "env_flag",
     "env_option",
     "env_text",
+    "find_complete_dir",
+    "hub_token",
     "inline_bytes",
     "json_line",
     "log_option",
     "log_to_stderr",
     "ms_since",
+    "parse_device",
+    "quiet_progress_bars",
     "raise_if_cancelled",
     "reject_unknown_options",
+    "release_failed_call",
     "release_memory",
+    "require_device",
     "threadsafe_progress",
     "torch_dtype",
 ]
@@ -211,6 +227,29 @@ def torch_dtype(name: str) -> torch.dtype:
     return dtype
 
 
+def release_failed_call(exc: BaseException, cuda: bool) -> None:
+    """Free what a failed (or cancelled) pipeline call still holds, then the memory itself.
+
+    Call it in the ``except`` around the pipeline call, then re-raise. The traceback's frames
+    hold the job's tensors (latents, activations), and clearing their locals is not enough:
+    ``torch.nn.Module`` calls run through closures that capture their arguments, and a cleared
+    frame still references its function, closure and all. So the traceback itself goes (the
+    re-raised error's traceback then starts at the engine); its text stays, as a note on the
+    exception, for the job's error report. Then garbage is collected and the CUDA cache emptied:
+    a worker that goes on after a CUDA OOM starts its next job from a clean allocator.
+    """
+    import traceback
+
+    tb = exc.__traceback__
+    if tb is not None and not isinstance(exc, PipelineCancelled):
+        where = "".join(traceback.format_tb(tb)).rstrip()
+        exc.add_note(f"inside the pipeline (most recent call last):\n{where}")
+    traceback.clear_frames(tb)
+    exc.__traceback__ = None
+    del tb
+    release_memory(cuda)
+
+
 def release_memory(cuda: bool) -> None:
     """Collect garbage, then (``cuda``) give the CUDA allocator's cached blocks back.
 
@@ -221,3 +260,203 @@ def release_memory(cuda: bool) -> None:
         import torch
 
         torch.cuda.empty_cache()
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+_DEVICE = re.compile(r"cpu|cuda(?::\d+)?")
+
+
+def parse_device(raw: object, what: str, *, tiny: bool) -> str:
+    """The device ``raw`` names, checked for form only (no torch import).
+
+    None or blank is the engine's default: ``cpu`` for the tiny engine (its pixels are the CPU's,
+    which the tests pin), ``cuda`` for the real models. Never a silent CPU fallback: a real model
+    on a CPU takes hours per job, so the CPU must be asked for by name. ``what`` names the
+    setting in the error (``VIDEOKIT_DEVICE``, ``device``).
+    """
+    if raw is None or not str(raw).strip():
+        return "cpu" if tiny else "cuda"
+    text = str(raw).strip().lower()
+    if not _DEVICE.fullmatch(text):
+        raise ConfigError(
+            f"{what}: {str(raw)!r} is not a device the engines run on",
+            hint="use cuda (the default), cuda:N for another GPU of the machine, or cpu",
+        )
+    return text
+
+
+def require_device(device: str, what: str) -> None:
+    """ConfigError unless ``device`` exists in this process (a CUDA device torch can see).
+
+    Called when an engine loads, before any weight is read: a worker without a usable GPU
+    fails at start with this message instead of serving jobs on the CPU.
+    """
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{what} is {device}, but torch sees no CUDA device in this process "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})",
+            hint="run the diffusers engine on a GPU worker (a host driver too old for the "
+            "image's CUDA also shows up as no device); VIDEOKIT_DEVICE=cpu runs it on the CPU "
+            "anyway (far too slow for the real models), and VIDEOKIT_ENGINE=tiny exercises the "
+            "whole code path on a CPU",
+        )
+    index = torch.device(device).index
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise ConfigError(
+            f"{what} is {device}, but this machine has {count} CUDA device(s)",
+            hint=f"use cuda:0 .. cuda:{count - 1}, or plain cuda",
+        )
+
+
+# -- model directories -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirSearch:
+    """Where an engine looked for its weights, in order, and the first complete place.
+
+    ``looked`` holds, for every directory tried before (and including) ``found``, the paths
+    missing there (relative to it), or None for a directory that does not exist.
+    """
+
+    found: Path | None
+    looked: tuple[tuple[Path, tuple[str, ...] | None], ...]
+
+    def report(self) -> str:
+        """One block per place looked: does not exist, or every missing path in full."""
+        lines: list[str] = []
+        for root, missing in self.looked:
+            if missing is None:
+                lines.append(f"  {root}: does not exist")
+            elif missing:
+                lines.append(f"  {root}: missing {len(missing)} file(s):")
+                # Joined as text: a Path would drop the trailing "/" of a folder entry.
+                lines.extend(f"    - {root}/{item}" for item in missing)
+        return "\n".join(lines)
+
+
+def find_complete_dir(dirs: Sequence[Path], missing: Callable[[Path], Sequence[str]]) -> DirSearch:
+    """The first of ``dirs`` where ``missing(dir)`` finds nothing, and what the others lacked.
+
+    First *complete*, not first *existing*: an image with weights baked for one model and a
+    network volume holding another must load the one asked for from wherever it is complete.
+    """
+    looked: list[tuple[Path, tuple[str, ...] | None]] = []
+    for root in dirs:
+        if not root.is_dir():
+            looked.append((root, None))
+            continue
+        absent = tuple(missing(root))
+        looked.append((root, absent))
+        if not absent:
+            return DirSearch(found=root, looked=tuple(looked))
+    return DirSearch(found=None, looked=tuple(looked))
+
+
+# -- the Hugging Face Hub --------------------------------------------------------------------------
+
+#: What a download of a diffusers snapshot fetches: the index, every component's JSON (configs,
+#: tokenizer and processor files), safetensors weights and tokenizer vocabularies; not the
+#: .bin/.pth duplicates or sample media some repositories also hold. The same set as
+#: ``workers/models.py`` bakes.
+SNAPSHOT_PATTERNS: tuple[str, ...] = (
+    "model_index.json",
+    "*/*.json",
+    "*/*.safetensors",
+    "*/*.txt",
+    "*/*.model",
+    "*/*.jinja",
+)
+
+_OFFLINE_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hub repository, stored at ``<model dir>/<local_path>``."""
+
+    repo_id: str
+    repo_path: str
+    local_path: str
+
+
+def hub_token(env: Mapping[str, str]) -> str | bool:
+    """The token for a runtime download: ``HF_TOKEN`` from ``env`` if set, else False.
+
+    False, not None: huggingface_hub would otherwise pick up a login cached on disk. The images
+    never hold a token; a worker that must download gets one the way it gets any secret, as a
+    RunPod secret in its environment.
+    """
+    return env_text(env, "HF_TOKEN") or False
+
+
+def download_missing(
+    root: Path,
+    *,
+    snapshot: tuple[str, str] | None,
+    files: Sequence[HubFile],
+    env: Mapping[str, str],
+) -> None:
+    """Download into ``root``: the diffusers snapshot ``(repo_id, folder)`` and ``files``.
+
+    Into the model directory itself (the engines load from there, and a second worker on the
+    same volume finds the files), never into the Hugging Face cache. ``snapshot_download``
+    skips what is already there; each file goes through a scratch folder inside ``root`` and is
+    moved into place complete, so an interrupted download never leaves a half file under its
+    final name. Raises ConfigError if downloads are disabled by ``HF_HUB_OFFLINE``.
+    """
+    if env.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_TRUE:
+        raise ConfigError(
+            "VIDEOKIT_ALLOW_HUB=1, but HF_HUB_OFFLINE=1 disables every download",
+            hint="unset HF_HUB_OFFLINE (the worker images set it to 1) or set it to 0",
+        )
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    token = hub_token(env)
+    root.mkdir(parents=True, exist_ok=True)
+    if snapshot is not None:
+        repo_id, folder = snapshot
+        snapshot_download(
+            repo_id=repo_id,
+            local_dir=root / folder,
+            allow_patterns=list(SNAPSHOT_PATTERNS),
+            token=token,
+        )
+    for item in files:
+        destination = root / item.local_path
+        if destination.is_file():
+            continue
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as scratch:
+            fetched = hf_hub_download(
+                repo_id=item.repo_id, filename=item.repo_path, local_dir=scratch, token=token
+            )
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(fetched, destination)
+
+
+# -- library output --------------------------------------------------------------------------------
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the tqdm bars diffusers, transformers and huggingface_hub draw on stderr.
+
+    A worker's stderr is its log: one JSON record per line. Loading bars ("Loading pipeline
+    components", "Loading weights") would interleave carriage-return noise with those records.
+    Process-wide, and meant to be: an engine process is a worker.
+    """
+    import importlib
+
+    # Each library's own switch (untyped, hence Any).
+    for module, switch in (
+        ("diffusers.utils.logging", "disable_progress_bar"),
+        ("transformers.utils.logging", "disable_progress_bar"),
+        ("huggingface_hub.utils", "disable_progress_bars"),
+    ):
+        library: Any = importlib.import_module(module)
+        getattr(library, switch)()

@@ -460,7 +460,8 @@ def format_output(result: EditResult | AnimateResult, style: OutputStyle) -> dic
 
     Seed styles carry inline outputs as ``*_base64``; an output uploaded to a presigned URL (a
     videokit extension the seeds never had) appears as ``*_url`` instead of its base64, since the
-    point of uploading is to keep the job output small.
+    point of uploading is to keep the job output small. ``peak_memory_bytes`` (another extension)
+    is added when the engine measured it.
     """
     if style == "native":
         return result.model_dump(mode="json")
@@ -478,6 +479,7 @@ def format_output(result: EditResult | AnimateResult, style: OutputStyle) -> dic
             resolution=f"{result.width}x{result.height}",
             video_size_bytes=result.video.size_bytes,
         )
+        _put_peak(out, result)
         return out
     if style != "seed003":
         raise ValueError(f"an edit result cannot be written as {style}")
@@ -489,7 +491,15 @@ def format_output(result: EditResult | AnimateResult, style: OutputStyle) -> dic
         width=result.width,
         height=result.height,
     )
+    _put_peak(out, result)
     return out
+
+
+def _put_peak(out: dict[str, Any], result: EditResult | AnimateResult) -> None:
+    # An addition to the seed formats, present only when measured (a GPU engine): seed clients
+    # that check their key set keep seeing exactly the seed's keys from the CPU engines.
+    if result.peak_memory_bytes is not None:
+        out["peak_memory_bytes"] = result.peak_memory_bytes
 
 
 def _put_media(out: dict[str, Any], name: str, media: MediaOutput) -> None:

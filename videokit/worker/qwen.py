@@ -8,7 +8,7 @@ loads, never at import):
 
 =========================  ===================================================================
 ``VIDEOKIT_QWEN_MODEL``    ``2509`` (default: Qwen-Image-Edit-2509) or ``2511``
-``VIDEOKIT_MODEL_DIR``     the model root (below); default: the first existing of
+``VIDEOKIT_MODEL_DIR``     the model root (below); default: the first *complete* one of
                            ``/models/qwen-edit`` (baked into the image) and
                            ``/runpod-volume/models/qwen-edit`` (a RunPod network volume)
 ``VIDEOKIT_QWEN_MODE``     ``lightning`` (default) or ``standard``, see below
@@ -18,10 +18,14 @@ loads, never at import):
                            peak is about the largest component (the transformer, ~41 GB in
                            bf16) instead of all of them (~58 GB), at the cost of copying each
                            component over PCIe on every job (seconds; not measured here)
-``VIDEOKIT_DEVICE``        ``cuda`` (default), ``cuda:1``, ``cpu`` ...
-``VIDEOKIT_ALLOW_HUB``     ``1``: files missing under the model root are downloaded from the
-                           Hugging Face Hub (by huggingface_hub, with its own cache and login);
-                           otherwise (the default) everything loads with ``local_files_only``
+``VIDEOKIT_DEVICE``        ``cuda`` (default; without a visible CUDA device the engine refuses
+                           to load unless ``cpu`` is named), ``cuda:1``, ``cpu``; the tiny
+                           engine defaults to ``cpu``
+``VIDEOKIT_ALLOW_HUB``     ``1``: files missing under the model roots are downloaded from the
+                           Hugging Face Hub into the first one, in the layout below, with the
+                           token in ``HF_TOKEN`` if set (never a cached login); the image's
+                           ``HF_HUB_OFFLINE=1`` must be unset too. Otherwise (the default)
+                           nothing is downloaded. Either way everything loads from local files
 =========================  ===================================================================
 
 Left out on purpose, as they could not be exercised where this was written: *sequential* CPU
@@ -45,10 +49,13 @@ the Lightning LoRAs under ``loras/`` (flat, or in the subfolder ``hf download`` 
     <root>/loras/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors
 
 (``2511``: ``Qwen-Image-Edit-2511/`` and ``Qwen-Image-Edit-2511-Lightning-{4,8}steps-V1.0-bf16``
-from ``lightx2v/Qwen-Image-Edit-2511-Lightning``.) Anything missing is a
-:class:`~videokit.errors.ConfigError` naming every missing path and the places looked in,
-before torch is even imported. No token is read or stored here: a download (``ALLOW_HUB``) uses
-whatever login huggingface_hub finds itself.
+from ``lightx2v/Qwen-Image-Edit-2511-Lightning``.) The roots are searched in order and the first
+that holds everything the model and mode need is used (the search is
+:func:`videokit.worker.common.find_complete_dir`, shared with the Wan engine): an image with
+2509 baked in still loads 2511 from a volume. If none is complete, a
+:class:`~videokit.errors.ConfigError` names every place looked and every path missing there.
+The components are then loaded one at a time, each moved to the device as soon as it is read,
+so the host holds at most one (the ~41 GB transformer) rather than the whole pipeline.
 
 **Modes.**
 
@@ -60,21 +67,27 @@ whatever login huggingface_hub finds itself.
   ``shift_terminal`` off, over the pipeline's default sigmas ``linspace(1, 1/steps, steps)``;
   timesteps 1000, 900, 750, 500 for 4 steps. The LoRAs are distilled without guidance, so CFG is
   always off (``true_cfg_scale`` 1; a request's other value is ignored and the job log says so).
-* ``standard``: the model's own scheduler (its ``scheduler_config.json``), the request's ``steps``
-  (1 to 100; the model card uses 40–50) and ``true_cfg_scale``. As in diffusers, true CFG runs
-  only when ``true_cfg_scale > 1`` **and** the request has a non-blank ``negative_prompt``: it
-  costs a second transformer pass per step. A blank negative prompt is passed as ``None`` (diffusers
-  would otherwise run CFG against the empty string); a scale above 1 without one means CFG is
-  off, which the job log records (``notes: ["cfg_off_no_negative_prompt"]``).
+* ``standard``: the model's own scheduler (its ``scheduler_config.json``) and true CFG, as the
+  model cards run it. The protocol's defaults are the Lightning ones (8 steps, ``true_cfg_scale``
+  1.0), which would run the undistilled model for 8 steps without guidance, so here (as in the
+  Wan engine's standard mode) ``steps <= 8`` means the reference :data:`STANDARD_STEPS` (40),
+  ``true_cfg_scale <= 1`` means :data:`STANDARD_CFG` (4.0), and a blank ``negative_prompt``
+  means ``" "`` (one space, as the model cards write it: diffusers runs true CFG only with a
+  negative prompt). Larger values and a given negative prompt are honoured. True CFG costs a
+  second transformer pass per step. Each substitution is named in the job's log line
+  (``notes``: ``steps_reference``, ``cfg_reference``, ``negative_prompt_reference``).
 
 **Jobs.** Up to three input images (the first is edited, the others are references; decoded with
-:func:`~videokit.media.images.load_rgb`), a seeded CPU ``torch.Generator`` (the same seed gives
-the same latents on any GPU), and the output size from the request, or about one megapixel at
+:func:`~videokit.media.images.load_rgb`), a CPU ``torch.Generator`` seeded with ``request.seed``
+(both engines do this: the same seed gives the same starting latents on any machine; the same
+request gives the same pixels on the same hardware and software, close but not bit-identical
+across GPU models), and the output size from the request, or about one megapixel at
 the first image's aspect ratio in multiples of 16. (diffusers' own default follows the *last*
 image; the edited image is the first.) The pipeline runs in a worker thread, one job at a time;
 ``ctx.on_progress`` gets one report per denoising step. Cancelling the awaiting task stops the
 denoising loop at the end of the current step (an event checked in ``callback_on_step_end``).
-CUDA running out of memory propagates unchanged: the handler classifies it.
+CUDA running out of memory propagates unchanged (the handler classifies it) once the job's
+tensors are released and the allocator's cache emptied.
 
 **Logs.** One JSON line per load (``videokit.qwen.load``) and per job (``videokit.qwen.job``:
 sizes, steps, CFG, seed, phase timings, peak memory, status), written to stderr unless a ``log``
@@ -113,20 +126,28 @@ from videokit.protocol import (
 )
 from videokit.worker.common import (
     DTYPE_NAMES,
+    DirSearch,
+    HubFile,
     LogFn,
     PipelineCancelled,
     ProgressFn,
+    download_missing,
     env_flag,
     env_option,
     env_text,
+    find_complete_dir,
     inline_bytes,
     json_line,
     log_option,
     log_to_stderr,
     ms_since,
+    parse_device,
+    quiet_progress_bars,
     raise_if_cancelled,
     reject_unknown_options,
+    release_failed_call,
     release_memory,
+    require_device,
     threadsafe_progress,
     torch_dtype,
 )
@@ -140,12 +161,16 @@ __all__ = [
     "LIGHTNING_SCHEDULER_CONFIG",
     "LIGHTNING_STEPS",
     "MODELS",
+    "STANDARD_CFG",
+    "STANDARD_NEGATIVE_PROMPT",
+    "STANDARD_STEPS",
     "PhaseClock",
     "QwenEngine",
     "QwenModel",
     "QwenSettings",
     "default_size",
     "load_engine",
+    "locate_model_root",
     "missing_files",
     "resolve_settings",
 ]
@@ -239,6 +264,13 @@ LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
     8: LightningVariant(steps=8, scheduler_config=LIGHTNING_SCHEDULER_CONFIG),
 }
 
+#: Standard mode's reference settings (the Qwen-Image-Edit-2509/2511 model cards: 40 steps,
+#: true_cfg_scale 4.0, negative prompt " "), used for a request that carries the protocol's
+#: Lightning defaults (see the module docstring).
+STANDARD_STEPS = 40
+STANDARD_CFG = 4.0
+STANDARD_NEGATIVE_PROMPT = " "
+
 _MODES: tuple[Mode, ...] = ("lightning", "standard")
 _OFFLOADS: tuple[Offload, ...] = ("none", "model")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -257,12 +289,13 @@ class QwenSettings:
 
     tiny: bool
     model: QwenModel
-    model_dir: Path | None  # None: tiny (built in code)
-    model_dir_source: str  # how model_dir was chosen, for error messages
+    model_dirs: tuple[Path, ...]  # where to look, in order; () for tiny (built in code)
+    model_dir_source: str  # how model_dirs were chosen, for error messages
     mode: Mode
     dtype: str  # bf16 / fp16 / fp32
     offload: Offload
     device: str
+    device_setting: str  # where the device came from, for error messages
     allow_hub: bool
 
 
@@ -324,37 +357,34 @@ def resolve_settings(
             f"unknown offload mode {offload_name!r}",
             hint="set VIDEOKIT_OFFLOAD to 'model' (or leave it unset)",
         )
-    device_name = pick(device, "device", "VIDEOKIT_DEVICE") or ("cpu" if tiny else "cuda")
+    device_given = pick(device, "device", "VIDEOKIT_DEVICE")
+    if device_given is None:
+        device_setting = "the default device"
+    else:
+        device_setting = "the device option" if device is not None else "VIDEOKIT_DEVICE"
+    device_name = parse_device(device_given, device_setting, tiny=tiny)
     allow_hub = env_flag(environ, "VIDEOKIT_ALLOW_HUB", true=_TRUE)
 
-    root: Path | None = None
+    dirs: tuple[Path, ...] = ()
     source = "built in code (tiny)"
     if not tiny:
         explicit = pick(model_dir, "model_dir", "VIDEOKIT_MODEL_DIR")
         if explicit is not None:
-            root = Path(explicit)
-            source = "model_dir option" if model_dir is not None else "VIDEOKIT_MODEL_DIR"
+            dirs = (Path(explicit).expanduser(),)
+            source = "the model_dir option" if model_dir is not None else "VIDEOKIT_MODEL_DIR"
         else:
-            root = next((d for d in DEFAULT_MODEL_DIRS if d.is_dir()), None)
-            looked = ", ".join(str(d) for d in DEFAULT_MODEL_DIRS)
-            if root is None and not allow_hub:
-                spec = MODELS[model_key]
-                raise ConfigError(
-                    f"no Qwen-Image-Edit model directory: none of {looked} exists",
-                    hint=f"set VIDEOKIT_MODEL_DIR to the folder holding {spec.folder}/ and "
-                    f"loras/ (see videokit.worker.qwen for the layout)",
-                )
-            source = f"first existing of {looked}"
-            root = root or DEFAULT_MODEL_DIRS[0]
+            dirs = DEFAULT_MODEL_DIRS
+            source = "the default locations"
     return QwenSettings(
         tiny=tiny,
         model=MODELS[model_key],
-        model_dir=root,
+        model_dirs=dirs,
         model_dir_source=source,
         mode=mode_name,
         dtype=dtype_name,
         offload=offload_name,
         device=device_name,
+        device_setting=device_setting,
         allow_hub=allow_hub,
     )
 
@@ -429,24 +459,79 @@ def _lora_path(root: Path, model: QwenModel, steps: int) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _missing_error(settings: QwenSettings, missing: list[str]) -> ConfigError:
-    assert settings.model_dir is not None
-    root = settings.model_dir
+def locate_model_root(settings: QwenSettings, env: Mapping[str, str] | None = None) -> Path:
+    """The first of ``settings.model_dirs`` complete for the model and mode (ConfigError if none).
+
+    With ``allow_hub`` what is missing is first downloaded into the first directory (created if
+    needed), with the token in ``env``'s ``HF_TOKEN`` if any (``env`` defaults to the process
+    environment).
+    """
+    model, mode = settings.model, settings.mode
+
+    def missing(root: Path) -> list[str]:
+        return missing_files(root, model, mode)
+
+    search = find_complete_dir(settings.model_dirs, missing)
+    if search.found is not None:
+        return search.found
+    report = search.report()
+    if settings.allow_hub:
+        root = settings.model_dirs[0]
+        _download(root, model, mode, os.environ if env is None else env)
+        after = find_complete_dir([root], missing)
+        if after.found is not None:
+            return after.found
+        report += "\n" + after.report().replace(f"  {root}:", f"  {root} (after downloading):")
+    raise _missing_error(settings, search, report)
+
+
+def _download(root: Path, model: QwenModel, mode: Mode, env: Mapping[str, str]) -> None:
+    """Fetch what is missing under ``root`` from the Hub, into the layout above."""
+    missing = missing_files(root, model, mode)
+    loras = [
+        HubFile(
+            repo_id=model.lora_repo,
+            repo_path=f"{model.lora_subfolder}/{name}" if model.lora_subfolder else name,
+            local_path=f"loras/{name}",
+        )
+        for name in (model.loras[steps] for steps in sorted(model.loras))
+        if f"loras/{name}" in missing
+    ]
+    download_missing(
+        root,
+        snapshot=(
+            (model.repo, model.folder)
+            if any(item.startswith(model.folder + "/") for item in missing)
+            else None
+        ),
+        files=loras,
+        env=env,
+    )
+
+
+def _missing_error(settings: QwenSettings, search: DirSearch, report: str) -> ConfigError:
     model = settings.model
-    shown = "\n".join(f"  - {root / path}" for path in missing)
+    root = settings.model_dirs[0]
     lora_hint = ""
-    if any(path.startswith("loras/") for path in missing):
+    if settings.mode == "lightning":
         files = " ".join(
             f"{model.lora_subfolder}/{name}" if model.lora_subfolder else name
             for name in model.loras.values()
         )
         lora_hint = f"; hf download {model.lora_repo} {files} --local-dir {root / 'loras'}"
-    absent = "" if root.is_dir() else ", which does not exist"
+    hub = (
+        ""
+        if settings.allow_hub
+        else " (or set VIDEOKIT_ALLOW_HUB=1 and unset HF_HUB_OFFLINE, which the worker image "
+        "sets to 1, to download what is missing into the first directory at load time)"
+    )
+    looked = ", ".join(str(d) for d, _ in search.looked)
     return ConfigError(
-        f"Qwen-Image-Edit-{model.key} ({settings.mode} mode) is missing {len(missing)} file(s) "
-        f"under {root} (the model root: {settings.model_dir_source}{absent}):\n{shown}",
-        hint=f"hf download {model.repo} --local-dir {root / model.folder}{lora_hint} "
-        "(or set VIDEOKIT_ALLOW_HUB=1 to download at load time)",
+        f"Qwen-Image-Edit-{model.key} ({settings.mode} mode): no complete model directory in "
+        f"{settings.model_dir_source} ({looked}):\n{report}",
+        hint=f"hf download {model.repo} --local-dir {root / model.folder}{lora_hint}; or "
+        f"workers/download_models.py --worker edit --model {model.key} --target {root}; "
+        f"choose the directory with VIDEOKIT_MODEL_DIR{hub}",
     )
 
 
@@ -491,17 +576,19 @@ def load_engine(
         device=device,
         env=env,
     )
+    # The device first: a worker without its GPU must say so, not ask for 60 GB of weights.
+    require_device(settings.device, settings.device_setting)
+    root: Path | None = None
     if not tiny:
-        assert settings.model_dir is not None
-        missing = missing_files(settings.model_dir, settings.model, settings.mode)
-        if missing and not settings.allow_hub:
-            raise _missing_error(settings, missing)
+        root = locate_model_root(settings, env_option(env))
+    quiet_progress_bars()
     started = time.perf_counter()
+    timings: dict[str, int] = {}
     if tiny:
-        engine = _load_tiny(settings, write)
+        engine = _load_tiny(settings, write, timings)
     else:
-        assert settings.model_dir is not None
-        pipe = _load_pipeline(settings, settings.model_dir)
+        assert root is not None
+        pipe = _load_pipeline(settings, root, timings)
         engine = QwenEngine(pipe, settings, log=write)
     elapsed = ms_since(started)
     write(
@@ -515,16 +602,17 @@ def load_engine(
                 "dtype": settings.dtype,
                 "device": settings.device,
                 "offload": settings.offload,
-                "model_dir": None if settings.model_dir is None else str(settings.model_dir),
+                "model_dir": None if root is None else str(root),
                 "hub": settings.allow_hub,
                 "load_ms": elapsed,
+                "timings_ms": timings,
             }
         )
     )
     return engine
 
 
-def _load_tiny(settings: QwenSettings, log: LogFn) -> QwenEngine:
+def _load_tiny(settings: QwenSettings, log: LogFn, timings: dict[str, int]) -> QwenEngine:
     """Build the tiny pipeline, save it as a model root, and load that like real weights.
 
     Going through disk costs ~0.1 s and runs the real loader (layout check, ``from_pretrained``,
@@ -543,7 +631,7 @@ def _load_tiny(settings: QwenSettings, log: LogFn) -> QwenEngine:
         missing = missing_files(root, model, settings.mode)
         if missing:  # a bug in write_model_dir, not a user error
             raise RuntimeError(f"the tiny model folder lacks {missing}")
-        pipe = _load_pipeline(dataclasses.replace(settings, model=model), root)
+        pipe = _load_pipeline(dataclasses.replace(settings, model=model), root, timings)
     return QwenEngine(
         pipe,
         dataclasses.replace(settings, model=model),
@@ -553,43 +641,72 @@ def _load_tiny(settings: QwenSettings, log: LogFn) -> QwenEngine:
     )
 
 
-def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
-    """``QwenImageEditPlusPipeline`` with the mode's scheduler and LoRAs, placed on the device."""
+def _load_pipeline(settings: QwenSettings, root: Path, timings: dict[str, int]) -> Any:
+    """``QwenImageEditPlusPipeline`` with the mode's scheduler and LoRAs, placed on the device.
+
+    Component by component, each moved to its place as soon as it is read (as the Wan engine
+    does): the host then holds one component at a time (the ~41 GB transformer at most) rather
+    than all ~58 GB of a ``from_pretrained`` that is moved afterwards. Only local files are read.
+    ``timings`` receives the milliseconds each step took.
+    """
     import torch
-    from transformers import Qwen2Tokenizer
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 
     from videokit.worker.tiny_qwen import make_processor
 
     diffusers: Any = importlib.import_module("diffusers")  # untyped constructors: used as Any
     image_processors: Any = importlib.import_module("transformers")
+    text_model: Any = Qwen2_5_VLForConditionalGeneration
 
-    device = torch.device(settings.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {settings.device!r}: CUDA is not available in this process",
-            hint="run the diffusers engine on a GPU worker (or set VIDEOKIT_DEVICE=cpu to force "
-            "the CPU, which is far too slow for the real model)",
-        )
     model = settings.model
-    local = root / model.folder
-    complete = not missing_files(root, model, "standard")
-    source = str(local) if complete or not settings.allow_hub else model.repo
-    local_only = not settings.allow_hub
+    base = str(root / model.folder)
     dtype = torch_dtype(settings.dtype)
+    place = torch.device(settings.device) if settings.offload == "none" else torch.device("cpu")
+    local: dict[str, Any] = {"local_files_only": True}
 
+    def placed(name: str, load: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        component = load().to(place).eval()
+        timings[name] = ms_since(started)
+        return component
+
+    text_encoder = placed(
+        "text_encoder",
+        lambda: text_model.from_pretrained(base, subfolder="text_encoder", dtype=dtype, **local),
+    )
+    transformer = placed(
+        "transformer",
+        lambda: diffusers.QwenImageTransformer2DModel.from_pretrained(
+            base, subfolder="transformer", dtype=dtype, **local
+        ),
+    )
+    vae = placed(
+        "vae",
+        lambda: diffusers.AutoencoderKLQwenImage.from_pretrained(
+            base, subfolder="vae", dtype=dtype, **local
+        ),
+    )
+    started = time.perf_counter()
     # The processor is assembled here rather than by from_pretrained: the stock one also loads a
     # video processor, which needs torchvision (see tiny_qwen.ImageOnlyQwen2VLProcessor).
     processor = make_processor(
-        image_processors.AutoImageProcessor.from_pretrained(
-            source, subfolder="processor", local_files_only=local_only
-        ),
-        Qwen2Tokenizer.from_pretrained(source, subfolder="processor", local_files_only=local_only),
+        image_processors.AutoImageProcessor.from_pretrained(base, subfolder="processor", **local),
+        Qwen2Tokenizer.from_pretrained(base, subfolder="processor", **local),
     )
+    # The rest (tokenizer, scheduler) from model_index.json; the heavy parts are given.
     pipe = diffusers.QwenImageEditPlusPipeline.from_pretrained(
-        source, processor=processor, dtype=dtype, local_files_only=local_only
+        base,
+        processor=processor,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        dtype=dtype,
+        **local,
     )
     pipe.set_progress_bar_config(disable=True)
+    timings["pipeline"] = ms_since(started)
     if settings.mode == "lightning":
+        started = time.perf_counter()
         variants = list(LIGHTNING_STEPS.values())
         pipe.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(
             dict(variants[0].scheduler_config)
@@ -599,24 +716,17 @@ def _load_pipeline(settings: QwenSettings, root: Path) -> Any:
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             for variant in variants:
                 path = _lora_path(root, model, variant.steps)
-                if path is not None:
-                    pipe.load_lora_weights(
-                        str(path.parent),
-                        weight_name=path.name,
-                        adapter_name=variant.adapter,
-                        local_files_only=True,
-                    )
-                else:  # only reachable with VIDEOKIT_ALLOW_HUB
-                    pipe.load_lora_weights(
-                        model.lora_repo,
-                        weight_name=model.loras[variant.steps],
-                        subfolder=model.lora_subfolder,
-                        adapter_name=variant.adapter,
-                    )
+                if path is None:  # locate_model_root checked them; a file removed since
+                    raise ConfigError(f"the Lightning LoRA {model.loras[variant.steps]} vanished")
+                pipe.load_lora_weights(
+                    str(path.parent),
+                    weight_name=path.name,
+                    adapter_name=variant.adapter,
+                    local_files_only=True,
+                )
+        timings["lora"] = ms_since(started)
     if settings.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
+        pipe.enable_model_cpu_offload(device=settings.device)
     return pipe
 
 
@@ -823,27 +933,38 @@ class QwenEngine:
     # -- jobs --------------------------------------------------------------------------------------
 
     def plan(self, request: EditRequest) -> _Plan:
-        """Check the request against the mode and decide steps, CFG and LoRA (JobInputError)."""
+        """Check the request against the mode and decide steps, CFG and LoRA (JobInputError).
+
+        Lightning: the request's 4 or 8 steps with their LoRA, CFG off. Standard: the request's
+        values, except the protocol's Lightning defaults, which mean the reference settings
+        (see the module docstring); ``notes`` names each substitution.
+        """
         notes: list[str] = []
         negative = request.negative_prompt if request.negative_prompt.strip() else None
-        if self.settings.mode == "lightning":
-            variant = LIGHTNING_STEPS.get(request.steps)
-            if variant is None:
-                raise JobInputError(
-                    f"steps: this worker runs the Lightning LoRA, which takes 4 or 8 steps, "
-                    f"got {request.steps}",
-                    hint="send steps=8 (best quality) or steps=4 (fastest); other step counts "
-                    "need a worker in standard mode (VIDEOKIT_QWEN_MODE=standard)",
-                )
-            if request.true_cfg_scale != 1.0 or negative is not None:
-                notes.append("cfg_ignored_lightning")
-            return _Plan(variant.steps, 1.0, None, variant.adapter, notes)
-        cfg = request.true_cfg_scale
-        if cfg > 1 and negative is None:
-            notes.append("cfg_off_no_negative_prompt")
-        elif cfg <= 1 and negative is not None:
-            notes.append("negative_prompt_ignored_cfg_le_1")
-        return _Plan(request.steps, cfg, negative, None, notes)
+        if self.settings.mode == "standard":
+            steps = request.steps
+            if steps <= max(LIGHTNING_STEPS):
+                steps = STANDARD_STEPS
+                notes.append("steps_reference")
+            cfg = request.true_cfg_scale
+            if cfg <= 1:
+                cfg = STANDARD_CFG
+                notes.append("cfg_reference")
+            if negative is None:
+                negative = STANDARD_NEGATIVE_PROMPT
+                notes.append("negative_prompt_reference")
+            return _Plan(steps, cfg, negative, None, notes)
+        variant = LIGHTNING_STEPS.get(request.steps)
+        if variant is None:
+            raise JobInputError(
+                f"steps: this worker runs the Lightning LoRA, which takes 4 or 8 steps, "
+                f"got {request.steps}",
+                hint="send steps=8 (best quality) or steps=4 (fastest); other step counts "
+                "need a worker in standard mode (VIDEOKIT_QWEN_MODE=standard)",
+            )
+        if request.true_cfg_scale != 1.0 or negative is not None:
+            notes.append("cfg_ignored_lightning")
+        return _Plan(variant.steps, 1.0, None, variant.adapter, notes)
 
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
         if self._closed or self.pipe is None:
@@ -860,7 +981,11 @@ class QwenEngine:
         started = time.perf_counter()
         try:
             plan = self.plan(request)
-            record.update(cfg=plan.cfg_scale > 1 and plan.negative_prompt is not None)
+            record.update(
+                steps=plan.steps, cfg=plan.cfg_scale > 1 and plan.negative_prompt is not None
+            )
+            if record["cfg"]:
+                record["cfg_scale"] = plan.cfg_scale
             if plan.adapter:
                 record["adapter"] = plan.adapter
             if plan.notes:
@@ -950,21 +1075,28 @@ class QwenEngine:
                     raise_if_cancelled(cancel)
                     return {}
 
+                # CPU noise for any device: see "Jobs" in the module docstring.
                 generator = torch.Generator(device="cpu").manual_seed(request.seed)
                 clock.start()
-                with self._image_sizes():
-                    output = pipe(
-                        image=images,
-                        prompt=request.prompt,
-                        negative_prompt=plan.negative_prompt,
-                        true_cfg_scale=plan.cfg_scale,
-                        height=height,
-                        width=width,
-                        num_inference_steps=steps,
-                        generator=generator,
-                        callback_on_step_end=on_step_end,
-                        output_type="pil",
-                    )
+                try:
+                    with self._image_sizes():
+                        output = pipe(
+                            image=images,
+                            prompt=request.prompt,
+                            negative_prompt=plan.negative_prompt,
+                            true_cfg_scale=plan.cfg_scale,
+                            height=height,
+                            width=width,
+                            num_inference_steps=steps,
+                            generator=generator,
+                            callback_on_step_end=on_step_end,
+                            output_type="pil",
+                        )
+                except BaseException as exc:
+                    # Before the error travels on: its traceback holds the job's tensors (a
+                    # CUDA OOM is retried, maybe on this same worker).
+                    release_failed_call(exc, self._cuda)
+                    raise
                 clock.stop()
                 timings.update(clock.phases_ms())
                 record["transformer_calls"] = clock.transformer_calls

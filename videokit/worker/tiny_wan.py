@@ -41,11 +41,14 @@ _transformers: Any = importlib.import_module("transformers")
 
 __all__ = [
     "TINY_TEXT_ENCODER_CONFIG",
+    "TINY_TI2V_TRANSFORMER_CONFIG",
+    "TINY_TI2V_VAE_CONFIG",
     "TINY_TRANSFORMER_CONFIG",
     "TINY_VAE_CONFIG",
     "TINY_VOCABULARY",
     "build_random_pipeline",
     "build_tiny_pipeline",
+    "build_tiny_ti2v_pipeline",
     "build_tokenizer",
     "lightx2v_targets",
     "make_lightx2v_lora",
@@ -106,6 +109,35 @@ TINY_VAE_CONFIG: Mapping[str, Any] = {
     "dim_mult": [1, 1, 1, 1],
     "num_res_blocks": 1,
     "temperal_downsample": [False, True, True],
+}
+
+#: One TI2V-5B-shaped transformer: the A14B block layout, but noise and image latents share the
+#: Wan2.2 VAE's 48 channels (TI2V conditions by replacing the first latent frame, with per-token
+#: timesteps, ``expand_timesteps``), so 48 in and 48 out, no mask channels.
+TINY_TI2V_TRANSFORMER_CONFIG: Mapping[str, Any] = {
+    **TINY_TRANSFORMER_CONFIG,
+    "in_channels": 48,
+    "out_channels": 48,
+}
+
+#: The Wan2.2 VAE's structure (what TI2V-5B ships): residual blocks, 2x2 pixel patchify (12
+#: channels in and out), 16x spatial and 4x temporal compression, 48 latent channels; base
+#: width 8 instead of 160.
+TINY_TI2V_VAE_CONFIG: Mapping[str, Any] = {
+    "base_dim": 8,
+    "decoder_base_dim": 8,
+    "z_dim": 48,
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+    "is_residual": True,
+    "in_channels": 12,
+    "out_channels": 12,
+    "patch_size": 2,
+    "scale_factor_spatial": 16,
+    "scale_factor_temporal": 4,
+    "latents_mean": [0.0] * 48,
+    "latents_std": [1.0] * 48,
 }
 
 # LightX2V (original Wan) module names → diffusers module paths inside one transformer block.
@@ -175,6 +207,7 @@ def build_random_pipeline(
     text_encoder_config: Mapping[str, Any],
     tokenizer: Any = None,
     two_experts: bool = True,
+    expand_timesteps: bool = False,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
@@ -184,7 +217,8 @@ def build_random_pipeline(
     Every parameter is created directly on ``device`` in ``dtype`` (the VAE in fp32, as the
     engine loads it), never materialised on the CPU first, so a full-size A14B (two 14 B experts
     and a 5.7 B text encoder) can be built straight on a GPU. Deterministic for a given ``seed``
-    and device. The scheduler is the engine's 4-step lightning scheduler.
+    and device. The scheduler is the engine's 4-step lightning scheduler. ``expand_timesteps``:
+    TI2V-style conditioning (one transformer, the first latent frame replaced by the image's).
     """
     target = torch.device(device)
     devices = [target.index or 0] if target.type == "cuda" else []
@@ -214,6 +248,7 @@ def build_random_pipeline(
         transformer=experts[0],
         transformer_2=experts[1] if two_experts else None,
         boundary_ratio=BOUNDARY_RATIO if two_experts else None,
+        expand_timesteps=expand_timesteps,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -229,6 +264,28 @@ def build_tiny_pipeline(*, device: str | torch.device = "cpu", seed: int = 0) ->
         dtype=torch.float32,
         seed=seed,
     )
+
+
+def build_tiny_ti2v_pipeline(*, device: str | torch.device = "cpu", seed: int = 0) -> Any:
+    """A tiny TI2V-5B-shaped pipeline: one transformer, the Wan2.2 VAE (z 48), fp32.
+
+    Its scheduler is the real snapshot's (UniPC over flow sigmas, shift 5): TI2V-5B has no
+    distillation LoRA and runs in standard mode only.
+    """
+    pipe = build_random_pipeline(
+        transformer_config=TINY_TI2V_TRANSFORMER_CONFIG,
+        vae_config=TINY_TI2V_VAE_CONFIG,
+        text_encoder_config=TINY_TEXT_ENCODER_CONFIG,
+        two_experts=False,
+        expand_timesteps=True,
+        device=device,
+        dtype=torch.float32,
+        seed=seed,
+    )
+    pipe.scheduler = _diffusers.UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+    )
+    return pipe
 
 
 def lightx2v_targets(transformer: torch.nn.Module) -> dict[str, torch.nn.Linear]:

@@ -28,7 +28,10 @@
   protocol's defaults are the lightning ones (4 steps, guidance 1.0), which would ruin an
   undistilled model, so here ``steps <= 4`` means the model's reference step count (40 for
   a14b, 50 for ti2v-5b) and ``guidance_scale <= 1`` means its reference guidance (3.5/3.5 for
-  a14b, 5.0 for ti2v-5b); larger values are honoured, and ``guidance_scale_2`` when given.
+  a14b, 5.0 for ti2v-5b); larger values are honoured, and ``guidance_scale_2`` when given. A
+  request without a negative prompt gets Wan's own reference one (:data:`REFERENCE_NEGATIVE_PROMPT`,
+  what Wan's sampler and the diffusers examples use), not CFG against an empty string. Each
+  substitution is named in the job's log line (``notes``).
 
 **Files.** ``VIDEOKIT_MODEL_DIR`` (default: the first of ``/models/wan`` (baked into the image)
 and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set) must look like::
@@ -49,18 +52,27 @@ and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set) 
         (or the 1022 release: wan2.2_i2v_A14b_{high,low}_noise_lora_rank64_lightx2v_4step_1022)
 
 Missing files raise :class:`~videokit.errors.ConfigError` naming each missing path and every
-directory looked in. Nothing is fetched from the Hugging Face Hub unless ``VIDEOKIT_ALLOW_HUB=1``;
-then missing pieces are downloaded into that layout first (anonymously: no token is ever read
-or sent), and everything is still loaded from local files.
+directory looked in (the search is :func:`videokit.worker.common.find_complete_dir`, shared with
+the Qwen engine). Nothing is fetched from the Hugging Face Hub unless ``VIDEOKIT_ALLOW_HUB=1``
+(and the image's ``HF_HUB_OFFLINE=1`` unset); then missing pieces are downloaded into the first
+directory, in that layout, with the token in ``HF_TOKEN`` if one is set (never a login cached
+on disk), and everything is still loaded from local files.
 
 **Other settings**: ``VIDEOKIT_DTYPE`` (``bf16`` default, ``fp16``, ``fp32``: the transformers and
 text encoder; the VAE always runs in fp32, as Wan's reference code does), ``VIDEOKIT_OFFLOAD``
 (``none`` default; ``model``: one component on the GPU at a time, for 80 GB cards at 720p;
-``sequential``: layer by layer, slow, for small cards), ``VIDEOKIT_DEVICE`` (default ``cuda``
-when available, else ``cpu``). All read by :func:`load_engine`, never at import.
+``sequential``: layer by layer, slow, for small cards), ``VIDEOKIT_DEVICE`` (``cuda`` by default;
+without a visible CUDA device the engine refuses to load unless ``cpu`` is named explicitly; the
+tiny engine defaults to ``cpu``). All read by :func:`load_engine`, never at import.
+
+**Seeds.** The initial noise comes from a CPU ``torch.Generator`` seeded with ``request.seed``
+(both engines do this): the same seed gives the same starting latents on every machine and GPU
+model. The same request then gives the same pixels on the same hardware and software stack;
+across GPU models or library versions, kernels round differently, so clips stay close but not
+bit-identical.
 
 **A job** decodes the input image, cover-fits it to width x height, runs the pipeline in a thread
-with a ``torch.Generator`` seeded from ``request.seed`` on the pipeline's device, encodes every
+with the seeded generator, encodes every
 frame (less frame 0 with ``drop_first_frame``) as H.264 yuv420p at the requested fps (crf 16,
 preset medium: visually lossless for a clip that is stitched and maybe re-encoded later; 81
 frames at 832x480 took 10.5 s on 2 busy cores, so ~1-2 s on a GPU host's 16, next to ~30 s of
@@ -85,11 +97,9 @@ import asyncio
 import contextlib
 import importlib
 import os
-import shutil
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,18 +126,25 @@ from videokit.protocol import (
 )
 from videokit.worker.common import (
     DTYPE_NAMES,
+    HubFile,
     LogFn,
     ProgressFn,
+    download_missing,
     emit,
     env_flag,
     env_option,
     env_text,
+    find_complete_dir,
     log_option,
     log_to_stderr,
     ms_since,
+    parse_device,
+    quiet_progress_bars,
     raise_if_cancelled,
     reject_unknown_options,
+    release_failed_call,
     release_memory,
+    require_device,
     threadsafe_progress,
     torch_dtype,
 )
@@ -140,6 +157,7 @@ __all__ = [
     "LIGHTNING_STEPS",
     "LORA_SETS",
     "MODELS",
+    "REFERENCE_NEGATIVE_PROMPT",
     "LightningScheduler",
     "WanEngine",
     "WanModel",
@@ -184,9 +202,14 @@ LORA_SETS: tuple[tuple[str, str, str], ...] = (
         "wan2.2_i2v_A14b_low_noise_lora_rank64_lightx2v_4step_1022.safetensors",
     ),
 )
-# What VIDEOKIT_ALLOW_HUB=1 fetches of a snapshot: configs, tokenizer files and safetensors
-# weights, not the .bin/.pth duplicates or sample media some repositories also hold.
-_SNAPSHOT_PATTERNS = ("model_index.json", "*/*.json", "*/*.safetensors", "*/*.txt", "*/*.model")
+#: Wan's own negative prompt (``sample_neg_prompt`` in Wan2.1/2.2's shared config; the diffusers
+#: examples use it, or its English translation). Standard mode sends it when a request has none:
+#: the model's CFG was tuned against it, not against an empty prompt. UMT5 reads Chinese.
+REFERENCE_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
 # Where VIDEOKIT_ALLOW_HUB=1 fetches the canonical LoRA pair from (ComfyUI's repackaging).
 _LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
 _LORA_REPO_FOLDER = "split_files/loras"
@@ -259,6 +282,7 @@ class WanSettings:
     dtype: DTypeName
     offload: Offload
     device: str
+    device_setting: str  # where the device came from, for error messages
     model_dirs: tuple[Path, ...]
     model_dir_source: str  # how model_dirs was chosen, for error messages
     allow_hub: bool
@@ -294,9 +318,14 @@ def resolve_settings(
     offload: object = None,
     device: object = None,
     env: Mapping[str, str] | None = None,
+    tiny: bool = False,
 ) -> WanSettings:
     """Resolve the engine settings: explicit options first, then ``env`` (default: the process
-    environment, read now), then the defaults in the module docstring."""
+    environment, read now), then the defaults in the module docstring.
+
+    Checks the form of every value; whether the device exists here is checked when the engine
+    loads (:func:`~videokit.worker.common.require_device`), so settings resolve on any machine.
+    """
     env = os.environ if env is None else env
     raw, source = _option(model, env, "VIDEOKIT_WAN_MODEL", "a14b")
     spec = MODELS[_choice(raw, _label(source, "model", "VIDEOKIT_WAN_MODEL"), tuple(MODELS))]
@@ -329,7 +358,10 @@ def resolve_settings(
     )
 
     raw, source = _option(device, env, "VIDEOKIT_DEVICE", None)
-    resolved_device = _resolve_device(raw, _label(source, "device", "VIDEOKIT_DEVICE"))
+    device_setting = {"option": "the device option", "default": "the default device"}.get(
+        source, source
+    )
+    resolved_device = parse_device(raw, device_setting, tiny=tiny)
     if resolved_offload != "none" and not resolved_device.startswith("cuda"):
         raise ConfigError(
             f"offload={resolved_offload} moves models between the CPU and a GPU; the device is "
@@ -343,13 +375,14 @@ def resolve_settings(
     else:
         dirs = (Path(str(raw)).expanduser(),)
         dir_source = "the model_dir option" if source == "option" else "VIDEOKIT_MODEL_DIR"
-    allow_hub = env_flag(env, "VIDEOKIT_ALLOW_HUB", true=("1", "true", "yes"))
+    allow_hub = env_flag(env, "VIDEOKIT_ALLOW_HUB", true=("1", "true", "yes", "on"))
     return WanSettings(
         model=spec,
         mode=resolved_mode,
         dtype=resolved_dtype,
         offload=resolved_offload,
         device=resolved_device,
+        device_setting=device_setting,
         model_dirs=dirs,
         model_dir_source=dir_source,
         allow_hub=allow_hub,
@@ -358,23 +391,6 @@ def resolve_settings(
 
 def _label(source: str, option: str, variable: str) -> str:
     return variable if source == variable else option
-
-
-def _resolve_device(raw: object, what: str) -> str:
-    if raw is None or str(raw).strip().lower() in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    text = str(raw).strip().lower()
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ConfigError(
-            f"{what}: {str(raw)!r} is not a torch device (cpu, cuda, cuda:1)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{what} is {text}, but torch sees no CUDA device on this machine")
-    if device.type not in ("cuda", "cpu"):
-        raise ConfigError(f"{what}: only cpu and cuda devices are supported, got {text}")
-    return text
 
 
 # -- model files -----------------------------------------------------------------------------------
@@ -430,73 +446,69 @@ def _missing_in(root: Path, spec: WanModel, mode: Mode) -> tuple[list[str], tupl
     return missing, loras, tag
 
 
-def locate_model_files(settings: WanSettings) -> ModelFiles:
-    """Find a complete set of weights in ``settings.model_dirs`` (first complete one wins).
+def locate_model_files(settings: WanSettings, env: Mapping[str, str] | None = None) -> ModelFiles:
+    """Find a complete set of weights in ``settings.model_dirs`` (the first complete one wins).
 
     Raises ConfigError listing, for each place looked, whether it exists and exactly which files
     are missing there. With ``allow_hub`` the missing pieces are first downloaded into the first
-    directory (created if needed).
+    directory (created if needed), with the token in ``env``'s ``HF_TOKEN`` if any (``env``
+    defaults to the process environment).
     """
     spec, mode = settings.model, settings.mode
-    report: list[str] = []
-    for root in settings.model_dirs:
-        if not root.is_dir():
-            report.append(f"{root}: does not exist")
-            continue
-        missing, loras, tag = _missing_in(root, spec, mode)
-        if not missing:
-            return ModelFiles(root=root, base=root / spec.folder, loras=loras, lora_tag=tag)
-        report.append(f"{root}: missing " + ", ".join(missing))
-    if settings.allow_hub:
+    environ = os.environ if env is None else env
+
+    def missing(root: Path) -> list[str]:
+        return _missing_in(root, spec, mode)[0]
+
+    search = find_complete_dir(settings.model_dirs, missing)
+    report = search.report()
+    if search.found is None and settings.allow_hub:
         root = settings.model_dirs[0]
-        _download_missing(root, spec, mode)
-        missing, loras, tag = _missing_in(root, spec, mode)
-        if not missing:
-            return ModelFiles(root=root, base=root / spec.folder, loras=loras, lora_tag=tag)
-        report.append(f"{root} (after downloading): missing " + ", ".join(missing))
-    where = "; ".join(report)
+        _download(root, spec, mode, environ)
+        after = find_complete_dir([root], missing)
+        search = after
+        if after.found is None:
+            report += "\n" + after.report().replace(f"  {root}:", f"  {root} (after downloading):")
+    if search.found is not None:
+        root = search.found
+        _, loras, tag = _missing_in(root, spec, mode)
+        return ModelFiles(root=root, base=root / spec.folder, loras=loras, lora_tag=tag)
     hub = (
         ""
         if settings.allow_hub
-        else "; or set VIDEOKIT_ALLOW_HUB=1 to download missing files into the first directory"
+        else "; or set VIDEOKIT_ALLOW_HUB=1 (and unset HF_HUB_OFFLINE, which the worker image "
+        "sets to 1) to download what is missing into the first directory at load time"
     )
     raise ConfigError(
-        f"{spec.name} ({mode} mode) model files not found in {settings.model_dir_source}: {where}",
+        f"{spec.name} ({mode} mode) model files not found in {settings.model_dir_source}:\n"
+        + report,
         hint=f"put a diffusers snapshot of {spec.repo_id} in <model dir>/{spec.folder}"
         + (
             f" and the LightX2V LoRAs in <model dir>/loras/ ({LORA_SETS[0][1]}, {LORA_SETS[0][2]})"
             if mode == "lightning"
             else ""
         )
+        + "; workers/download_models.py --worker animate --target <model dir> does both"
         + f"; choose the directory with VIDEOKIT_MODEL_DIR{hub}",
     )
 
 
-def _download_missing(root: Path, spec: WanModel, mode: Mode) -> None:
-    """Fetch what is missing under ``root`` from the Hub, anonymously (``token=False``)."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-
+def _download(root: Path, spec: WanModel, mode: Mode, env: Mapping[str, str]) -> None:
+    """Fetch what is missing under ``root`` from the Hub, into the layout above."""
     missing, _, _ = _missing_in(root, spec, mode)
-    if any(item.startswith(spec.folder + "/") for item in missing):
-        snapshot_download(
-            repo_id=spec.repo_id,
-            local_dir=root / spec.folder,
-            allow_patterns=list(_SNAPSHOT_PATTERNS),
-            token=False,
-        )
-    loras = root / "loras"
-    for item in missing:
-        if item.startswith("loras/"):
-            name = item.removeprefix("loras/")
-            with tempfile.TemporaryDirectory(dir=root) as tmp:
-                fetched = hf_hub_download(
-                    repo_id=_LORA_REPO,
-                    filename=f"{_LORA_REPO_FOLDER}/{name}",
-                    local_dir=tmp,
-                    token=False,
-                )
-                loras.mkdir(parents=True, exist_ok=True)
-                shutil.move(fetched, loras / name)
+    snapshot_needed = any(item.startswith(spec.folder + "/") for item in missing)
+    loras = [
+        HubFile(repo_id=_LORA_REPO, repo_path=f"{_LORA_REPO_FOLDER}/{name}", local_path=item)
+        for item in missing
+        if item.startswith("loras/")
+        for name in [item.removeprefix("loras/")]
+    ]
+    download_missing(
+        root,
+        snapshot=(spec.repo_id, spec.folder) if snapshot_needed else None,
+        files=loras,
+        env=env,
+    )
 
 
 # -- scheduling ------------------------------------------------------------------------------------
@@ -620,11 +632,9 @@ def _load_pipeline(settings: WanSettings, files: ModelFiles) -> Any:
     transformers: Any = importlib.import_module("transformers")
     d = _diffusers
     dtype = torch_dtype(settings.dtype)
-    local_only = not settings.allow_hub
     place = settings.device if settings.offload == "none" else "cpu"
-    common: dict[str, Any] = {"local_files_only": local_only}
-    if settings.allow_hub:
-        common["token"] = False  # never read a token from the environment or a cache file
+    # Always local: anything fetched from the Hub was put into the model directory first.
+    common: dict[str, Any] = {"local_files_only": True}
     base = str(files.base)
 
     def loaded(model: Any) -> Any:
@@ -692,6 +702,7 @@ def load_engine(
     environ = env_option(env)
     sink = log_option(log)
     _require_ftfy()
+    quiet_progress_bars()
     started = time.perf_counter()
     timings: dict[str, int] = {}
     if tiny:
@@ -703,7 +714,8 @@ def load_engine(
                 "A14B-shaped tiny model in fp32"
             )
         tiny_env = {k: environ[k] for k in ("VIDEOKIT_WAN_MODE", "VIDEOKIT_DEVICE") if k in environ}
-        settings = resolve_settings(mode=mode, device=device, dtype="fp32", env=tiny_env)
+        settings = resolve_settings(mode=mode, device=device, dtype="fp32", env=tiny_env, tiny=True)
+        require_device(settings.device, settings.device_setting)
         pipe, lora_counts = _load_tiny(settings, timings)
         lora_tag, model_root = "", None
     else:
@@ -716,7 +728,9 @@ def load_engine(
             device=device,
             env=environ,
         )
-        files = locate_model_files(settings)
+        # The device first: a worker without its GPU must say so, not ask for 70 GB of weights.
+        require_device(settings.device, settings.device_setting)
+        files = locate_model_files(settings, environ)
         with _timed(timings, "load"):
             pipe = _load_pipeline(settings, files)
         lora_counts = {}
@@ -890,7 +904,7 @@ class WanEngine:
                 lambda: self._job(request, source, cancel, progress), cancel
             )
         except BaseException as exc:
-            record["status"] = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            record["status"] = _status_of(exc)
             record["error_type"] = type(exc).__name__
             record["timings_ms"] = {"total": ms_since(started)}
             emit(self.log, record)
@@ -900,6 +914,7 @@ class WanEngine:
             status="ok",
             steps=render.steps,
             guidance=list(render.guidance),
+            notes=self.notes(request) or None,
             timings_ms={**render.timings_ms, "encode": encode_ms, "job": elapsed_ms},
             peak_memory_bytes=render.peak_memory_bytes,
             video_bytes=len(video),
@@ -997,6 +1012,35 @@ class WanEngine:
             )
         return steps, guidance, guidance_2 if self._two_experts else None
 
+    def negative_prompt(self, request: AnimateRequest) -> str | None:
+        """The negative prompt the pipeline gets for ``request``.
+
+        Lightning: none (guidance 1 runs no unconditional pass). Standard: the request's, or
+        :data:`REFERENCE_NEGATIVE_PROMPT` when it has none.
+        """
+        if self.mode == "lightning":
+            return None
+        return (
+            request.negative_prompt
+            if request.negative_prompt.strip()
+            else (REFERENCE_NEGATIVE_PROMPT)
+        )
+
+    def notes(self, request: AnimateRequest) -> list[str]:
+        """What :meth:`plan` and :meth:`negative_prompt` changed about ``request``, for the log."""
+        notes: list[str] = []
+        if self.mode == "lightning":
+            if request.guidance_scale != 1.0 or request.guidance_scale_2 not in (None, 1.0):
+                notes.append("guidance_ignored_lightning")
+            return notes
+        if request.steps <= LIGHTNING_STEPS:
+            notes.append("steps_reference")
+        if request.guidance_scale <= 1.0:
+            notes.append("guidance_reference")
+        if not request.negative_prompt.strip():
+            notes.append("negative_prompt_reference")
+        return notes
+
     def _job(
         self,
         request: AnimateRequest,
@@ -1041,14 +1085,16 @@ class WanEngine:
             raise_if_cancelled(cancel)
             return {}
 
-        generator = torch.Generator(device=device).manual_seed(request.seed)
+        # On the CPU whatever the device: the same seed gives the same starting noise on any
+        # machine (diffusers draws it there and moves it; see the module docstring).
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
         progress(0.0, "encoding the prompt")
         try:
             with timer.attached():
                 output = pipe(
                     image=image,
                     prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
+                    negative_prompt=self.negative_prompt(request),
                     height=request.height,
                     width=request.width,
                     num_frames=request.frames,
@@ -1062,10 +1108,8 @@ class WanEngine:
                 frames = _to_uint8(output.frames[0])
                 del output
         except BaseException as exc:
-            # The traceback's frames hold the job's tensors (latents, activations): clear
-            # them so that the memory can actually be freed before the error travels on.
-            traceback.clear_frames(exc.__traceback__)
-            release_memory(cuda)
+            # Before the error travels on: its traceback holds the job's tensors.
+            release_failed_call(exc, cuda)
             raise
         timings = timer.finish()
         peak = int(torch.cuda.max_memory_allocated(device)) if cuda else None
@@ -1126,6 +1170,16 @@ class WanEngine:
         cuda = torch.device(self.pipeline._execution_device).type == "cuda"
         self.pipeline = None
         release_memory(cuda)
+
+
+def _status_of(exc: BaseException) -> str:
+    from videokit.worker.handler import is_cuda_oom
+
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, JobInputError):
+        return "invalid_input"
+    return "oom" if is_cuda_oom(exc) else "error"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
