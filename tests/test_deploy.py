@@ -753,3 +753,40 @@ def test_gpu_pools_match_the_price_table_and_the_model_table() -> None:
     sys.modules[spec.name] = models
     spec.loader.exec_module(models)
     assert {key: c.vram_gb_resident for key, c in models.MODELS.items()} == MODEL_VRAM_GB
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        (None, "no allowed_cuda_versions: RunPod may place workers on hosts whose driver predates"),
+        ('["13.0"]', None),  # a deliberate minimum above the images': nothing left out above it
+        (
+            '["12.6"]',
+            "allowed_cuda_versions leaves out 12.7, 12.8, 12.9, 13.0: RunPod matches the list"
+            " exactly",
+        ),
+        ('["12.6", "12.8", "12.9", "13.0"]', "allowed_cuda_versions leaves out 12.7:"),
+        (
+            '["12.4", "12.5", "12.6", "12.7", "12.8", "12.9", "13.0"]',
+            "allowed_cuda_versions has 12.4, 12.5: the images need CUDA 12.6 or newer",
+        ),
+        ('["12.6", "12.7", "12.8", "12.9", "13.0"]', None),
+    ],
+)
+def test_allowed_cuda_versions_that_lose_hosts_or_cannot_start_are_warned_about(
+    tmp_path: Path, versions: str | None, expected: str | None
+) -> None:
+    from videokit.deploy import WORKER_CUDA, cuda_versions_from
+
+    text = WORKER + "    network_volume_id: vol1\n"
+    if versions is not None:
+        text += f"    allowed_cuda_versions: {versions}\n"
+    _, out = deploy(write_spec(tmp_path, text), dry_run=True, api_key=None)
+    warnings = [line for line in out.splitlines() if "warning:" in line and "cuda" in line.lower()]
+    if expected is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and expected in warnings[0], warnings
+        # Every warning says what to write instead.
+        assert "list [" in warnings[0] or "do not start" in warnings[0]
+    assert cuda_versions_from(WORKER_CUDA) == ["12.6", "12.7", "12.8", "12.9", "13.0"]

@@ -52,12 +52,15 @@ from videokit.errors import ConfigError, VideoKitError
 
 __all__ = [
     "GPU_POOLS",
+    "RUNPOD_CUDA_VERSIONS",
+    "WORKER_CUDA",
     "DeployError",
     "DeployResult",
     "DeploySpec",
     "GqlEnum",
     "WorkerResult",
     "WorkerSpec",
+    "cuda_versions_from",
     "gql_string",
     "gql_value",
     "load_spec",
@@ -78,6 +81,31 @@ GPU_POOLS: dict[str, int] = {
     "ADA_80_PRO": 80,
     "HOPPER_141": 141,
 }
+
+#: The CUDA versions RunPod reports for its hosts (the newest one each host's driver supports).
+#: ``allowed_cuda_versions`` is matched exactly against these, so a spec must list every
+#: version it accepts: a driver runs every CUDA version up to its own, so an image built for
+#: 12.6 runs on all of 12.6 .. 13.0 hosts, and a list of just ["12.6"] would refuse the newer.
+RUNPOD_CUDA_VERSIONS: tuple[str, ...] = (
+    "11.8",
+    "12.0",
+    "12.1",
+    "12.2",
+    "12.3",
+    "12.4",
+    "12.5",
+    "12.6",
+    "12.7",
+    "12.8",
+    "12.9",
+    "13.0",
+)
+
+#: The CUDA version the worker images are built for: the ``nvidia/cuda`` base image and the torch
+#: wheel (``+cu126``, from the PyTorch index) of ``workers/*/Dockerfile``. The oldest of torch
+#: 2.13's CUDA builds, which covers every pool (Ampere, Ada, Hopper) and the most hosts (driver
+#: >= 560); the tests check that the Dockerfiles, this and ``examples/deploy.yaml`` agree.
+WORKER_CUDA = "12.6"
 
 #: GPU memory (GB) each model needs with every weight resident in bf16, by the engines' model
 #: keys (the same numbers as workers/models.py, which the tests check).
@@ -692,8 +720,43 @@ def _plan_worker(
     return _WorkerPlan(stage, spec, template, endpoint, _warnings(stage, spec))
 
 
-def _warnings(stage: Stage, spec: WorkerSpec) -> list[str]:
+def cuda_versions_from(minimum: str) -> list[str]:
+    """Every RunPod CUDA version from ``minimum`` up: the ``allowed_cuda_versions`` to list."""
+    return [v for v in RUNPOD_CUDA_VERSIONS if _version(v) >= _version(minimum)]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _cuda_warnings(spec: WorkerSpec) -> list[str]:
+    wanted = ", ".join(cuda_versions_from(WORKER_CUDA))
+    allowed = spec.allowed_cuda_versions
+    if not allowed:
+        return [
+            f"no allowed_cuda_versions: RunPod may place workers on hosts whose driver predates "
+            f"CUDA {WORKER_CUDA}, where the image refuses to start; list [{wanted}]"
+        ]
     warnings: list[str] = []
+    old = [v for v in allowed if _version(v) < _version(WORKER_CUDA)]
+    if old:
+        warnings.append(
+            f"allowed_cuda_versions has {', '.join(old)}: the images need CUDA {WORKER_CUDA} or "
+            f"newer (workers/*/Dockerfile) and do not start on those hosts"
+        )
+    lowest = min(allowed, key=_version)
+    skipped = [v for v in cuda_versions_from(lowest) if v not in allowed]
+    if skipped:
+        warnings.append(
+            f"allowed_cuda_versions leaves out {', '.join(skipped)}: RunPod matches the list "
+            f"exactly, so hosts with those (newer) drivers are excluded although the image runs "
+            f"on them; list [{wanted}]"
+        )
+    return warnings
+
+
+def _warnings(stage: Stage, spec: WorkerSpec) -> list[str]:
+    warnings: list[str] = _cuda_warnings(spec)
     variable, default = _MODEL_ENV[stage]
     model = spec.env.get(variable, default)
     need = MODEL_VRAM_GB.get(model)

@@ -11,8 +11,22 @@ the engines load from. Examples::
         --target /runpod-volume/models/qwen-edit
     # check a directory (exit 1 listing what is missing)
     python workers/download_models.py --worker edit --target /models/qwen-edit --verify
-    # the Dockerfile's step: --bake 0 fetches nothing, --bake 1 downloads and verifies
+    # everything in one go (--bake 0 fetches nothing, --bake 1 downloads and verifies)
     python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1
+    # the Dockerfiles' steps: one image layer each, then a check
+    python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --layer 1/30
+    ...                                                                     # --layer 2/30 .. 30/30
+    python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --verify
+
+**Layers.** Baked into one ``RUN``, 60-140 GB of weights would be one image layer: registries cap
+a layer's size (GHCR is reported to refuse layers over ~10 GB) and a single huge layer downloads
+on one connection. ``--layer K/N`` fetches one N-th of the bake: layer 1 everything but the
+weights (the model index, configs, tokenizers and the ``*.safetensors.index.json`` files that
+name each component's shards), layers 2..N the weight shards and LoRA files, cut in order into
+N-1 groups with the largest as small as possible (sizes estimated from each index's
+``total_size``). Each Dockerfile ``RUN`` is one layer; a group estimated over
+``--max-layer-gb`` (9.5) stops the build asking for more steps, rather than failing at push
+time.
 
 ``--model`` / ``--mode`` default to ``VIDEOKIT_QWEN_MODEL`` / ``VIDEOKIT_WAN_MODEL`` and
 ``VIDEOKIT_QWEN_MODE`` / ``VIDEOKIT_WAN_MODE``, then the engines' defaults; ``--target`` to
@@ -22,23 +36,31 @@ A Hugging Face token is optional (the repositories are public; a token raises ra
 is read from ``--token-file``, else the BuildKit secret ``/run/secrets/hf_token``, else
 ``HF_TOKEN``; never from the command line, and never printed.
 
-Exit codes: 0 done (or nothing to do), 1 files missing (``--verify``, or after a download),
-2 bad arguments, or downloads disabled (``HF_HUB_OFFLINE=1``).
+Exit codes: 0 done (or nothing to do), 1 files missing (``--verify``, or after a download) or a
+layer too large, 2 bad arguments, or downloads disabled (``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 SECRET_TOKEN_FILE = "/run/secrets/hf_token"
+#: The largest layer a bake step may make, GB (below the ~10 GB some registries accept).
+MAX_LAYER_GB = 9.5
+# A weight file whose size no index states (a single unsharded .safetensors: a VAE, a small
+# model) is planned at this size, GB.
+_UNINDEXED_GB = 1.0
 
 
 def _load_models() -> ModuleType:
@@ -98,12 +120,28 @@ def _print_plan(choice: Any, mode: str, target: Path, token_source: str) -> None
     print(f"  token: {token_source}")
 
 
-def _download(choice: Any, mode: str, target: Path, token: str | None) -> None:
+def _download(
+    choice: Any,
+    mode: str,
+    target: Path,
+    token: str | None,
+    *,
+    patterns: Sequence[str] | None = None,
+    files: Sequence[Any] | None = None,
+) -> None:
+    """Fetch the snapshot (only ``patterns`` of it, if given) and ``files`` into ``target``.
+
+    ``patterns`` None: the table's patterns (the whole snapshot); ``files`` None: every file of
+    the mode. An empty sequence fetches nothing of that kind.
+    """
     if _truthy(os.environ.get("HF_HUB_OFFLINE")):
         raise _fail(
             "HF_HUB_OFFLINE is set: downloads are disabled in this environment\n"
             "hint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)"
         )
+    snapshot = choice.snapshot
+    allow = list(snapshot.allow_patterns if patterns is None else patterns)
+    wanted = list(choice.files(mode) if files is None else files)
     target.mkdir(parents=True, exist_ok=True)
     # huggingface_hub (and hf_xet's chunk cache) write under HF_HOME: a scratch folder, deleted
     # after, so nothing but the weights lands in the image layer or on the volume.
@@ -114,17 +152,17 @@ def _download(choice: Any, mode: str, target: Path, token: str | None) -> None:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        snapshot = choice.snapshot
-        print(f"downloading {snapshot.repo_id} -> {target / snapshot.folder}", flush=True)
-        snapshot_download(
-            snapshot.repo_id,
-            revision=snapshot.revision,
-            local_dir=target / snapshot.folder,
-            allow_patterns=list(snapshot.allow_patterns),
-            token=auth,
-            max_workers=8,
-        )
-        for item in choice.files(mode):
+        if allow:
+            print(f"downloading {snapshot.repo_id} -> {target / snapshot.folder}", flush=True)
+            snapshot_download(
+                snapshot.repo_id,
+                revision=snapshot.revision,
+                local_dir=target / snapshot.folder,
+                allow_patterns=allow,
+                token=auth,
+                max_workers=8,
+            )
+        for item in wanted:
             destination = target / item.local_path
             if destination.is_file() and destination.stat().st_size > 0:
                 print(f"present: {destination}", flush=True)
@@ -141,6 +179,145 @@ def _download(choice: Any, mode: str, target: Path, token: str | None) -> None:
             shutil.move(fetched, destination)  # same filesystem: a rename
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One thing a weight layer fetches: snapshot files matching ``pattern``, or a table file."""
+
+    name: str  # for the log: the snapshot path or the file's local path
+    approx_bytes: int
+    pattern: str | None = None  # a snapshot path (or glob), relative to the snapshot folder
+    file: Any = None  # a RepoFile of the mode
+
+
+def non_weight_patterns(choice: Any) -> list[str]:
+    """Layer 1: the table's snapshot patterns less the weights (configs, indexes, tokenizers)."""
+    return [p for p in choice.snapshot.allow_patterns if not p.endswith(".safetensors")]
+
+
+def weight_units(choice: Any, mode: str, target: Path) -> list[Unit]:
+    """Everything layers 2..N fetch, in a fixed order, with its estimated size.
+
+    A sharded component's shards come from its ``*.safetensors.index.json`` (fetched by layer
+    1), each estimated at the index's ``total_size`` over the shard count (shards are cut to a
+    common maximum size); an unsharded component is one unit.
+    """
+    base = target / choice.snapshot.folder
+    if not base.is_dir():
+        raise _fail(
+            f"{base} is missing: run the first bake layer (--layer 1/N) before the weight layers"
+        )
+    units: list[Unit] = []
+    for component in choice.snapshot.weight_components:
+        folder = base / component
+        indexes = sorted(folder.glob("*.safetensors.index.json"))
+        if not indexes:
+            units.append(
+                Unit(
+                    name=f"{component}/*.safetensors",
+                    approx_bytes=int(_UNINDEXED_GB * 1e9),
+                    pattern=f"{component}/*.safetensors",
+                )
+            )
+            continue
+        for index in indexes:
+            try:
+                data = json.loads(index.read_text(encoding="utf-8"))
+                shards = sorted(set(data["weight_map"].values()))
+                total = int(data.get("metadata", {}).get("total_size", 0))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                raise _fail(f"{index} is not a safetensors index: run layer 1 again") from None
+            each = total // len(shards) if shards and total else int(_UNINDEXED_GB * 1e9)
+            units += [
+                Unit(name=f"{component}/{shard}", approx_bytes=each, pattern=f"{component}/{shard}")
+                for shard in shards
+            ]
+    units += [
+        Unit(name=item.local_path, approx_bytes=int(item.approx_gb * 1e9), file=item)
+        for item in choice.files(mode)
+    ]
+    return units
+
+
+def split_layers(units: Sequence[Unit], groups: int) -> list[list[Unit]]:
+    """``units`` cut, in order, into ``groups`` contiguous groups, the largest as small as can be.
+
+    The smallest possible largest group is found by bisection (a greedy left-to-right fill
+    tells whether a limit needs more than ``groups`` groups); the cut is then that greedy fill,
+    so the same input always gives the same layers. Trailing groups are empty when fewer are
+    needed (those bake steps do nothing).
+    """
+    sizes = [max(1, unit.approx_bytes) for unit in units]
+
+    def fill(limit: int) -> list[list[Unit]]:
+        out: list[list[Unit]] = [[]]
+        held = 0
+        for unit, size in zip(units, sizes, strict=True):
+            if out[-1] and held + size > limit:
+                out.append([])
+                held = 0
+            out[-1].append(unit)
+            held += size
+        return out
+
+    if not units:
+        return [[] for _ in range(groups)]
+    low, high = max(sizes), sum(sizes)
+    while low < high:
+        middle = (low + high) // 2
+        if len(fill(middle)) <= groups:
+            high = middle
+        else:
+            low = middle + 1
+    cut = fill(low)
+    return cut + [[] for _ in range(groups - len(cut))]
+
+
+def _bake_layer(
+    choice: Any, mode: str, target: Path, token: str | None, layer: int, layers: int, cap: float
+) -> int:
+    if layer == 1:
+        patterns = non_weight_patterns(choice)
+        shown = ", ".join(patterns)
+        print(f"layer 1/{layers}: {choice.snapshot.repo_id} without weights ({shown})")
+        _download(choice, mode, target, token, patterns=patterns, files=[])
+        return 0
+    group = split_layers(weight_units(choice, mode, target), layers - 1)[layer - 2]
+    if not group:
+        print(f"layer {layer}/{layers}: nothing to fetch (fewer weight files than layers)")
+        return 0
+    size_gb = sum(u.approx_bytes for u in group) / 1e9
+    print(f"layer {layer}/{layers}: ~{size_gb:.1f} GB: {', '.join(u.name for u in group)}")
+    if size_gb > cap and len(group) > 1:
+        print(
+            f"error: layer {layer}/{layers} would hold ~{size_gb:.1f} GB, over {cap} GB\n"
+            f"hint: add bake steps to the Dockerfile (more --layer K/N), or raise --max-layer-gb",
+            file=sys.stderr,
+        )
+        return 1
+    _download(
+        choice,
+        mode,
+        target,
+        token,
+        patterns=[u.pattern for u in group if u.pattern is not None],
+        files=[u.file for u in group if u.file is not None],
+    )
+    return 0
+
+
+def _layer_arg(text: str) -> tuple[int, int]:
+    try:
+        layer, layers = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N (e.g. 3/20)") from None
+    if layers < 2 or not 1 <= layer <= layers:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= K <= N and N >= 2")
+    return layer, layers
 
 
 def _report(choice: Any, mode: str, target: Path) -> int:
@@ -177,6 +354,19 @@ def _parser() -> argparse.ArgumentParser:
         " volume), 1 = download and verify",
     )
     parser.add_argument(
+        "--layer",
+        type=_layer_arg,
+        metavar="K/N",
+        help="with --bake 1: fetch only the K-th of N image layers (1: all but the weights;"
+        " 2..N: the weights in N-1 groups, the largest as small as possible)",
+    )
+    parser.add_argument(
+        "--max-layer-gb",
+        type=float,
+        default=MAX_LAYER_GB,
+        help=f"with --layer: refuse a layer estimated over this size (default {MAX_LAYER_GB})",
+    )
+    parser.add_argument(
         "--token-file", help=f"file holding a HF token (default {SECRET_TOKEN_FILE})"
     )
     return parser
@@ -204,15 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     default_dir = models.default_model_dirs(stage)[1]
     target = Path(args.target or os.environ.get("VIDEOKIT_MODEL_DIR") or default_dir).absolute()
 
+    if args.layer is not None and args.bake is None:
+        parser.error("--layer is a bake step: give --bake 0|1 with it")
+    if args.bake == "0":
+        # Said once per build: by the first layer step (or a lone --bake 0), not by each.
+        if (args.layer or (1, 1))[0] == 1 and not args.verify:
+            print(
+                f"BAKE_MODELS=0: no weights in the image; the {stage} worker loads {choice.key}"
+                f" ({mode}) from VIDEOKIT_MODEL_DIR, else {default_dir} (a network volume)"
+            )
+        return 0
     if args.verify:
         return _report(choice, mode, target)
-    if args.bake == "0":
-        print(
-            f"BAKE_MODELS=0: no weights in the image; the {stage} worker loads {choice.key}"
-            f" ({mode}) from VIDEOKIT_MODEL_DIR, else {default_dir} (a network volume)"
-        )
-        return 0
     token, source = _token(args.token_file)
+    if args.layer is not None and not args.dry_run:
+        layer, layers = args.layer
+        return _bake_layer(choice, mode, target, token, layer, layers, cap=args.max_layer_gb)
     _print_plan(choice, mode, target, source)
     if args.dry_run:
         print("dry run: nothing downloaded")
