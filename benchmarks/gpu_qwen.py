@@ -33,11 +33,13 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import resource
 import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -280,6 +282,7 @@ def bench_qwen(
 
     return {
         "device": torch.cuda.get_device_name(torch_device) if cuda else "cpu",
+        "pid": os.getpid(),  # gpu_worker.py runs each model in a process of its own
         "tiny": tiny,
         "dtype": str(dtype).removeprefix("torch."),
         "mode": "lightning" if lightning else "standard",
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (standard mode)")
     parser.add_argument("--no-lora", action="store_true", help="no Lightning LoRA (standard)")
     parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
     result = bench_qwen(
         device=args.device or ("cpu" if args.tiny else "cuda"),
@@ -329,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -170,6 +172,7 @@ def bench_wan(
     timings = {name: ms / 1000 for name, ms in render.timings_ms.items()}
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(torch.device(device)) if cuda else "cpu",
+        "pid": os.getpid(),  # gpu_worker.py runs each model in a process of its own
         "tiny": tiny,
         "frames": frames,
         "width": width,
@@ -200,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=None, help="default 480 (128 with --tiny)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
     small = args.tiny
     result = bench_wan(
@@ -212,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats,
     )
     print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2))
     return 0
 
 
