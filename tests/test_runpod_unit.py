@@ -499,6 +499,20 @@ def test_a_refused_cancel_is_reported_not_ignored(caplog: pytest.LogCaptureFixtu
     assert any("job-1" in r.getMessage() and "HTTP 403" in r.getMessage() for r in caplog.records)
 
 
+def test_a_failure_to_record_the_job_id_still_cancels_the_job() -> None:
+    # The job exists once `run` answered: if recording its id fails (a full disk under the
+    # manifest), nobody would ever re-attach to it, so it must not keep running.
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+
+    async def on_submitted(job_id: str) -> None:
+        raise OSError("No space left on device")
+
+    ctx = JobContext(scene="s", stage="animate", on_submitted=on_submitted)
+    with pytest.raises(OSError, match="No space"):
+        run(backend(fake, FakeClock()), ctx)
+    assert fake.routes("cancel") == ["job-1"] and ctx.attempts[0].status == "CANCELLED"
+
+
 # -- lost replies, payloads, costs --------------------------------------------------------------
 
 

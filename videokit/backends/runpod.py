@@ -390,10 +390,12 @@ class RunPodBackend:
             return
         attempt = JobAttempt(job_id=job_id)
         ctx.attempts.append(attempt)
-        await ctx.on_submitted(job_id)
         watch = _Watch(job_id, self._clock())
         try:
+            await ctx.on_submitted(job_id)
             final = await self._wait_slowly(endpoint, watch)
+        except GeneratorExit:
+            raise
         except _Vanished:
             self._lost(stage, attempt, watch, "the endpoint no longer knows the warm-up job")
             return
@@ -579,11 +581,13 @@ class RunPodBackend:
                 )
             attempt = JobAttempt(job_id=job_id)
             ctx.attempts.append(attempt)
-            await ctx.on_submitted(job_id)
             watch = _Watch(job_id, self._clock())
             self._watches[job_id] = watch
             try:
+                await ctx.on_submitted(job_id)
                 final = await self._wait(stage, endpoint, job_id, ctx)
+            except GeneratorExit:
+                raise  # the coroutine is being closed: it cannot await a cancel any more
             except _Vanished:
                 why = (
                     "gone when re-attaching (an earlier render's job whose ttl or result expired)"
