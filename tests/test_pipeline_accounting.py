@@ -53,6 +53,7 @@ class BillingBackend:
     cancel_remote: bool = True
     payload_bytes: Mapping[Stage, int] | None = None
     warmups: list[Stage] = field(default_factory=list)
+    reattached: list[str] = field(default_factory=list)
 
     def identity(self, stage: Stage) -> str:
         return self.recording.identity(stage)
@@ -72,8 +73,12 @@ class BillingBackend:
         await ctx.on_submitted(attempt.job_id)
 
     async def _bill(self, ctx: JobContext) -> None:
-        self.jobs += 1
-        attempt = JobAttempt(job_id=f"job-{self.jobs}", status="IN_PROGRESS")
+        if ctx.resume_job_id is not None:  # re-attach to the job an earlier render sent
+            self.reattached.append(ctx.resume_job_id)
+            attempt = JobAttempt(job_id=ctx.resume_job_id, status="IN_PROGRESS")
+        else:
+            self.jobs += 1
+            attempt = JobAttempt(job_id=f"job-{self.jobs}", status="IN_PROGRESS")
         ctx.attempts.append(attempt)
         await ctx.on_submitted(attempt.job_id)
         if ctx.scene in self.hang:
@@ -237,6 +242,14 @@ def test_an_interrupted_job_that_may_still_run_is_kept_for_re_attaching(
     # The cancel did not reach the endpoint: the job id stays "submitted" for the next render.
     assert c["animate"]["status"] == "submitted" and c["animate"]["job_id"] == "job-4"
     assert c["animate"]["attempts"][0]["cost_usd"] == pytest.approx(PRICE / 2)
+
+    # The next render re-attaches to job-4; its final view of the job replaces the earlier one.
+    again = BillingBackend()
+    pipeline(story, again).run()
+    assert again.reattached == ["job-4"] and again.jobs == 0
+    c = manifest_of(story)["scenes"]["c"]["animate"]
+    assert [(a["job_id"], a["status"]) for a in c["attempts"]] == [("job-4", "COMPLETED")]
+    assert c["cost_usd"] == pytest.approx(PRICE)
 
 
 def test_run_works_inside_a_running_event_loop(

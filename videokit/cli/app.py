@@ -407,10 +407,18 @@ def plan(
         chosen = pipeline.backend()
         costs = pipeline.settings.cost_model()  # the same prices and GPUs render bills with
         guess = forecast(story_plan, chosen, pipeline.workdir, costs=costs, force=force)
+        # Only endpoints that will get jobs are asked (health is read-only and bounded).
+        from videokit.backends.runpod import endpoint_notes
+
+        both: tuple[Stage, ...] = ("edit", "animate")
+        notes = endpoint_notes(chosen, [stage for stage in both if guess.jobs(stage)])
         if as_json:
-            print(json.dumps(_plan_json(story_plan, guess, chosen.name, pipeline.workdir)))
+            body = _plan_json(story_plan, guess, chosen.name, pipeline.workdir)
+            print(json.dumps({**body, "endpoints": notes}))
             return
         _print_plan(story_plan, guess, chosen.name, pipeline.workdir, costs)
+        for note in notes:
+            _stdout().print(f"[dim]{note}[/dim]")
 
 
 def _plan_json(plan: StoryPlan, guess: Any, backend: str, workdir: Path) -> dict[str, Any]:
@@ -574,7 +582,8 @@ def serve(
         typer.Option(
             "--faults",
             metavar="SPEC",
-            help="Inject faults for testing clients, e.g. '0.2' (every kind at 20%) or "
+            help="Inject faults for testing clients: '0.2' (20% of requests faulty, kinds "
+            "mixed), 'each@0.2' (every kind at 20%), '429=0.2,stuck=0.05' or "
             "'429,5xx,drop@0.1'. Kinds: 429 5xx drop slow failed stuck expired.",
         ),
     ] = None,

@@ -709,9 +709,17 @@ class _Render:
     def _record_attempts(
         stage_record: StageRecord, earlier: list[AttemptRecord], ctx: JobContext
     ) -> float:
-        """Put every attempt on the record; return what this render's attempts cost."""
+        """Put every attempt on the record; return what this render's attempts cost.
+
+        A re-attached job appears in both lists: this render's view of it is the later one (it
+        saw the job end, and knows its cost), so it replaces the earlier render's.
+        """
         current = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
-        stage_record.attempts = [*earlier, *current]
+        seen_again = {a.job_id for a in current}
+        stage_record.attempts = [
+            *(a for a in earlier if a.job_id not in seen_again or a.job_id == "unknown"),
+            *current,
+        ]
         stage_record.cost_usd = round(sum(a.cost_usd for a in stage_record.attempts), 6)
         return round(sum(a.cost_usd for a in current), 6)
 
