@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,8 @@ class BillingBackend:
     payload_bytes: Mapping[Stage, int] | None = None
     warmups: list[Stage] = field(default_factory=list)
     reattached: list[str] = field(default_factory=list)
+    # Per scene: what its job does instead of the default (a completed, billed job).
+    script: dict[str, Callable[[JobContext], Awaitable[None]]] = field(default_factory=dict)
 
     def identity(self, stage: Stage) -> str:
         return self.recording.identity(stage)
@@ -73,6 +75,9 @@ class BillingBackend:
         await ctx.on_submitted(attempt.job_id)
 
     async def _bill(self, ctx: JobContext) -> None:
+        if ctx.scene in self.script:
+            await self.script[ctx.scene](ctx)
+            return
         if ctx.resume_job_id is not None:  # re-attach to the job an earlier render sent
             self.reattached.append(ctx.resume_job_id)
             attempt = JobAttempt(job_id=ctx.resume_job_id, status="IN_PROGRESS")
@@ -305,3 +310,93 @@ def test_open_clip_is_frame_exact_and_closes_its_ffmpeg(
     with result.scenes["a"].open_clip() as clip:
         assert sum(1 for _ in clip.iter_frames()) == 9
     assert not [p for p in me.children(recursive=True) if "ffmpeg" in p.name()]
+
+
+def test_a_job_retried_in_place_keeps_its_failed_attempt_when_re_attached(
+    write_story: Callable[..., Path],
+) -> None:
+    # RunPod's retry/{id} reuses the job id: render 1 sees X fail, retries it in place, and is
+    # interrupted without the cancel being confirmed; render 2 re-attaches to X and sees it end.
+    story = write_story(STORY)
+
+    async def fail_retry_hang(ctx: JobContext) -> None:
+        ctx.attempts.append(JobAttempt(job_id="X", status="FAILED", cost_usd=0.5))
+        await ctx.on_submitted("X")
+        ctx.attempts.append(JobAttempt(job_id="X", status="IN_PROGRESS", cost_usd=0.2))
+        await asyncio.Event().wait()  # cancelled, and the cancel is not confirmed
+
+    async def interrupted() -> None:
+        backend = BillingBackend(script={"c": fail_retry_hang})
+        task = asyncio.ensure_future(pipeline(story, backend).arun())
+        while backend.jobs < 3:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    assert manifest_of(story)["scenes"]["c"]["animate"]["status"] == "submitted"
+
+    async def finish(ctx: JobContext) -> None:
+        assert ctx.resume_job_id == "X"
+        ctx.attempts.append(JobAttempt(job_id="X", status="COMPLETED", cost_usd=0.6))
+        await ctx.on_submitted("X")
+
+    again = BillingBackend(script={"c": finish})
+    pipeline(story, again).run()
+    c = manifest_of(story)["scenes"]["c"]["animate"]
+    assert [(a["job_id"], a["status"], a["cost_usd"]) for a in c["attempts"]] == [
+        ("X", "FAILED", 0.5),
+        ("X", "COMPLETED", 0.6),
+    ]
+    assert c["cost_usd"] == pytest.approx(1.1)
+
+
+def test_a_job_that_failed_while_it_may_still_run_is_kept_for_re_attaching(
+    write_story: Callable[..., Path],
+) -> None:
+    # e.g. stuck in the queue and its cancel could not be confirmed: it may still run and bill.
+    story = write_story(STORY)
+
+    async def stuck(ctx: JobContext) -> None:
+        ctx.attempts.append(JobAttempt(job_id="S", status="IN_QUEUE"))
+        await ctx.on_submitted("S")
+        raise videokit.EndpointError("job S is stuck in the queue and could not be cancelled")
+
+    with pytest.raises(videokit.RenderError):
+        pipeline(story, BillingBackend(script={"c": stuck})).run()
+    c = manifest_of(story)["scenes"]["c"]["animate"]
+    assert c["status"] == "submitted" and c["job_id"] == "S"
+
+    again = BillingBackend()
+    pipeline(story, again).run()
+    assert again.reattached == ["S"] and again.jobs == 0
+
+
+def test_interrupted_before_re_attaching_the_job_stays_ours(
+    write_story: Callable[..., Path],
+) -> None:
+    story = write_story(STORY)
+    backend = BillingBackend(hang={"c"}, cancel_remote=False)
+
+    async def interrupt(backend: BillingBackend, until: Callable[[], bool]) -> None:
+        task = asyncio.ensure_future(pipeline(story, backend).arun())
+        while not until():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupt(backend, lambda: backend.jobs >= 4))
+
+    async def slow_to_re_attach(ctx: JobContext) -> None:
+        resumed.append(ctx.resume_job_id)
+        await asyncio.Event().wait()  # e.g. still uploading inputs when Ctrl-C comes
+
+    resumed: list[str | None] = []
+    slow = BillingBackend(script={"c": slow_to_re_attach})
+    asyncio.run(interrupt(slow, lambda: bool(resumed)))
+    c = manifest_of(story)["scenes"]["c"]["animate"]
+    assert resumed == ["job-4"]
+    assert c["status"] == "submitted" and c["job_id"] == "job-4"

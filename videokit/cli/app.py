@@ -240,18 +240,11 @@ def _check_workdir(pipeline: Pipeline) -> None:
         )
 
 
-def _stages(plan: StoryPlan) -> set[Stage]:
-    stages: set[Stage] = {"animate"}
-    if any(scene.edit is not None for scene in plan.scenes.values()):
-        stages.add("edit")
-    return stages
-
-
 def _check_backend(pipeline: Pipeline, plan: StoryPlan) -> Backend:
     """Create the backend and check it can run this story's jobs; submits nothing."""
     backend = pipeline.backend()
     try:
-        backend.check(_stages(plan), payload_bytes=payload_bounds(plan))
+        backend.check(plan.stages(), payload_bytes=payload_bounds(plan))
     finally:
         asyncio.run(backend.aclose())  # it may hold a connection pool; nothing was sent
     return backend

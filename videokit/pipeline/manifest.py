@@ -17,7 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AttemptRecord", "FinalRecord", "Manifest", "SceneRecord", "StageRecord"]
+__all__ = [
+    "AttemptRecord",
+    "FinalRecord",
+    "Manifest",
+    "SceneRecord",
+    "StageRecord",
+    "StageStatus",
+]
 
 MANIFEST_VERSION = 2
 
@@ -34,6 +41,9 @@ class AttemptRecord(BaseModel):
     error: str | None = None
 
 
+StageStatus = Literal["queued", "submitted", "done", "failed", "cancelled"]
+
+
 class StageRecord(BaseModel):
     """One stage (edit or animate) of a scene: what was asked, what ran, what it cost."""
 
@@ -42,7 +52,7 @@ class StageRecord(BaseModel):
     key: str
     # queued: waiting for a slot, nothing sent; submitted: a job id exists and may be running
     # (a resumed render re-attaches to it); cancelled: its job was cancelled (Ctrl-C).
-    status: Literal["queued", "submitted", "done", "failed", "cancelled"] = "queued"
+    status: StageStatus = "queued"
     job_id: str | None = None
     # True when this render took the result from the cache; cost_usd and attempts are still those
     # of the render that paid for it, so the manifest accounts for what the film cost.
@@ -68,6 +78,7 @@ class SceneRecord(BaseModel):
     animate: StageRecord | None = None
     outputs: dict[str, str] = Field(default_factory=dict)
     seconds: float | None = None
+    # What its stages' attempts cost, cached ones included (derived when the manifest is saved).
     cost_usd: float = 0.0
     error: str | None = None
 
@@ -97,7 +108,7 @@ class Manifest(BaseModel):
     contact_sheet: str | None = None
     # The latest render's warm-up jobs (they wake an endpoint, and are billed like any job).
     warmup: list[AttemptRecord] = Field(default_factory=list)
-    # What the scenes' current outputs cost to make, across renders (cached results included)...
+    # What the scenes have cost, every attempt across renders (cached results included)...
     cost_usd: float = 0.0
     # ...and what the latest render spent, warm-ups included.
     run_cost_usd: float = 0.0
@@ -120,6 +131,9 @@ class Manifest(BaseModel):
         """
         with _SAVE_LOCK:
             self.updated = datetime.now(UTC).isoformat(timespec="seconds")
+            for scene in self.scenes.values():
+                stages = (scene.edit, scene.animate)
+                scene.cost_usd = round(sum(s.cost_usd for s in stages if s is not None), 6)
             self.cost_usd = round(sum(s.cost_usd for s in self.scenes.values()), 6)
             text = json.dumps(self.model_dump(mode="json"), indent=2)
             tmp = path.with_name(f".{path.name}.tmp")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from videokit.pipeline.manifest import (
     Manifest,
     SceneRecord,
     StageRecord,
+    StageStatus,
 )
 from videokit.pipeline.requests import (
     animate_request,
@@ -243,11 +244,8 @@ class Pipeline:
         plan = self.plan()  # bad input fails here, before a backend even exists
         backend = self.backend()
         try:
-            stages: set[Stage] = {"animate"}
-            if any(scene.edit is not None for scene in plan.scenes.values()):
-                stages.add("edit")
             # e.g. a missing endpoint id, or requests too big to send: fail before submitting.
-            backend.check(stages, payload_bytes=payload_bounds(plan))
+            backend.check(plan.stages(), payload_bytes=payload_bounds(plan))
             workdir = self.workdir
             _make_workdir(workdir)
             with _exclusive(workdir):
@@ -282,7 +280,8 @@ def _run_in_thread(main: Callable[[], Coroutine[Any, Any, RenderResult]]) -> Ren
             return future.result()
         except KeyboardInterrupt:
             started.wait()
-            tasks[0].get_loop().call_soon_threadsafe(tasks[0].cancel)
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to stop
+                tasks[0].get_loop().call_soon_threadsafe(tasks[0].cancel)
             with contextlib.suppress(BaseException):
                 future.result()
             raise
@@ -519,8 +518,9 @@ class _Render:
             entry, cost, cached = await self._stage(scene, "animate", animate, forced)
             # Release the scenes that start from this one before the bookkeeping below.
             self._last[scene.id].set_result(entry.file("last.png").read_bytes())
-            output = self._materialize(scene, entry, edit_entry, edit_cached and cached, started)
-            output = replace(output, cost_usd=cost + edit_cost)
+            output = self._materialize(
+                scene, entry, edit_entry, edit_cached and cached, started, cost + edit_cost
+            )
         except asyncio.CancelledError:
             for futures in (self._last, self._edited):
                 if not futures[scene.id].done():
@@ -576,6 +576,7 @@ class _Render:
         record.input_sha256 = hashlib.sha256(image).hexdigest()
         record.notes = [scene.frames_note] if scene.frames_note else []
         record.error = None
+        record.outputs = {}  # until this render has them
         if scene.edit is None:
             record.edit = None
 
@@ -664,18 +665,10 @@ class _Render:
                     result = await self.backend.edit(request, ctx)
                 else:
                     result = await self.backend.animate(request, ctx)
-            except asyncio.CancelledError:
-                last = ctx.attempts[-1] if ctx.attempts else None
-                if last is None or last.status == "CANCELLED":
-                    # Nothing was sent, or the backend cancelled its job: a later render
-                    # submits afresh. Otherwise the job may still run: keep "submitted", so a
-                    # later render re-attaches to it rather than paying for it twice.
-                    stage_record.status = "cancelled" if last else "queued"
-                self._spend(self._record_attempts(stage_record, earlier, ctx))
-                raise
-            except Exception as exc:
-                stage_record.status = "failed"
-                stage_record.error = str(exc)
+            except BaseException as exc:
+                stage_record.status = _status_after(exc, ctx)
+                if not isinstance(exc, asyncio.CancelledError):
+                    stage_record.error = str(exc)
                 self._spend(self._record_attempts(stage_record, earlier, ctx))
                 raise
             seconds = time.monotonic() - started
@@ -711,15 +704,16 @@ class _Render:
     ) -> float:
         """Put every attempt on the record; return what this render's attempts cost.
 
-        A re-attached job appears in both lists: this render's view of it is the later one (it
-        saw the job end, and knows its cost), so it replaces the earlier render's.
+        A re-attached job is the earlier render's last attempt, seen again: this render's view
+        of it is the later one (it saw the job end, and knows its cost), so it replaces that one
+        attempt. Earlier attempts with the same id (RunPod's ``retry`` keeps the id) stay.
         """
         current = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
-        seen_again = {a.job_id for a in current}
-        stage_record.attempts = [
-            *(a for a in earlier if a.job_id not in seen_again or a.job_id == "unknown"),
-            *current,
-        ]
+        kept = list(earlier)
+        resumed = ctx.resume_job_id
+        if resumed is not None and kept and kept[-1].job_id == resumed and current:
+            kept.pop()
+        stage_record.attempts = [*kept, *current]
         stage_record.cost_usd = round(sum(a.cost_usd for a in stage_record.attempts), 6)
         return round(sum(a.cost_usd for a in current), 6)
 
@@ -750,6 +744,7 @@ class _Render:
         edit_entry: CacheEntry | None,
         cached: bool,
         started: float,
+        spent: float,
     ) -> SceneOutput:
         folder = self.workdir / "scenes" / scene.id
         folder.mkdir(parents=True, exist_ok=True)
@@ -760,7 +755,6 @@ class _Render:
         if edit_entry is None:
             (folder / "edit.png").unlink(missing_ok=True)
         record = self.manifest.scenes[scene.id]
-        stages = [rec for rec in (record.edit, record.animate) if rec is not None]
         job_ids = {
             stage: rec.job_id
             for stage, rec in (("edit", record.edit), ("animate", record.animate))
@@ -769,7 +763,6 @@ class _Render:
         seconds = time.monotonic() - started
         record.status = "done"
         record.seconds = round(seconds, 3)
-        record.cost_usd = round(sum(rec.cost_usd for rec in stages), 6)
         record.outputs = {
             "clip": _rel(clip, self.workdir),
             "first_frame": _rel(first, self.workdir),
@@ -788,7 +781,7 @@ class _Render:
             fps=scene.fps,
             cached=cached,
             seconds=seconds,
-            cost_usd=0.0,
+            cost_usd=spent,
             job_ids=job_ids,
         )
 
@@ -896,6 +889,27 @@ class _Render:
         make_contact_sheet(cells, path, title=self.plan.story.title)
         self.manifest.contact_sheet = _rel(path, self.workdir)
         return path
+
+
+# Attempt states in which a job may still be queued or running on the endpoint.
+_MAY_STILL_RUN = frozenset({"submitted", "IN_QUEUE", "IN_PROGRESS", "RUNNING"})
+
+
+def _status_after(exc: BaseException, ctx: JobContext) -> StageStatus:
+    """A stage's manifest status once its job call raised ``exc``.
+
+    "submitted" whenever the job may still run on the endpoint (its cancel was not confirmed, or
+    we were interrupted before re-attaching to it): the next render re-attaches to it instead of
+    paying for it twice. Otherwise the next render submits afresh.
+    """
+    last = ctx.attempts[-1] if ctx.attempts else None
+    if last is None:
+        if ctx.resume_job_id is not None:
+            return "submitted"  # interrupted before re-attaching: the job is still ours
+        return "queued" if isinstance(exc, asyncio.CancelledError) else "failed"
+    if last.status in _MAY_STILL_RUN and last.job_id not in ("", "unknown"):
+        return "submitted"
+    return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
 
 
 def _input_sha256(request: EditRequest | AnimateRequest) -> str:

@@ -158,6 +158,12 @@ class StoryPlan:
             f"{' + '.join(terms)} = {self.final_frames} frames = {seconds:.3f} s at {self.fps} fps"
         )
 
+    def stages(self) -> set[Literal["edit", "animate"]]:
+        """The stages this story's jobs need: always animate, edit when a scene edits."""
+        if any(scene.edit is not None for scene in self.scenes.values()):
+            return {"edit", "animate"}
+        return {"animate"}
+
     def job_count(self) -> dict[str, int]:
         edits = sum(1 for s in self.scenes.values() if s.edit is not None)
         return {"edit": edits, "animate": len(self.scenes)}
