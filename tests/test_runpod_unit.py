@@ -567,8 +567,11 @@ def test_check_refuses_a_render_whose_payloads_are_too_big_before_anything_is_se
     fake = FakeRunPod(lambda n: [done()])
     b = backend(fake, FakeClock())
     b.check({"animate"}, payload_bytes={"animate": 2_000_000})
+    # The bound is of the whole job body (the runner's payload_bounds includes the envelope):
+    # a body of exactly the limit goes through, a byte more does not.
+    b.check({"animate"}, payload_bytes={"animate": RUN_PAYLOAD_LIMIT})
     with pytest.raises(ConfigError) as caught:
-        b.check({"animate"}, payload_bytes={"animate": RUN_PAYLOAD_LIMIT})
+        b.check({"animate"}, payload_bytes={"animate": RUN_PAYLOAD_LIMIT + 1})
     message = str(caught.value)
     assert "animate" in message and "10.0 MB" in message and "10 MB limit" in message
     assert "VIDEOKIT_S3_BUCKET" in message and "VIDEOKIT_S3_SECRET_ACCESS_KEY" in message

@@ -85,8 +85,6 @@ DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 # decimal one is the smaller, so that is the limit we hold ourselves to.
 RUN_PAYLOAD_LIMIT = 10_000_000
 RUNSYNC_PAYLOAD_LIMIT = 20_000_000
-# What a job body adds around its media: field names, prompts' JSON escaping, the policy object.
-_ENVELOPE_BYTES = 4096
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 _ALIVE_STATES = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
 _TRANSIENT_MARKERS = (
@@ -366,9 +364,9 @@ class RunPodBackend:
         if self.storage is not None or not payload_bytes:
             return
         for stage in stages:
-            bound = payload_bytes.get(stage)
+            bound = payload_bytes.get(stage)  # the whole job body, envelope included
             if bound is not None:
-                self._check_payload(stage, bound + _ENVELOPE_BYTES, upfront=True)
+                self._check_payload(stage, bound, upfront=True)
 
     async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
         """Wake ``stage``'s endpoint with a ``{"warmup": true}`` job and wait for it to end.
@@ -819,14 +817,14 @@ class RunPodBackend:
                             min(1.0, max(0.0, float(chunk["progress"]))),
                             str(message) if message is not None else None,
                         )
-                status: dict[str, Any] = {"status": state}
                 if state in FINAL_STATES:
-                    return await self._status(endpoint, job_id)  # output and timings
+                    # `stream` carries neither the output nor the timings: one status read does.
+                    return await self._status(endpoint, job_id)
             else:
                 status = await self._status(endpoint, job_id)
                 state = str(status.get("status"))
-            if state in FINAL_STATES:
-                return status
+                if state in FINAL_STATES:
+                    return status
             now = self._clock()
             first_run = watch.running_since is None and state != "IN_QUEUE"
             watch.observe(state, now)
@@ -884,6 +882,9 @@ class RunPodBackend:
                 interval = min(cfg.warmup_poll_max_s, interval * 1.5)
         finally:
             self._watches.pop(watch.job_id, None)
+
+    def _key_hint(self, url: str) -> str:
+        return "check RUNPOD_API_KEY"
 
     def _margin(self, expected: float) -> float:
         # Wake a little early: jobs vary, and a late poll costs latency on every chained scene.
@@ -1041,20 +1042,31 @@ class RunPodBackend:
         return None
 
     async def _status(self, endpoint: Endpoint, job_id: str) -> dict[str, Any]:
-        # Status reads are safe to repeat: retried until the job's own deadline, never a count.
+        return await self._read("status", endpoint, job_id)
+
+    async def _stream(self, endpoint: Endpoint, job_id: str) -> tuple[str, list[Any]]:
+        body = await self._read("stream", endpoint, job_id)
+        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
+        chunks = [i.get("output") if isinstance(i, dict) else i for i in items]
+        return str(body.get("status")), chunks
+
+    async def _read(
+        self, route: Literal["status", "stream"], endpoint: Endpoint, job_id: str
+    ) -> dict[str, Any]:
+        """``GET status/{id}`` or ``stream/{id}``: safe to repeat, so retried until the job's own
+        deadline, never a count. A 404 is :class:`_Vanished`; anything else an EndpointError."""
         watch = self._watches.get(job_id)
         started = self._clock()
         deadline = None
         if watch is not None:
             deadline = max(watch.deadline(self.config), started + 5.0)
+        path = endpoint.path(f"{route}/{job_id}")
         try:
-            response = await self._call(
-                "status", "GET", endpoint.path(f"status/{job_id}"), deadline=deadline
-            )
+            response = await self._call(route, "GET", path, deadline=deadline)
         except httpx.HTTPError as exc:
             phase = "queue" if watch is None or watch.running_since is None else "execution"
             raise EndpointError(
-                f"could not read the status of job {job_id} for {self._clock() - started:.0f} s "
+                f"could not read the {route} of job {job_id} for {self._clock() - started:.0f} s "
                 f"(retried until its {phase} deadline): {_describe(exc)}",
                 status=_status_of(exc),
                 job_id=job_id,
@@ -1064,40 +1076,12 @@ class RunPodBackend:
             raise _Vanished(job_id)
         if response.status_code >= 400:
             raise EndpointError(
-                f"status of job {job_id}: HTTP {response.status_code}",
+                f"{route} of job {job_id}: HTTP {response.status_code}",
                 status=response.status_code,
                 job_id=job_id,
-                hint="check RUNPOD_API_KEY" if response.status_code == 401 else None,
+                hint=self._key_hint(path) if response.status_code == 401 else None,
             )
         return _json(response)
-
-    async def _stream(self, endpoint: Endpoint, job_id: str) -> tuple[str, list[Any]]:
-        watch = self._watches.get(job_id)
-        deadline = None
-        if watch is not None:
-            deadline = max(watch.deadline(self.config), self._clock() + 5.0)
-        try:
-            response = await self._call(
-                "stream", "GET", endpoint.path(f"stream/{job_id}"), deadline=deadline
-            )
-        except httpx.HTTPError as exc:
-            raise EndpointError(
-                f"could not read the stream of job {job_id}: {_describe(exc)}",
-                status=_status_of(exc),
-                job_id=job_id,
-            ) from None
-        if response.status_code == 404:
-            raise _Vanished(job_id)
-        if response.status_code >= 400:
-            raise EndpointError(
-                f"stream of job {job_id}: HTTP {response.status_code}",
-                status=response.status_code,
-                job_id=job_id,
-            )
-        body = _json(response)
-        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
-        chunks = [i.get("output") if isinstance(i, dict) else i for i in items]
-        return str(body.get("status")), chunks
 
     # -- cancelling -------------------------------------------------------------------------------
     async def _cancel(
