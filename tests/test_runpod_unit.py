@@ -535,6 +535,77 @@ def test_a_lost_run_reply_is_an_unknown_attempt_with_an_estimated_cost() -> None
     assert unknown.cost_estimated and unknown.cost_usd == pytest.approx(estimate * PRICE)
 
 
+def test_the_last_lost_run_reply_is_recorded_too() -> None:
+    # `run` gives up after its last try; that try may have created a job as much as the others.
+    fake = FakeRunPod(lambda n: [done()])
+
+    def drop(request: httpx.Request) -> httpx.Response:
+        fake.create(request)
+        raise httpx.ReadTimeout("timed out waiting for the reply")
+
+    fake.hooks["run"] = drop
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(EndpointError, match="could not submit"):
+        run(backend(fake, FakeClock()), ctx)
+    assert fake.created == 3  # the policy's three tries
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [("unknown", "UNKNOWN")] * 3
+    assert all(a.cost_estimated and a.cost_usd > 0 for a in ctx.attempts)
+
+
+def test_a_refused_connection_is_not_an_unknown_job() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    fake.hooks["run"] = refuse
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(EndpointError, match="could not submit"):
+        run(backend(fake, FakeClock()), ctx)
+    assert ctx.attempts == []
+
+
+def test_a_lost_retry_reply_of_a_job_that_failed_again_is_an_unknown_attempt() -> None:
+    fake = FakeRunPod(
+        lambda n: [{"status": "FAILED", "error": "worker lost"}] if n < 2 else [done()]
+    )
+
+    def lost(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        fake.jobs[job_id] = [{"status": "FAILED", "error": "worker lost"}]  # it ran, and failed
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    fake.hooks["retry"] = lost
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [
+        ("job-1", "FAILED"),
+        ("job-1", "UNKNOWN"),
+        ("job-2", "FAILED"),
+        ("job-2", "UNKNOWN"),
+        ("job-3", "COMPLETED"),
+    ]
+    assert "reply to `retry` lost" in (ctx.attempts[1].error or "")
+
+
+def test_a_lost_retry_reply_of_a_job_that_then_completed_uses_its_result() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "FAILED", "error": "worker lost"}])
+
+    def lost(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        fake.jobs[job_id] = [done()]  # the retry went through and the job finished at once
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    fake.hooks["retry"] = lost
+    ctx = JobContext(scene="s", stage="animate")
+    result = run(backend(fake, FakeClock()), ctx)
+    assert result.frames == 9 and fake.routes("run") == ["run"]
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [
+        ("job-1", "FAILED"),
+        ("job-1", "COMPLETED"),
+    ]
+
+
 def test_payload_over_the_limit_without_storage_is_refused_before_submitting() -> None:
     fake = FakeRunPod(lambda n: [done()])
     big = AnimateRequest(

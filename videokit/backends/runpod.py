@@ -936,7 +936,7 @@ class RunPodBackend:
         stage: Stage | None = None,
         estimate_s: float = 0.0,
     ) -> str:
-        def ambiguous(number: int, exc: BaseException, wait: float) -> None:
+        def unknown(exc: BaseException) -> None:
             # The request went out and the reply was lost: the endpoint may have created a job
             # we will never hear of (RunPod has no idempotency key). Say so in the manifest, with
             # what such a job would cost if it ran (an estimate: nobody will ever report it).
@@ -960,13 +960,15 @@ class RunPodBackend:
                 "POST",
                 endpoint.path("run"),
                 payload,
-                on_retry=ambiguous,
+                # Each retried try is recorded before its wait; the last one below, as we give up.
+                on_retry=lambda number, exc, wait: unknown(exc),
                 # Not safe to repeat, so a count. The job has no deadline yet; a Retry-After longer
                 # than it may wait in the queue is capped at that.
                 attempts=self.retry.attempts,
                 max_wait_s=self.config.queue_timeout_s,
             )
         except httpx.HTTPError as exc:
+            unknown(exc)
             raise EndpointError(
                 f"could not submit a job to endpoint {endpoint.id}: {_describe(exc)}",
                 status=_status_of(exc),
@@ -1003,8 +1005,8 @@ class RunPodBackend:
         Returns the id when the job is queued again, None when the endpoint would not (then the
         caller submits afresh). Sent once: a repeated retry could run the job twice. When the
         reply was lost after the request went out, the job's status says whether it was queued
-        again; if it already failed again (or cannot be read), the retry is recorded as an
-        UNKNOWN attempt, as a lost ``run`` reply is.
+        again (or even completed: then its result is used); if it already failed again (or cannot
+        be read), the retry is recorded as an UNKNOWN attempt, as a lost ``run`` reply is.
         """
         sent_unanswered = False
         try:
@@ -1027,7 +1029,8 @@ class RunPodBackend:
             state = _json(read).get("status") if read.status_code == 200 else None
         except httpx.HTTPError:
             pass
-        if state in _ALIVE_STATES:
+        if state in _ALIVE_STATES or (sent_unanswered and state == "COMPLETED"):
+            # Queued again (a COMPLETED job was FAILED before: only the retry can have run it).
             return job_id
         if sent_unanswered:
             attempts.append(
