@@ -264,6 +264,33 @@ def test_bad_input_failure_is_not_resubmitted_and_names_no_scene() -> None:
     assert text.count("s0") == 1 and "scene 's0'" in text
 
 
+def completed_with(output: Any) -> dict[str, Any]:
+    return {"status": "COMPLETED", "output": output, "executionTime": 500}
+
+
+def test_a_completed_job_with_a_deterministic_error_is_not_paid_again() -> None:
+    # Handlers that return {"error": ...} end COMPLETED on some runtimes: the error decides.
+    fake = FakeRunPod(lambda n: [completed_with({"error": "invalid input: frames must be 4k+1"})])
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(JobFailedError, match="frames must be 4k\\+1") as caught:
+        run(backend(fake, FakeClock()), ctx)
+    assert caught.value.job_id == "job-1" and not caught.value.transient
+    assert fake.created == 1 and fake.routes("retry") == []
+    [attempt] = ctx.attempts
+    assert attempt.status == "COMPLETED" and "frames must be 4k+1" in (attempt.error or "")
+    assert attempt.cost_usd == pytest.approx(0.5 * PRICE)
+
+
+def test_a_completed_job_with_a_transient_error_or_no_output_is_submitted_again() -> None:
+    outputs = [{"error": "CUDA out of memory. Tried to allocate 2 GiB"}, None, OUTPUT]
+    fake = FakeRunPod(lambda n: [completed_with(outputs[n])])
+    ctx = JobContext(scene="s", stage="animate")
+    result = run(backend(fake, FakeClock()), ctx)
+    assert result.frames == 9 and fake.created == 3
+    errors = [a.error or "" for a in ctx.attempts]
+    assert "out of memory" in errors[0] and "without an output" in errors[1] and not errors[2]
+
+
 def test_stuck_in_queue_is_cancelled_and_resubmitted() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
     fake.after_cancel = {"status": "CANCELLED"}  # it never started: no timings

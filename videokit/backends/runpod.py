@@ -241,7 +241,12 @@ class _StuckInQueue(Exception):
 
 
 class _IncompleteResult(Exception):
-    pass
+    """A COMPLETED job without a usable result: no output at all (RunPod issue #309), or an
+    ``{"error": ...}`` output; ``error`` holds the latter's text."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass
@@ -627,7 +632,16 @@ class RunPodBackend:
                 except _IncompleteResult as exc:
                     attempt.error = str(exc)
                     failures.append(str(exc))
-                    continue  # a COMPLETED job without its output: run it again
+                    if exc.error is not None and not is_transient_job_error(exc.error):
+                        # The handler rejected the job: running it again would fail (and bill)
+                        # the same way.
+                        raise JobFailedError(
+                            f"the {stage} job {job_id} failed: {exc.error}",
+                            job_id=job_id,
+                            scene=ctx.scene,
+                            hint="the worker rejected this job; fix the input and render again",
+                        ) from None
+                    continue  # lost output or a transient error: another run may succeed
                 if attempt.execution_ms is not None:
                     self._learn(stage, attempt.execution_ms, attempt.delay_ms or 0)
                 return result
@@ -719,7 +733,8 @@ class RunPodBackend:
         if not isinstance(output, dict) or not output:
             raise _IncompleteResult("the job COMPLETED without an output")
         if "error" in output:
-            raise _IncompleteResult(f"the job COMPLETED with an error: {output['error']}")
+            error = _error_text(output["error"])
+            raise _IncompleteResult(f"the job COMPLETED with an error: {error}", error)
         try:
             result = result_type.model_validate(output)
         except ValidationError as exc:
