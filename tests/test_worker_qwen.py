@@ -380,63 +380,87 @@ def test_standard_mode_uses_the_model_scheduler(
     assert standard.pipe.scheduler.config.shift_terminal == 0.02
     watched = calls(standard)
 
-    out = _job(standard, _native([WIDE], steps=10, width=128, height=128))
+    out = _job(
+        standard,
+        _native([WIDE], steps=10, width=128, height=128, true_cfg_scale=4.0, negative_prompt="x"),
+    )
 
     assert len(watched.timesteps) == 2 * 10 and watched.adapters == [[]] * 20  # true CFG
     assert watched.timesteps[0] == pytest.approx(1.0)
     assert out["model"].startswith(f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/standard@")
 
 
-def test_standard_mode_maps_the_lightning_defaults_to_the_reference_settings(
+def test_standard_mode_maps_only_the_untouched_lightning_defaults(
     standard: qwen.QwenEngine,
     standard_logs: list[str],
     calls: Callable[[qwen.QwenEngine], _Calls],
 ) -> None:
-    """The protocol's defaults (8 steps, true_cfg_scale 1) are Lightning values: a standard
-    worker runs the model card's 40 steps with true CFG 4 and the negative prompt " "."""
+    """The protocol's defaults (8 steps, true_cfg_scale 1) are Lightning values: left as they
+    are, a standard worker runs the model card's 40 steps with true CFG 4 (and the negative
+    prompt " " when the request has none). Anything the client chose runs as sent."""
     defaults = EditRequest(images=[MediaInput.from_bytes(WIDE)], prompt="x", seed=1)
     assert (defaults.steps, defaults.true_cfg_scale, defaults.negative_prompt) == (8, 1.0, "")
-    plan = standard.plan(defaults)
-    assert (plan.steps, plan.cfg_scale, plan.negative_prompt) == (40, 4.0, " ")
-    assert plan.notes == ["steps_reference", "cfg_reference", "negative_prompt_reference"]
-    given = standard.plan(
-        defaults.model_copy(update={"steps": 30, "true_cfg_scale": 2.5, "negative_prompt": "ugly"})
-    )
-    assert (given.steps, given.cfg_scale, given.negative_prompt, given.notes) == (
-        30, 2.5, "ugly", []
+
+    def plan(**fields: Any) -> tuple[Any, ...]:
+        decided = standard.plan(defaults.model_copy(update=fields))
+        return decided.steps, decided.cfg_scale, decided.negative_prompt, decided.cfg, decided.notes
+
+    everything = ["steps_reference", "cfg_reference", "negative_prompt_reference"]
+    assert plan() == (40, 4.0, " ", True, everything)
+    assert plan(negative_prompt="   ") == (40, 4.0, " ", True, everything)
+    # A story-wide negative prompt reaches the edits too: still the reference settings.
+    assert plan(negative_prompt="ugly") == (
+        40, 4.0, "ugly", True, ["steps_reference", "cfg_reference"]
     )  # fmt: skip
+    assert plan(steps=30, true_cfg_scale=2.5, negative_prompt="ugly") == (
+        30, 2.5, "ugly", True, []
+    )  # fmt: skip
+    # Chosen on purpose: 6 steps without CFG; CFG 1 with more steps; CFG without a negative
+    # prompt (diffusers runs true CFG only with one, and the log says it did not run).
+    assert plan(steps=6) == (6, 1.0, None, False, [])
+    assert plan(steps=30, negative_prompt="ugly") == (
+        30, 1.0, "ugly", False, ["negative_prompt_unused_without_cfg"]
+    )  # fmt: skip
+    assert plan(true_cfg_scale=4.0) == (8, 4.0, None, False, ["cfg_off_without_negative_prompt"])
 
     watched = calls(standard)
     _job(standard, _native([WIDE], width=128, height=128))  # the protocol's defaults
     assert len(watched.timesteps) == 2 * qwen.STANDARD_STEPS  # 40 steps, each with true CFG
     record = json.loads(standard_logs[-1])
     assert (record["steps"], record["cfg"], record["cfg_scale"]) == (40, True, 4.0)
-    assert record["notes"] == ["steps_reference", "cfg_reference", "negative_prompt_reference"]
+    assert record["notes"] == everything
 
 
 @pytest.mark.parametrize(
-    ("cfg", "negative"),
+    ("steps", "cfg", "negative", "calls_per_step"),
     [
-        (2.0, "blurry, low quality"),
-        (4.0, ""),  # no negative prompt: " " stands in, as in the model cards
-        (4.0, "   "),
-        (1.0, "blurry, low quality"),  # scale <= 1: the reference 4.0
+        (9, 2.0, "blurry, low quality", 2),
+        (9, 4.0, "", 1),  # no negative prompt: no true CFG (diffusers' rule), as sent
+        (9, 4.0, "   ", 1),
+        (9, 1.0, "blurry, low quality", 1),  # scale 1: no CFG
+        (6, 1.0, "", 1),  # 6 steps chosen on purpose: 6 steps, not the reference 40
     ],
 )
-def test_standard_mode_always_runs_true_cfg(
+def test_standard_mode_runs_true_cfg_only_with_a_scale_above_1_and_a_negative_prompt(
     standard: qwen.QwenEngine,
+    standard_logs: list[str],
     calls: Callable[[qwen.QwenEngine], _Calls],
+    steps: int,
     cfg: float,
     negative: str,
+    calls_per_step: int,
 ) -> None:
     watched = calls(standard)
     _job(
         standard,
         _native(
-            [WIDE], steps=9, width=128, height=128, true_cfg_scale=cfg, negative_prompt=negative
+            [WIDE], steps=steps, width=128, height=128, true_cfg_scale=cfg,
+            negative_prompt=negative,
         ),
-    )
-    assert len(watched.timesteps) == 9 * 2
+    )  # fmt: skip
+    assert len(watched.timesteps) == steps * calls_per_step
+    record = json.loads(standard_logs[-1])
+    assert (record["steps"], record["cfg"]) == (steps, calls_per_step == 2)
 
 
 def test_lightning_ignores_cfg(

@@ -333,22 +333,40 @@ def test_four_step_schedule_and_expert_switch(engine: wan.WanEngine) -> None:
     assert stock.timesteps.tolist() == pytest.approx(EXPECTED_TIMESTEPS, abs=1e-3)
 
 
-def test_lightning_ignores_guidance_and_standard_maps_the_lightning_defaults(
+def _plan(engine: wan.WanEngine, **fields: Any) -> tuple[Any, ...]:
+    plan = engine.plan(_request(**fields))
+    return plan.steps, plan.guidance, plan.guidance_2, plan.negative_prompt, plan.notes
+
+
+def test_lightning_ignores_guidance_and_standard_maps_only_the_untouched_defaults(
     engine: wan.WanEngine, log: Lines
 ) -> None:
-    assert engine.plan(_request(guidance_scale=5.0, steps=6)) == (6, 1.0, 1.0)
+    assert _plan(engine, guidance_scale=5.0, steps=6, negative_prompt="blurry") == (
+        6, 1.0, 1.0, None, ["guidance_ignored_lightning"]
+    )  # fmt: skip
+    assert _plan(engine)[-1] == []
     standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
     try:
         assert standard.identity("animate").startswith("tiny-wan/standard@")
         assert isinstance(standard.pipeline.scheduler, UniPCMultistepScheduler)
-        # The protocol's lightning defaults (4 steps, guidance 1) mean "the model's own" here.
-        assert standard.plan(_request()) == (40, 3.5, 3.5)
-        assert standard.plan(_request(guidance_scale=5.0)) == (40, 5.0, 5.0)
-        assert standard.plan(_request(steps=6, guidance_scale=5.0, guidance_scale_2=2.0)) == (
-            6,
-            5.0,
-            2.0,
-        )
+        # The protocol's lightning defaults (4 steps, guidance 1, no guidance_2), untouched,
+        # mean "the model's own" here, negative prompt included when the request has none.
+        defaults = AnimateRequest.model_fields
+        assert (defaults["steps"].default, defaults["guidance_scale"].default) == (4, 1.0)
+        reference = wan.REFERENCE_NEGATIVE_PROMPT
+        everything = ["steps_reference", "guidance_reference", "negative_prompt_reference"]
+        assert _plan(standard) == (40, 3.5, 3.5, reference, everything)
+        assert _plan(standard, negative_prompt="  ") == (40, 3.5, 3.5, reference, everything)
+        assert _plan(standard, negative_prompt="blurry") == (
+            40, 3.5, 3.5, "blurry", ["steps_reference", "guidance_reference"]
+        )  # fmt: skip
+        # Anything the client chose runs as sent: a step count, a guidance of 1 with more steps.
+        assert _plan(standard, steps=6) == (6, 1.0, 1.0, None, [])
+        assert _plan(standard, guidance_scale=5.0) == (4, 5.0, 5.0, None, [])
+        assert _plan(standard, guidance_scale_2=2.0) == (4, 1.0, 2.0, None, [])
+        assert _plan(standard, steps=6, guidance_scale=5.0, guidance_scale_2=2.0) == (
+            6, 5.0, 2.0, None, []
+        )  # fmt: skip
         calls: list[str] = []
         handles = [
             standard.pipeline.transformer.register_forward_pre_hook(lambda *_: calls.append("h")),
@@ -358,11 +376,14 @@ def test_lightning_ignores_guidance_and_standard_maps_the_lightning_defaults(
             render = standard.render_frames(
                 _request(steps=5, guidance_scale=4.0, negative_prompt="blurry")
             )
+            assert (render.steps, render.guidance, render.notes) == (5, (4.0, 4.0), [])
+            assert len(calls) == 10 and set(calls) == {"h", "l"}  # CFG: two calls per step
+            calls.clear()
+            render = standard.render_frames(_request(steps=3))  # guidance 1: no CFG
+            assert (render.steps, render.guidance) == (3, (1.0, 1.0)) and len(calls) == 3
         finally:
             for handle in handles:
                 handle.remove()
-        assert (render.steps, render.guidance) == (5, (4.0, 4.0))
-        assert len(calls) == 10 and set(calls) == {"h", "l"}  # CFG: two calls per step
     finally:
         asyncio.run(standard.aclose())
 
@@ -374,52 +395,52 @@ def _prompt_ids(pipe: Any, text: str) -> list[int]:
 
 
 def test_standard_mode_runs_cfg_against_wans_reference_negative_prompt(log: Lines) -> None:
-    """With no negative prompt, CFG's unconditional pass gets Wan's own one, not ""."""
+    """The untouched defaults: the reference settings, and CFG's unconditional pass gets Wan's
+    own negative prompt, not "". A request that chose its guidance runs as sent."""
     standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
     pipe = standard.pipeline
     encoded: list[list[int]] = []
+    expert_calls: list[int] = []
 
     def record(module: Any, args: Any) -> None:
         ids, mask = args[0], args[1]  # the pipeline calls text_encoder(input_ids, mask)
         encoded.append([int(i) for i, m in zip(ids[0], mask[0], strict=True) if int(m)])
 
-    handle = pipe.text_encoder.register_forward_pre_hook(record)
+    handles = [
+        pipe.text_encoder.register_forward_pre_hook(record),
+        pipe.transformer.register_forward_pre_hook(lambda *_: expert_calls.append(1)),
+        pipe.transformer_2.register_forward_pre_hook(lambda *_: expert_calls.append(2)),
+    ]
     try:
-        document = _document(steps=5, guidance_scale=3.0)  # steps and guidance honoured
+        document = _document()  # the protocol's defaults: 40 steps, guidance 3.5, CFG
         _run(make_handler("animate", standard, env={}), document)
         job = log.records("videokit.wan.job")[-1]
+        reference_calls = len(expert_calls)
         given = _document(steps=5, guidance_scale=3.0, negative_prompt="blurry, static")
         _run(make_handler("animate", standard, env={}), given)
         given_job = log.records("videokit.wan.job")[-1]
+        chosen = _document(steps=5, guidance_scale=3.0)  # guidance chosen, no negative prompt
+        _run(make_handler("animate", standard, env={}), chosen)
+        chosen_job = log.records("videokit.wan.job")[-1]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         asyncio.run(standard.aclose())
     assert wan.REFERENCE_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态")
     reference = _prompt_ids(pipe, wan.REFERENCE_NEGATIVE_PROMPT)
     assert reference != _prompt_ids(pipe, "")  # the test can tell them apart
     # Two encoder calls per job: the prompt, then the negative prompt.
-    assert len(encoded) == 4
+    assert len(encoded) == 6
     assert encoded[0] == _prompt_ids(pipe, document["prompt"])
     assert encoded[1] == reference
+    assert reference_calls == 2 * 40
+    assert (job["steps"], job["guidance"]) == (40, [3.5, 3.5])
+    assert job["notes"] == ["steps_reference", "guidance_reference", "negative_prompt_reference"]
     assert encoded[3] == _prompt_ids(pipe, "blurry, static")  # a given one is honoured
-    assert job["notes"] == ["negative_prompt_reference"]
-    assert "notes" not in given_job
+    assert "notes" not in given_job and given_job["steps"] == 5
+    assert encoded[5] == _prompt_ids(pipe, "")  # as sent: no substitution
+    assert "notes" not in chosen_job and chosen_job["guidance"] == [3.0, 3.0]
     assert "色调" not in json.dumps(job)  # prompts, even the reference one, are never logged
-
-
-def test_the_job_log_names_what_standard_mode_substituted(log: Lines) -> None:
-    standard = wan.load_engine(tiny=True, env={"VIDEOKIT_WAN_MODE": "standard"}, log=log.append)
-    try:
-        assert standard.notes(_request()) == [
-            "steps_reference",
-            "guidance_reference",
-            "negative_prompt_reference",
-        ]
-        assert standard.negative_prompt(_request(negative_prompt="  ")) == (
-            wan.REFERENCE_NEGATIVE_PROMPT
-        )
-    finally:
-        asyncio.run(standard.aclose())
 
 
 # -- bad input, cancellation -----------------------------------------------------------------------

@@ -68,14 +68,18 @@ so the host holds at most one (the ~41 GB transformer) rather than the whole pip
   timesteps 1000, 900, 750, 500 for 4 steps. The LoRAs are distilled without guidance, so CFG is
   always off (``true_cfg_scale`` 1; a request's other value is ignored and the job log says so).
 * ``standard``: the model's own scheduler (its ``scheduler_config.json``) and true CFG, as the
-  model cards run it. The protocol's defaults are the Lightning ones (8 steps, ``true_cfg_scale``
-  1.0), which would run the undistilled model for 8 steps without guidance, so here (as in the
-  Wan engine's standard mode) ``steps <= 8`` means the reference :data:`STANDARD_STEPS` (40),
-  ``true_cfg_scale <= 1`` means :data:`STANDARD_CFG` (4.0), and a blank ``negative_prompt``
-  means ``" "`` (one space, as the model cards write it: diffusers runs true CFG only with a
-  negative prompt). Larger values and a given negative prompt are honoured. True CFG costs a
-  second transformer pass per step. Each substitution is named in the job's log line
-  (``notes``: ``steps_reference``, ``cfg_reference``, ``negative_prompt_reference``).
+  model cards run it. The protocol's defaults are the Lightning ones (``steps`` 8,
+  ``true_cfg_scale`` 1.0, the :class:`~videokit.protocol.EditRequest` field defaults), which
+  would run the undistilled model for 8 steps without guidance. So a request whose ``steps`` and
+  ``true_cfg_scale`` are *exactly* those defaults (the client did not choose them) runs the
+  reference settings instead: :data:`STANDARD_STEPS` (40), :data:`STANDARD_CFG` (4.0), and its
+  negative prompt, or ``" "`` when it has none (one space, as the model cards write it). Any
+  other request runs as sent (as in the Wan engine's standard mode): ``steps`` 6 means 6 steps,
+  and true CFG runs only with ``true_cfg_scale`` above 1 *and* a negative prompt (diffusers'
+  rule), costing a second transformer pass per step. The job's log line names each
+  substitution (``notes``: ``steps_reference``, ``cfg_reference``,
+  ``negative_prompt_reference``) and a CFG request that cannot run as given
+  (``cfg_off_without_negative_prompt``, ``negative_prompt_unused_without_cfg``).
 
 **Jobs.** Up to three input images (the first is edited, the others are references; decoded with
 :func:`~videokit.media.images.load_rgb`), a CPU ``torch.Generator`` seeded with ``request.seed``
@@ -265,11 +269,17 @@ LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
 }
 
 #: Standard mode's reference settings (the Qwen-Image-Edit-2509/2511 model cards: 40 steps,
-#: true_cfg_scale 4.0, negative prompt " "), used for a request that carries the protocol's
-#: Lightning defaults (see the module docstring).
+#: true_cfg_scale 4.0, negative prompt " "), used for a request whose steps and CFG scale are the
+#: protocol's Lightning defaults (see the module docstring).
 STANDARD_STEPS = 40
 STANDARD_CFG = 4.0
 STANDARD_NEGATIVE_PROMPT = " "
+# The protocol's defaults for (steps, true_cfg_scale): read from the wire model itself, so that
+# standard mode recognises "not chosen" exactly as the client leaves it.
+_REQUEST_DEFAULTS: tuple[object, object] = (
+    EditRequest.model_fields["steps"].default,
+    EditRequest.model_fields["true_cfg_scale"].default,
+)
 
 _MODES: tuple[Mode, ...] = ("lightning", "standard")
 _OFFLOADS: tuple[Offload, ...] = ("none", "model")
@@ -838,6 +848,11 @@ class _Plan:
     adapter: str | None
     notes: list[str]
 
+    @property
+    def cfg(self) -> bool:
+        """Whether true CFG runs: diffusers needs a scale above 1 and a negative prompt."""
+        return self.cfg_scale > 1 and self.negative_prompt is not None
+
 
 class QwenEngine:
     """Runs edit jobs on one loaded ``QwenImageEditPlusPipeline`` (see the module docstring).
@@ -935,25 +950,25 @@ class QwenEngine:
     def plan(self, request: EditRequest) -> _Plan:
         """Check the request against the mode and decide steps, CFG and LoRA (JobInputError).
 
-        Lightning: the request's 4 or 8 steps with their LoRA, CFG off. Standard: the request's
-        values, except the protocol's Lightning defaults, which mean the reference settings
-        (see the module docstring); ``notes`` names each substitution.
+        Lightning: the request's 4 or 8 steps with their LoRA, CFG off. Standard: the request as
+        sent, unless its steps and CFG scale are exactly the protocol's Lightning defaults, which
+        mean the reference settings (see the module docstring). ``notes`` names each
+        substitution, and each setting that cannot take effect.
         """
         notes: list[str] = []
         negative = request.negative_prompt if request.negative_prompt.strip() else None
         if self.settings.mode == "standard":
-            steps = request.steps
-            if steps <= max(LIGHTNING_STEPS):
-                steps = STANDARD_STEPS
-                notes.append("steps_reference")
-            cfg = request.true_cfg_scale
-            if cfg <= 1:
-                cfg = STANDARD_CFG
-                notes.append("cfg_reference")
-            if negative is None:
-                negative = STANDARD_NEGATIVE_PROMPT
-                notes.append("negative_prompt_reference")
-            return _Plan(steps, cfg, negative, None, notes)
+            if (request.steps, request.true_cfg_scale) == _REQUEST_DEFAULTS:
+                notes += ["steps_reference", "cfg_reference"]
+                if negative is None:
+                    negative = STANDARD_NEGATIVE_PROMPT
+                    notes.append("negative_prompt_reference")
+                return _Plan(STANDARD_STEPS, STANDARD_CFG, negative, None, notes)
+            if request.true_cfg_scale > 1 and negative is None:
+                notes.append("cfg_off_without_negative_prompt")
+            elif request.true_cfg_scale <= 1 and negative is not None:
+                notes.append("negative_prompt_unused_without_cfg")
+            return _Plan(request.steps, request.true_cfg_scale, negative, None, notes)
         variant = LIGHTNING_STEPS.get(request.steps)
         if variant is None:
             raise JobInputError(
@@ -981,10 +996,8 @@ class QwenEngine:
         started = time.perf_counter()
         try:
             plan = self.plan(request)
-            record.update(
-                steps=plan.steps, cfg=plan.cfg_scale > 1 and plan.negative_prompt is not None
-            )
-            if record["cfg"]:
+            record.update(steps=plan.steps, cfg=plan.cfg)
+            if plan.cfg:
                 record["cfg_scale"] = plan.cfg_scale
             if plan.adapter:
                 record["adapter"] = plan.adapter

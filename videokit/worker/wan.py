@@ -25,13 +25,17 @@
   whatever the request says: the LoRAs were distilled without CFG, and CFG would double the cost
   and burn the picture. ``request.steps`` is honoured (4 is what the LoRAs were trained for).
 * ``standard``: the model's own scheduler from its folder and classifier-free guidance. The
-  protocol's defaults are the lightning ones (4 steps, guidance 1.0), which would ruin an
-  undistilled model, so here ``steps <= 4`` means the model's reference step count (40 for
-  a14b, 50 for ti2v-5b) and ``guidance_scale <= 1`` means its reference guidance (3.5/3.5 for
-  a14b, 5.0 for ti2v-5b); larger values are honoured, and ``guidance_scale_2`` when given. A
-  request without a negative prompt gets Wan's own reference one (:data:`REFERENCE_NEGATIVE_PROMPT`,
-  what Wan's sampler and the diffusers examples use), not CFG against an empty string. Each
-  substitution is named in the job's log line (``notes``).
+  protocol's defaults are the lightning ones (``steps`` 4, ``guidance_scale`` 1.0, no
+  ``guidance_scale_2``: the :class:`~videokit.protocol.AnimateRequest` field defaults), which
+  would ruin an undistilled model. So a request whose steps and guidance are *exactly* those
+  defaults (the client did not choose them) runs the model's reference settings instead: 40
+  steps and guidance 3.5/3.5 for a14b, 50 steps and 5.0 for ti2v-5b, and its negative prompt,
+  or, when it has none, Wan's own reference one (:data:`REFERENCE_NEGATIVE_PROMPT`, what Wan's
+  sampler and the diffusers examples use), not CFG against an empty string. Any other request
+  runs as sent (the same rule as the Qwen engine's standard mode): its steps, its guidance
+  (``guidance_scale_2`` defaulting to ``guidance_scale``), its negative prompt; CFG runs when
+  ``guidance_scale`` is above 1 (diffusers' rule). Each substitution is named in the job's log
+  line (``notes``).
 
 **Files.** ``VIDEOKIT_MODEL_DIR`` (default: the first of ``/models/wan`` (baked into the image)
 and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set) must look like::
@@ -161,6 +165,7 @@ __all__ = [
     "LightningScheduler",
     "WanEngine",
     "WanModel",
+    "WanPlan",
     "WanRender",
     "WanSettings",
     "apply_lightning",
@@ -209,6 +214,13 @@ REFERENCE_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
     "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
     "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+# The protocol's defaults for (steps, guidance_scale, guidance_scale_2): read from the wire model
+# itself, so that standard mode recognises "not chosen" exactly as the client leaves it.
+_REQUEST_DEFAULTS: tuple[object, object, object] = (
+    AnimateRequest.model_fields["steps"].default,
+    AnimateRequest.model_fields["guidance_scale"].default,
+    AnimateRequest.model_fields["guidance_scale_2"].default,
 )
 # Where VIDEOKIT_ALLOW_HUB=1 fetches the canonical LoRA pair from (ComfyUI's repackaging).
 _LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
@@ -829,6 +841,18 @@ class WanRender:
     timings_ms: dict[str, int]
     peak_memory_bytes: int | None
     timesteps: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the plan's (WanPlan.notes)
+
+
+@dataclass(frozen=True)
+class WanPlan:
+    """What one job runs, decided by :meth:`WanEngine.plan` before any GPU time is spent."""
+
+    steps: int
+    guidance: float
+    guidance_2: float | None  # the low-noise expert's; None for a one-transformer model
+    negative_prompt: str | None  # None: no negative prompt (diffusers encodes "")
+    notes: list[str]  # what was substituted or ignored, for the job's log line
 
 
 class WanEngine:
@@ -914,7 +938,7 @@ class WanEngine:
             status="ok",
             steps=render.steps,
             guidance=list(render.guidance),
-            notes=self.notes(request) or None,
+            notes=render.notes or None,
             timings_ms={**render.timings_ms, "encode": encode_ms, "job": elapsed_ms},
             peak_memory_bytes=render.peak_memory_bytes,
             video_bytes=len(video),
@@ -988,58 +1012,51 @@ class WanEngine:
     def _input_image(request: AnimateRequest, source: bytes) -> Image.Image:
         return cover_fit(load_rgb(source), request.width, request.height)
 
-    def plan(self, request: AnimateRequest) -> tuple[int, float, float | None]:
-        """The steps and the two guidance scales this engine's mode uses for ``request``.
+    def plan(self, request: AnimateRequest) -> WanPlan:
+        """What this engine's mode runs for ``request``: steps, guidance, negative prompt, notes.
 
-        Lightning: the request's steps, guidance 1.0 for both experts. Standard: the request's
-        values, except the lightning defaults (steps <= 4, guidance <= 1), which mean the model's
-        reference settings. The second scale is None for a one-transformer model.
+        Lightning: the request's steps, guidance 1.0 for both experts, no negative prompt (no
+        unconditional pass). Standard: the request as sent, unless its steps and guidance are
+        exactly the protocol's lightning defaults, which mean the model's reference settings
+        (see the module docstring). ``notes`` names what was substituted or ignored. The second
+        scale is None for a one-transformer model.
         """
+        two = self._two_experts
         if self.mode == "lightning":
-            return request.steps, 1.0, 1.0 if self._two_experts else None
-        steps = request.steps if request.steps > LIGHTNING_STEPS else self._standard_steps
-        default_1, default_2 = self._standard_guidance
-        guidance_2: float | None
-        if request.guidance_scale > 1.0:
+            chosen = request.guidance_scale != 1.0 or request.guidance_scale_2 not in (None, 1.0)
+            return WanPlan(
+                steps=request.steps,
+                guidance=1.0,
+                guidance_2=1.0 if two else None,
+                negative_prompt=None,
+                notes=["guidance_ignored_lightning"] if chosen else [],
+            )
+        negative = request.negative_prompt if request.negative_prompt.strip() else None
+        knobs = (request.steps, request.guidance_scale, request.guidance_scale_2)
+        if knobs != _REQUEST_DEFAULTS:
             guidance = request.guidance_scale
             guidance_2 = (
                 request.guidance_scale_2 if request.guidance_scale_2 is not None else guidance
             )
-        else:
-            guidance = default_1
-            guidance_2 = (
-                request.guidance_scale_2 if request.guidance_scale_2 is not None else default_2
+            return WanPlan(
+                steps=request.steps,
+                guidance=guidance,
+                guidance_2=guidance_2 if two else None,
+                negative_prompt=negative,
+                notes=[],
             )
-        return steps, guidance, guidance_2 if self._two_experts else None
-
-    def negative_prompt(self, request: AnimateRequest) -> str | None:
-        """The negative prompt the pipeline gets for ``request``.
-
-        Lightning: none (guidance 1 runs no unconditional pass). Standard: the request's, or
-        :data:`REFERENCE_NEGATIVE_PROMPT` when it has none.
-        """
-        if self.mode == "lightning":
-            return None
-        return (
-            request.negative_prompt
-            if request.negative_prompt.strip()
-            else (REFERENCE_NEGATIVE_PROMPT)
-        )
-
-    def notes(self, request: AnimateRequest) -> list[str]:
-        """What :meth:`plan` and :meth:`negative_prompt` changed about ``request``, for the log."""
-        notes: list[str] = []
-        if self.mode == "lightning":
-            if request.guidance_scale != 1.0 or request.guidance_scale_2 not in (None, 1.0):
-                notes.append("guidance_ignored_lightning")
-            return notes
-        if request.steps <= LIGHTNING_STEPS:
-            notes.append("steps_reference")
-        if request.guidance_scale <= 1.0:
-            notes.append("guidance_reference")
-        if not request.negative_prompt.strip():
+        notes = ["steps_reference", "guidance_reference"]
+        if negative is None:
+            negative = REFERENCE_NEGATIVE_PROMPT
             notes.append("negative_prompt_reference")
-        return notes
+        reference, reference_2 = self._standard_guidance
+        return WanPlan(
+            steps=self._standard_steps,
+            guidance=reference,
+            guidance_2=reference_2 if two else None,
+            negative_prompt=negative,
+            notes=notes,
+        )
 
     def _job(
         self,
@@ -1065,7 +1082,8 @@ class WanEngine:
         cancel: threading.Event,
         progress: ProgressFn,
     ) -> WanRender:
-        steps, guidance, guidance_2 = self.plan(request)
+        plan = self.plan(request)
+        steps = plan.steps
         total = steps + 2  # the denoising steps, then the decode and the encode
         if self.pipeline is None:
             raise RuntimeError("this Wan engine was closed")
@@ -1094,13 +1112,13 @@ class WanEngine:
                 output = pipe(
                     image=image,
                     prompt=request.prompt,
-                    negative_prompt=self.negative_prompt(request),
+                    negative_prompt=plan.negative_prompt,
                     height=request.height,
                     width=request.width,
                     num_frames=request.frames,
                     num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    guidance_scale_2=guidance_2,
+                    guidance_scale=plan.guidance,
+                    guidance_scale_2=plan.guidance_2,
                     generator=generator,
                     output_type="np",
                     callback_on_step_end=on_step_end,
@@ -1120,10 +1138,11 @@ class WanEngine:
         return WanRender(
             frames=frames,
             steps=steps,
-            guidance=(guidance, guidance_2),
+            guidance=(plan.guidance, plan.guidance_2),
             timings_ms=timings,
             peak_memory_bytes=peak,
             timesteps=timesteps,
+            notes=plan.notes,
         )
 
     @staticmethod
