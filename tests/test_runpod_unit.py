@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -755,6 +756,115 @@ def test_polling_learns_the_job_length_and_stays_cheap() -> None:
     assert max(latencies[1:]) < 0.25  # with history: within a short poll of completion
     first = polls.count("job-1")
     assert first < 70 and len(polls) - first <= 20  # ~logarithmic (2 s cap), then a few a job
+
+
+# -- one backend, several event loops (Pipeline.run() twice, Jupyter) ------------------------------
+
+
+def timed_jobs(seconds: float) -> tuple[FakeRunPod, dict[str, float]]:
+    """Jobs that run ``seconds`` of real time from their submission, then complete."""
+    started: dict[str, float] = {}
+    fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
+
+    def submit(request: httpx.Request) -> httpx.Response:
+        job_id = fake.create(request)
+        started[job_id] = time.monotonic()
+        return httpx.Response(200, json={"id": job_id, "status": "IN_QUEUE"})
+
+    def finish(request: httpx.Request) -> httpx.Response | None:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        if time.monotonic() - started[job_id] >= seconds:
+            return httpx.Response(200, json={"id": job_id, **done(int(seconds * 1000), 0)})
+        return None
+
+    fake.hooks["run"] = submit
+    fake.hooks["status"] = finish
+    return fake, started
+
+
+def real_time_backend(fake: FakeRunPod) -> RunPodBackend:
+    config = RunPodConfig(api_key=Secret("k"), endpoints={"animate": Endpoint("ep")}, warmup=False)
+    return RunPodBackend(config, transport=httpx.MockTransport(fake), retry=RetryPolicy(attempts=3))
+
+
+def test_a_second_event_loop_polls_at_the_normal_rate_after_a_cancelled_first() -> None:
+    # Loop 1 is cancelled while its job polls blind (waiting to learn the job length from a
+    # sibling); loop 2 must not inherit anything bound to loop 1.
+    fake, _ = timed_jobs(0.4)
+    b = real_time_backend(fake)
+
+    async def first() -> None:
+        task = asyncio.create_task(b.animate(REQUEST, JobContext(scene="a", stage="animate")))
+        while len(fake.routes("status")) < 2:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    asyncio.run(first())
+    assert fake.routes("cancel") == ["job-1"]
+    problems: list[dict[str, Any]] = []
+
+    async def second() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: problems.append(ctx))
+        try:
+            await b.animate(REQUEST, JobContext(scene="b", stage="animate"))
+        finally:
+            await b.aclose()
+
+    begin = time.monotonic()
+    asyncio.run(second())
+    polls = fake.routes("status").count("job-2")
+    assert time.monotonic() - begin >= 0.4
+    # ~15 polls at growing intervals; a busy loop makes thousands.
+    assert polls <= 40, polls
+    assert problems == []
+
+
+class ClosableTransport(httpx.MockTransport):
+    """A MockTransport that counts how often a client closed it."""
+
+    closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def test_asyncio_run_closes_the_client_of_a_backend_nobody_closed() -> None:
+    # Pipeline.run() with a backend passed in: the caller never sees the loop to close it in.
+    fake = FakeRunPod(lambda n: [done()])
+    transport = ClosableTransport(fake)
+    clock = FakeClock()
+    config = RunPodConfig(api_key=Secret("k"), endpoints={"animate": Endpoint("ep")})
+    b = RunPodBackend(config, transport=transport, clock=clock, sleep=clock.sleep)
+
+    async def job() -> None:
+        await b.animate(REQUEST, JobContext(scene="s", stage="animate"))
+
+    asyncio.run(job())
+    assert transport.closed == 1
+    asyncio.run(job())  # and the backend serves the next loop with a client of its own
+    assert transport.closed == 2 and fake.created == 2
+
+
+def test_a_client_left_open_by_a_loop_that_ended_is_reported_not_leaked_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    transport = ClosableTransport(fake)
+    clock = FakeClock()
+    config = RunPodConfig(api_key=Secret("k"), endpoints={"animate": Endpoint("ep")})
+    b = RunPodBackend(config, transport=transport, clock=clock, sleep=clock.sleep)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(b.animate(REQUEST, JobContext(scene="s", stage="animate")))
+    loop.close()  # closed by hand, without asyncio.run()'s shutdown: the client is still open
+    assert transport.closed == 0
+    with caplog.at_level(logging.WARNING, logger="videokit.runpod"):
+        run(b, JobContext(scene="s", stage="animate"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "await backend.aclose()" in warnings[0], warnings
+    assert transport.closed == 1 and fake.created == 2  # the second loop's, by aclose()
 
 
 # -- warm-up ---------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ TIMED_OUT or gone submits it again (a new attempt): that job was typically cance
 render's Ctrl-C. Only a job seen alive during *this* render's wait and then cancelled by someone
 else raises :class:`~videokit.errors.JobCancelledError`.
 
+One backend object may serve several event loops (``Pipeline.run()`` twice, Jupyter cells, a
+script's several ``asyncio.run()`` calls): what is bound to a loop (the HTTP client and its
+connections, the events that wake polling jobs) is kept per loop. A client can only be closed from
+its own loop: ``aclose()`` closes the running loop's; the pipeline calls it for backends it created,
+and a loop ended by ``asyncio.run()`` closes its client as it shuts down. A backend you create
+yourself and drive from loops you manage, close with ``await backend.aclose()`` in each loop that
+used it; a client left open by a loop that has ended is dropped with a warning.
+
 Generator handlers may stream progress: chunks like ``{"progress": 0.4, "message": "denoising"}``
 are surfaced through ``ctx.on_progress`` when the endpoint has ``stream=True`` (polls then go to
 ``stream/{id}`` instead of ``status/{id}``, no extra requests).
@@ -39,7 +47,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -255,6 +263,32 @@ class _Stats:
 
 
 @dataclass
+class _LoopState:
+    """What belongs to one event loop: the HTTP client (its connections are the loop's), and the
+    events that wake jobs polling blind (an asyncio.Event binds to the loop that first waits on
+    it, and fails at once in any other)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: httpx.AsyncClient
+    learned: dict[Stage, asyncio.Event] = field(default_factory=dict)
+    # Closes the client when the loop shuts down (see _closed_with_the_loop).
+    closer: AsyncGenerator[None, None] | None = None
+
+
+async def _closed_with_the_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Close ``client`` in its own loop when that loop shuts down, if nobody closed it before.
+
+    An async generator started in a loop is finalised by the loop's ``shutdown_asyncgens()``,
+    which ``asyncio.run()`` calls before closing it: a backend passed to ``Pipeline.run()`` (whose
+    loop the caller never sees) gets its connections closed there, not left to the GC.
+    """
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+@dataclass
 class _Watch:
     """What this render observed of one job attempt: deadlines, re-attachment, cost estimates."""
 
@@ -311,33 +345,48 @@ class RunPodBackend:
         # What we learned about how long each stage's jobs run; seeds the polling schedule.
         self._expected_s: dict[Stage, float] = {}
         self._expected_exec_s: dict[Stage, float] = {}
-        # Jobs polling without that knowledge wait on this, so the first job to finish wakes its
-        # siblings (jobs submitted together tend to finish together).
-        self._learned: dict[Stage, asyncio.Event] = {}
         self._watches: dict[str, _Watch] = {}
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        # Per event loop: every `Pipeline.run()` has its own, and so may a Jupyter cell.
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
-    @property
-    def _http(self) -> httpx.AsyncClient:
-        # Connections belong to the event loop that opened them, and every `Pipeline.run()` has
-        # its own loop: keep one client per loop so a backend object can serve several runs.
+    def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
+        state = self._loops.get(loop)
+        if state is None:
+            self._forget_closed_loops()
             config = self.config
-            headers = {"Content-Type": "application/json", "User-Agent": "videokit"}
-            if config.api_key:
-                headers["Authorization"] = f"Bearer {config.api_key.reveal()}"
-            self._client = httpx.AsyncClient(
+            client = httpx.AsyncClient(
                 base_url=config.base_url.rstrip("/") + "/",
-                headers=headers,
+                headers={"Content-Type": "application/json", "User-Agent": "videokit"},
                 timeout=httpx.Timeout(config.request_timeout_s, connect=10.0),
                 transport=self._transport,
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             )
-            self._client_loop = loop
-        return self._client
+            state = self._loops[loop] = _LoopState(loop, client)
+        return state
+
+    async def _client(self) -> httpx.AsyncClient:
+        state = self._loop_state()
+        if state.closer is None:
+            state.closer = _closed_with_the_loop(state.client)
+            await anext(state.closer)  # runs to its `yield` at once: nothing to interleave with
+        return state.client
+
+    def _forget_closed_loops(self) -> None:
+        # A client can only be closed from its own loop; once that loop is closed (without the
+        # shutdown that asyncio.run() does), all we can do is drop it (its sockets go with the
+        # garbage collector) and say so.
+        for loop, state in list(self._loops.items()):
+            if loop.is_closed():
+                del self._loops[loop]
+                if not state.client.is_closed:
+                    log.warning(
+                        "the RunPod backend's HTTP client of an event loop that has ended was "
+                        "never closed, so its connections were left open; call `await "
+                        "backend.aclose()` in the loop that used the backend (e.g. at the end "
+                        "of each asyncio.run()) before using it in another"
+                    )
 
     # -- the Backend protocol ---------------------------------------------------------------------
     def _endpoint(self, stage: Stage) -> Endpoint:
@@ -433,9 +482,15 @@ class RunPodBackend:
         return await self._job("animate", request, ctx, AnimateResult)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.aclose()
+        """Close the HTTP client of the running event loop (each loop that used this backend has
+        its own: close it in that loop). The pipeline does this for backends it created; close a
+        backend you pass in yourself, in the loop that used it. It can be used again afterwards."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        self._forget_closed_loops()
+        if state is not None:
+            if state.closer is not None:
+                await state.closer.aclose()  # its `finally` closes the client
+            await state.client.aclose()
 
     # -- more of RunPod's API ---------------------------------------------------------------------
     async def health(self, stage: Stage, *, timeout_s: float = 5.0) -> EndpointHealth:
@@ -788,23 +843,25 @@ class RunPodBackend:
         known = self._expected_exec_s.get(stage)
         self._expected_exec_s[stage] = run if known is None else 0.7 * known + 0.3 * run
         if previous is None:
-            self._learned.setdefault(stage, asyncio.Event()).set()
+            self._loop_state().learned.setdefault(stage, asyncio.Event()).set()
 
     async def _nap(self, stage: Stage, seconds: float, informed: bool) -> None:
         """Sleep; a job polling blind is woken early when a sibling teaches us the job length."""
         if informed:
             await self._sleep(seconds)
             return
-        learned = self._learned.setdefault(stage, asyncio.Event())
+        learned = self._loop_state().learned.setdefault(stage, asyncio.Event())
         if learned.is_set():
             return
         nap = asyncio.ensure_future(self._sleep(seconds))
         wake = asyncio.ensure_future(learned.wait())
         try:
-            await asyncio.wait({nap, wake}, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait({nap, wake}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             nap.cancel()
             wake.cancel()
+        for task in finished:
+            task.result()  # a wait that failed must raise, not end the nap early (a busy loop)
 
     # -- polling ----------------------------------------------------------------------------------
     async def _wait(
@@ -923,7 +980,8 @@ class RunPodBackend:
 
         async def once() -> httpx.Response:
             self.stats.requests[kind] += 1
-            response = await self._http.request(
+            client = await self._client()
+            response = await client.request(
                 method,
                 path,
                 json=body,
