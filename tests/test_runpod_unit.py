@@ -304,6 +304,37 @@ def test_stuck_in_queue_is_cancelled_and_resubmitted() -> None:
     assert 60 <= clock.now < 80
 
 
+def test_a_stuck_job_whose_cancel_is_not_confirmed_is_not_submitted_twice() -> None:
+    # Both could run (and bill) otherwise, and the first would be forgotten.
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
+    fake.hooks["cancel"] = lambda r: server_error(503)
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(JobTimeoutError, match="could not be cancelled") as caught:
+        run(backend(fake, FakeClock(), queue_timeout_s=60), ctx)
+    assert caught.value.job_id == "job-1" and "re-attaches" in (caught.value.hint or "")
+    assert fake.created == 1 and fake.routes("cancel")
+    [attempt] = ctx.attempts
+    # As last seen: the runner keeps the stage 'submitted', and the next render re-attaches.
+    assert attempt.status == "IN_QUEUE" and "not confirmed" in (attempt.error or "")
+
+
+def test_a_stuck_warm_up_whose_cancel_is_not_confirmed_says_so() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+    fake.hooks["cancel"] = lambda r: httpx.Response(403, json={"error": "forbidden"})
+    b = backend(fake, FakeClock(), warmup=True, queue_timeout_s=30)
+    ctx = JobContext(scene="(warm-up)", stage="animate")
+
+    async def go() -> None:
+        try:
+            await b.warm_up("animate", ctx)
+        finally:
+            await b.aclose()
+
+    with pytest.raises(JobTimeoutError, match="could not be cancelled"):
+        asyncio.run(go())
+    assert fake.created == 1 and [a.status for a in ctx.attempts] == ["IN_QUEUE"]
+
+
 def test_execution_deadline_cancels_the_remote_job_and_records_its_cost() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_PROGRESS"}])
     fake.after_cancel = {"status": "CANCELLED", "executionTime": 115_000, "delayTime": 300}

@@ -19,7 +19,9 @@ Whenever the client stops waiting on a job that has not ended (Ctrl-C, a deadlin
 the queue, a status that cannot be read), it cancels the remote job first, within a short deadline
 of its own, then reads the job's final status once to learn what it cost. Every attempt and its cost
 is recorded in ``ctx.attempts``; where the endpoint never reported an execution time the cost is
-the client's estimate from what it observed (``cost_estimated``).
+the client's estimate from what it observed (``cost_estimated``). A job stuck in the queue is
+submitted again only once its cancel is confirmed: otherwise both could run, so the job is left as
+it was last seen (IN_QUEUE) and a JobTimeoutError says so; a later render re-attaches to it.
 
 Re-attaching (``ctx.resume_job_id``) to a job of an earlier render that is found CANCELLED, FAILED,
 TIMED_OUT or gone submits it again (a new attempt): that job was typically cancelled by the earlier
@@ -426,8 +428,9 @@ class RunPodBackend:
         """Wake ``stage``'s endpoint with a ``{"warmup": true}`` job and wait for it to end.
 
         The job is reported through ``ctx`` and billed like any other; it is polled slowly. A
-        warm-up is an optimisation: failures are logged, not raised. Cancelling this call cancels
-        the remote job (and records what it cost).
+        warm-up is an optimisation: failures are logged, not raised, except a job stuck in the
+        queue whose cancel was not confirmed (JobTimeoutError: it may still run and bill).
+        Cancelling this call cancels the remote job (and records what it cost).
         """
         endpoint = self.config.endpoints.get(stage)
         if not self.config.warmup or endpoint is None:
@@ -452,14 +455,15 @@ class RunPodBackend:
             self._lost(stage, attempt, watch, "the endpoint no longer knows the warm-up job")
             return
         except _StuckInQueue:
-            await self._cancel(
+            if not await self._cancel(
                 stage,
                 endpoint,
                 attempt,
                 watch,
                 error=f"warm-up still queued after {self.config.queue_timeout_s:g} s: the "
                 "endpoint has no worker to wake (check its max workers)",
-            )
+            ):
+                raise _stuck_error(stage, job_id, self.config, warm_up=True) from None
             return
         except asyncio.CancelledError:
             await self._cancel(
@@ -657,7 +661,11 @@ class RunPodBackend:
                 continue
             except _StuckInQueue:
                 why = f"still queued after {cfg.queue_timeout_s:g} s"
-                await self._cancel(stage, endpoint, attempt, watch, error=f"{why}; cancelled")
+                if not await self._cancel(
+                    stage, endpoint, attempt, watch, error=f"{why}; cancelled"
+                ):
+                    # It may still start: a second submission could run (and bill) both.
+                    raise _stuck_error(stage, job_id, cfg) from None
                 failures.append(why)
                 continue
             except asyncio.CancelledError:
@@ -1169,8 +1177,9 @@ class RunPodBackend:
         *,
         error: str,
         status: str = "CANCELLED",
-    ) -> None:
-        """Cancel the remote job, read what it cost, and record both on ``attempt``.
+    ) -> bool:
+        """Cancel the remote job, read what it cost, and record both on ``attempt``; return
+        whether the job is known to be over (the cancel confirmed, or a final state seen).
 
         Runs to the end even while our own task is being cancelled (Ctrl-C): the cancel request is
         the point of being cancelled. Bounded by ``cancel_timeout_s`` + ``final_read_timeout_s``.
@@ -1187,6 +1196,7 @@ class RunPodBackend:
                 interrupted = True  # keep waiting: it has its own short deadlines
         confirmed, why, final = work.result()
         attempt.error = error
+        ended = True
         if final is not None and str(final.get("status")) in FINAL_STATES:
             reached = str(final.get("status"))
             attempt.execution_ms = _int_or_none(final.get("executionTime"))
@@ -1195,6 +1205,7 @@ class RunPodBackend:
         elif confirmed:
             attempt.status = status
         else:
+            ended = False
             attempt.status = watch.last_state or "SUBMITTED"
             attempt.error = (
                 f"{error}; the cancel was not confirmed ({why}): the job may still run, and "
@@ -1211,6 +1222,7 @@ class RunPodBackend:
         self._price(stage, attempt, watch)
         if interrupted:
             raise asyncio.CancelledError
+        return ended
 
     async def _cancel_and_read(
         self, endpoint: Endpoint, job_id: str
@@ -1286,6 +1298,27 @@ def endpoint_notes(backend: Backend, stages: Iterable[Stage]) -> list[str]:
             await backend.aclose()
 
     return asyncio.run(gather()) if wanted else []
+
+
+def _stuck_error(
+    stage: Stage, job_id: str, config: RunPodConfig, *, warm_up: bool = False
+) -> JobTimeoutError:
+    what = f"the {stage} warm-up job" if warm_up else f"the {stage} job"
+    return JobTimeoutError(
+        f"{what} {job_id} is stuck in the queue (still IN_QUEUE after "
+        f"{config.queue_timeout_s:g} s) and could not be cancelled: it may still start and bill "
+        f"(its ttl of {config.ttl_s:g} s bounds it), so it was not submitted again",
+        job_id=job_id,
+        hint=(
+            "the endpoint has no worker taking jobs (check its max workers and GPU availability); "
+            + (
+                "cancel the job in the RunPod console"
+                if warm_up
+                else "render again later: the next render re-attaches to this job instead of "
+                "paying for another, or cancel it in the RunPod console"
+            )
+        ),
+    )
 
 
 def _raise_for_refusal(
