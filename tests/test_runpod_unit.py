@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -409,6 +410,74 @@ def test_reattaching_to_a_dead_job_submits_it_again(found: dict[str, Any]) -> No
     assert old.status == ("LOST" if found["status"] == "404" else found["status"])
     assert old.error and ("re-attaching" in old.error)
     assert fake.routes("run") == ["run"] and fake.routes("cancel") == []
+
+
+class RecordingStorage:
+    """A real S3Storage (presigning needs no network) that records what the backend asks of it;
+    ``gate``, while cleared, holds every call as a slow upload would."""
+
+    def __init__(self) -> None:
+        self.real = storage()
+        self.calls: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def output_target(self, name: str, *, content_type: str) -> Any:
+        self.calls.append(f"output_target {name}")
+        self.gate.wait(10)
+        return self.real.output_target(name, content_type=content_type)
+
+    def upload_input(self, data: bytes, *, content_type: str) -> MediaInput:
+        self.calls.append("upload_input")
+        self.gate.wait(10)
+        return self.real.upload_input(data, content_type=content_type)
+
+
+def test_reattaching_prepares_no_payload_unless_it_must_submit_again() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    fake.jobs["old-job"] = [{"status": "IN_PROGRESS"}, done()]
+    store = RecordingStorage()
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job")
+    run(backend(fake, FakeClock(), storage=store), ctx)
+    assert store.calls == [] and fake.routes("run") == []
+    assert [(a.job_id, a.status) for a in ctx.attempts] == [("old-job", "COMPLETED")]
+
+    # Found dead: now the payload is needed, outputs by presigned URL as usual.
+    dead = FakeRunPod(lambda n: [done()])
+    dead.jobs["old-job"] = [{"status": "CANCELLED"}]
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job")
+    run(backend(dead, FakeClock(), storage=store), ctx)
+    assert store.calls == ["output_target clip.mp4", "output_target last.png"]
+    assert "X-Amz-Signature" in json.dumps(dead.bodies[0]["input"]["outputs"])
+    assert [a.job_id for a in ctx.attempts] == ["old-job", "job-1"]
+
+
+def test_ctrl_c_early_in_a_resumed_job_leaves_the_reattached_attempt_recorded() -> None:
+    # Storage as slow as a big upload: before the fix, the re-attach waited behind it.
+    fake = FakeRunPod(lambda n: [done()])
+    fake.jobs["old-job"] = [{"status": "IN_PROGRESS"}]
+    fake.after_cancel = {"status": "CANCELLED", "executionTime": 3000}
+    store = RecordingStorage()
+    store.gate.clear()
+    b = backend(fake, FakeClock(), storage=store)
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job")
+
+    async def go() -> None:
+        task = asyncio.create_task(b.animate(REQUEST, ctx))
+        while not (store.calls or fake.routes("status")):
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await b.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.gate.set()
+    assert store.calls == []
+    [attempt] = ctx.attempts
+    assert (attempt.job_id, attempt.status, attempt.execution_ms) == ("old-job", "CANCELLED", 3000)
 
 
 def test_a_job_cancelled_by_someone_else_during_the_wait_is_a_cancelled_error() -> None:

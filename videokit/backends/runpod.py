@@ -612,15 +612,26 @@ class RunPodBackend:
     ) -> R:
         cfg = self.config
         endpoint = self._endpoint(stage)
-        wire = await self._prepare(stage, request)
-        payload = {
-            "input": wire.model_dump(mode="json", exclude_none=True),
-            "policy": self._policy(),
-        }
-        if self.storage is None:
-            self._check_payload(stage, len(json.dumps(payload).encode()))  # backstop of check()
         estimate = self._estimate_s(stage, request)
         resume = ctx.resume_job_id
+        # Built on the first submission only: a re-attached job that completes needs no payload,
+        # and its attempt is on ctx.attempts before anything here awaits (storage uploads take a
+        # while, and a Ctrl-C during them must still find the job recorded).
+        prepared: dict[str, Any] | None = None
+
+        async def payload() -> dict[str, Any]:
+            nonlocal prepared
+            if prepared is None:
+                wire = await self._prepare(stage, request)
+                body = {
+                    "input": wire.model_dump(mode="json", exclude_none=True),
+                    "policy": self._policy(),
+                }
+                if self.storage is None:  # backstop of check()
+                    self._check_payload(stage, len(json.dumps(body).encode()))
+                prepared = body
+            return prepared
+
         submissions = 0
         failures: list[str] = []
         retry_in_place: str | None = None  # a transiently FAILED job, resubmitted under its id
@@ -639,7 +650,7 @@ class RunPodBackend:
                     )
                     retry_in_place = None
                 job_id = retried or await self._submit(
-                    endpoint, payload, ctx.attempts, stage=stage, estimate_s=estimate
+                    endpoint, await payload(), ctx.attempts, stage=stage, estimate_s=estimate
                 )
             attempt = JobAttempt(job_id=job_id)
             ctx.attempts.append(attempt)
