@@ -155,6 +155,7 @@ def test_the_config_file_sets_everything_but_secrets(tmp_path: Path) -> None:
         ('api_key = "rpa_123"', "'api_key'"),
         ('[animate]\nendpoint = "x"\nrunpod_api_key = "rpa_123"', "'animate.runpod_api_key'"),
         ('s3_secret_access_key = "k"', "'s3_secret_access_key'"),
+        ('serve_api_key = "k"', "'serve_api_key'"),
     ],
 )
 def test_a_secret_in_the_config_file_is_refused(tmp_path: Path, text: str, where: str) -> None:
@@ -164,6 +165,63 @@ def test_a_secret_in_the_config_file_is_refused(tmp_path: Path, text: str, where
     assert where in caught.value.message and "no secrets" in caught.value.message
     assert "RUNPOD_API_KEY" in (caught.value.hint or "") and ".env" in (caught.value.hint or "")
     assert "rpa_123" not in str(caught.value) and '"k"' not in str(caught.value)
+
+
+def test_the_serve_key_comes_from_the_environment_or_dotenv_only(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("VIDEOKIT_SERVE_API_KEY=from-dotenv\n")
+    from_dotenv = Settings.resolve(env={}, dotenv=dotenv)
+    assert from_dotenv.serve_api_key is not None
+    assert from_dotenv.serve_api_key.reveal() == "from-dotenv"
+    assert "from-dotenv" not in repr(from_dotenv)
+    env = {
+        "VIDEOKIT_SERVE_API_KEY": "from-env",
+        "VIDEOKIT_ANIMATE_ENDPOINT": "http://box:8001/v2/a",
+    }
+    resolved = Settings.resolve(env=env, dotenv=dotenv)
+    assert resolved.serve_api_key is not None and resolved.serve_api_key.reveal() == "from-env"
+    explicit = Settings.resolve(serve_api_key="arg", env=env, dotenv=dotenv)
+    assert explicit.serve_api_key is not None and explicit.serve_api_key.reveal() == "arg"
+    # ...and reaches the backend, apart from the RunPod key.
+    backend = create_backend(None, resolved)
+    assert isinstance(backend, RunPodBackend) and backend.config.api_key is None
+    assert backend.config.serve_api_key is not None
+    assert backend.config.serve_api_key.reveal() == "from-env"
+    assert Settings.resolve(env={}, dotenv=None).serve_api_key is None
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "needs_key"),
+    [
+        ({"VIDEOKIT_EDIT_ENDPOINT": "abc", "VIDEOKIT_ANIMATE_ENDPOINT": "def"}, "edit and animate"),
+        ({"VIDEOKIT_ANIMATE_ENDPOINT": "https://api.runpod.ai/v2/def"}, "animate"),
+        (
+            {
+                "VIDEOKIT_EDIT_ENDPOINT": "abc",
+                "VIDEOKIT_ANIMATE_ENDPOINT": "http://gpu-box:8001/v2/animate",
+            },
+            "edit",
+        ),
+        ({"VIDEOKIT_ANIMATE_ENDPOINT": "http://gpu-box:8001/v2/animate"}, None),
+        (
+            {"VIDEOKIT_RUNPOD_BASE_URL": "http://gpu-box:8000/v2", "VIDEOKIT_EDIT_ENDPOINT": "e"},
+            None,
+        ),
+    ],
+    ids=["ids-on-runpod", "runpod-url", "mixed", "self-hosted-url", "self-hosted-base"],
+)
+def test_the_runpod_key_is_required_only_for_endpoints_on_runpod(
+    endpoints: dict[str, str], needs_key: str | None
+) -> None:
+    settings = Settings.resolve(env=endpoints, dotenv=None)
+    if needs_key is None:
+        assert isinstance(create_backend(None, settings), RunPodBackend)
+        return
+    with pytest.raises(ConfigError, match="RUNPOD_API_KEY is not set") as caught:
+        create_backend(None, settings)
+    assert f"for the {needs_key} endpoint(s) on RunPod" in caught.value.message
+    with_key = Settings.resolve(env={**endpoints, "RUNPOD_API_KEY": "k"}, dotenv=None)
+    assert isinstance(create_backend(None, with_key), RunPodBackend)
 
 
 @pytest.mark.parametrize(

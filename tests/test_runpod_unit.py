@@ -24,6 +24,7 @@ import pytest
 from videokit.backends.base import JobContext
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod import (
+    DEFAULT_BASE_URL,
     RUN_PAYLOAD_LIMIT,
     Endpoint,
     RunPodBackend,
@@ -40,7 +41,7 @@ from videokit.errors import (
     JobTimeoutError,
     RenderError,
 )
-from videokit.protocol import AnimateRequest, MediaInput
+from videokit.protocol import AnimateRequest, EditRequest, MediaInput
 from videokit.storage import S3Storage, StorageConfig
 
 PNG = base64.b64decode(
@@ -965,6 +966,137 @@ def test_a_client_left_open_by_a_loop_that_ended_is_reported_not_leaked_silently
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "await backend.aclose()" in warnings[0], warnings
     assert transport.closed == 1 and fake.created == 2  # the second loop's, by aclose()
+
+
+# -- credentials: each host gets only its own key -------------------------------------------------
+
+EDIT_OUTPUT = {
+    "image": media(PNG, "image/png"),
+    "seed": 1,
+    "width": 128,
+    "height": 128,
+    "inference_ms": 900,
+    "model": "fake",
+}
+
+
+def mixed_setup(serve_key: str | None) -> tuple[RunPodBackend, list[tuple[str, str | None]]]:
+    """Edit on RunPod's cloud, animate on a self-hosted `videokit serve`: (host, Authorization)
+    of every request is recorded."""
+    seen: list[tuple[str, str | None]] = []
+
+    def script(n: int) -> list[dict[str, Any]]:
+        output = EDIT_OUTPUT if n == 0 else OUTPUT  # run_both edits first
+        return [{"status": "COMPLETED", "output": output, "executionTime": 1000}]
+
+    fake = FakeRunPod(script)
+    fake.hooks["health"] = lambda r: httpx.Response(200, json={"jobs": {}, "workers": {}})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("authorization")))
+        return fake(request)
+
+    config = RunPodConfig(
+        api_key=Secret("rpa_RUNPOD"),
+        serve_api_key=Secret(serve_key) if serve_key else None,
+        endpoints={
+            "edit": Endpoint("abc123"),
+            "animate": Endpoint("http://gpu-box:8001/v2/animate"),
+        },
+        warmup=False,
+    )
+    clock = FakeClock()
+    b = RunPodBackend(
+        config, transport=httpx.MockTransport(handler), clock=clock, sleep=clock.sleep
+    )
+    return b, seen
+
+
+def run_both(b: RunPodBackend) -> None:
+    edit = EditRequest(
+        images=[MediaInput.from_bytes(PNG)], prompt="p", seed=1, width=128, height=128
+    )
+
+    async def go() -> None:
+        try:
+            await b.edit(edit, JobContext(scene="s", stage="edit"))
+            await b.animate(REQUEST, JobContext(scene="s", stage="animate"))
+            await b.readiness(["edit", "animate"])
+        finally:
+            await b.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_mixed_setup_sends_each_host_only_its_own_key() -> None:
+    b, seen = mixed_setup("serve-KEY")
+    run_both(b)
+    assert {host for host, _ in seen} == {"api.runpod.ai", "gpu-box"}
+    assert {auth for host, auth in seen if host == "api.runpod.ai"} == {"Bearer rpa_RUNPOD"}
+    assert {auth for host, auth in seen if host == "gpu-box"} == {"Bearer serve-KEY"}
+
+
+def test_without_a_serve_key_other_hosts_get_no_authorization_at_all() -> None:
+    b, seen = mixed_setup(None)
+    run_both(b)
+    assert {auth for host, auth in seen if host == "gpu-box"} == {None}
+    assert {auth for host, auth in seen if host == "api.runpod.ai"} == {"Bearer rpa_RUNPOD"}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "endpoint"),
+    [
+        ("http://attacker.example/v2", "abc123"),  # a story's base_url
+        (DEFAULT_BASE_URL, "https://attacker.example/v2/abc123"),  # a full-URL endpoint
+        ("https://api.runpod.ai.attacker.example/v2", "abc123"),
+        ("https://api.runpod.ai:8443/v2", "abc123"),
+    ],
+)
+def test_the_runpod_key_never_goes_to_another_host(base_url: str, endpoint: str) -> None:
+    seen: list[str | None] = []
+    fake = FakeRunPod(lambda n: [done()])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return fake(request)
+
+    config = RunPodConfig(
+        api_key=Secret("rpa_RUNPOD"),
+        base_url=base_url,
+        endpoints={"animate": Endpoint(endpoint)},
+        warmup=False,
+    )
+    clock = FakeClock()
+    b = RunPodBackend(
+        config, transport=httpx.MockTransport(handler), clock=clock, sleep=clock.sleep
+    )
+    run(b, JobContext(scene="s", stage="animate"))
+    assert seen and set(seen) == {None}
+
+
+def test_a_401_from_a_self_hosted_endpoint_names_the_serve_key() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    fake.hooks["run"] = lambda r: httpx.Response(401, json={"error": "unauthorized"})
+    config = RunPodConfig(
+        api_key=Secret("rpa_RUNPOD"),
+        endpoints={"animate": Endpoint("http://gpu-box:8001/v2/animate")},
+        warmup=False,
+    )
+    clock = FakeClock()
+    b = RunPodBackend(config, transport=httpx.MockTransport(fake), clock=clock, sleep=clock.sleep)
+    with pytest.raises(EndpointError, match="401") as caught:
+        run(b, JobContext(scene="s", stage="animate"))
+    assert "VIDEOKIT_SERVE_API_KEY" in (caught.value.hint or "")
+
+
+def test_runpods_api_over_plain_http_is_refused() -> None:
+    with pytest.raises(ConfigError, match="https only") as caught:
+        RunPodConfig(
+            api_key=Secret("k"),
+            base_url="http://api.runpod.ai/v2",
+            endpoints={"edit": Endpoint("abc123")},
+        )
+    assert "VIDEOKIT_EDIT_ENDPOINT" in (caught.value.hint or "")
 
 
 # -- warm-up ---------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ the cache or an error message.
 A real render through two authenticated ``videokit serve`` workers, with outputs uploaded by the
 workers to presigned URLs of a real S3-compatible server, using distinctive secret values; then
 everything that was written or sent is scanned for them.
+
+The RunPod API key goes to RunPod's API host only: a self-hosted worker gets
+``VIDEOKIT_SERVE_API_KEY`` (or no key at all), and a story cannot name a host that receives the
+RunPod key.
 """
 
 from __future__ import annotations
@@ -13,18 +17,29 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import make_image
 from tests.endpoints import serve_workers
 from tests.s3server import S3Server, s3_server  # noqa: F401
+from videokit import Pipeline
+from videokit.config import Settings
+from videokit.serve.app import create_app, running_server
+from videokit.story.loader import load_story
+from videokit.worker.engines import load_engine
+from videokit.worker.handler import make_handler
 
-API_KEY = "rpa_SECRET-API-KEY-0f3c9b7e1d"
+API_KEY = "rpa_SECRET-API-KEY-0f3c9b7e1d"  # RUNPOD_API_KEY: never sent to these workers
+SERVE_KEY = "vks_SECRET-SERVE-KEY-8a7b6c5d4e"  # VIDEOKIT_SERVE_API_KEY: what they check
 ACCESS_KEY_ID = "AKIASECRETKEYID7QZ"
 SECRET_ACCESS_KEY = "s3cr3t/ACCESS+key-9d8c7b6a5f4e3d2c1b0a"
-SECRETS = (API_KEY, SECRET_ACCESS_KEY)
+SECRETS = (API_KEY, SERVE_KEY, SECRET_ACCESS_KEY)
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -53,10 +68,11 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
     story = tmp_path / "story.yaml"
     story.write_text(STORY)
     worker_logs: list[str] = []
-    with serve_workers(api_key=API_KEY, log=worker_logs.append) as servers:
+    with serve_workers(api_key=SERVE_KEY, log=worker_logs.append) as servers:
         env = {
             **os.environ,
             "RUNPOD_API_KEY": API_KEY,
+            "VIDEOKIT_SERVE_API_KEY": SERVE_KEY,
             "VIDEOKIT_EDIT_ENDPOINT": servers.urls["edit"],
             "VIDEOKIT_ANIMATE_ENDPOINT": servers.urls["animate"],
             "VIDEOKIT_S3_BUCKET": s3_server.bucket,
@@ -71,12 +87,13 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
             b.decode("utf-8", "replace") for c in servers.counters.values() for b in c.bodies
         ]
 
-        # A wrong key: the error must say what is wrong without echoing either key.
-        wrong = "rpa_WRONG-KEY-55aa66bb77cc"
-        env_wrong = {**env, "RUNPOD_API_KEY": wrong}
+        # A wrong key: the error must say what is wrong (and which key it is) without echoing
+        # either key.
+        wrong = "vks_WRONG-KEY-55aa66bb77cc"
+        env_wrong = {**env, "VIDEOKIT_SERVE_API_KEY": wrong}
         refused = render(story, tmp_path / "refused", {**env_wrong, "VIDEOKIT_S3_BUCKET": ""})
     assert refused.returncode != 0
-    assert "401" in refused.stderr and "RUNPOD_API_KEY" in refused.stderr
+    assert "401" in refused.stderr and "VIDEOKIT_SERVE_API_KEY" in refused.stderr
     assert wrong not in refused.stdout + refused.stderr
 
     # The outputs really travelled through the bucket (presigned PUT by the worker).
@@ -105,6 +122,70 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
         # anywhere else it must not appear.
         outside_credential = re.sub(r"X-Amz-Credential=[^&\"\s]+", "", text)
         assert ACCESS_KEY_ID not in outside_credential, f"the access key id leaked into {where}"
+
+
+# -- the RunPod key goes to RunPod only ------------------------------------------------------------
+
+
+@dataclass
+class HeaderRecorder:
+    """ASGI wrapper recording the Authorization header (or None) of every request."""
+
+    app: Any
+    seen: list[str | None] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization")
+            self.seen.append(auth.decode("latin-1") if auth is not None else None)
+        await self.app(scope, receive, send)
+
+
+@contextmanager
+def foreign_worker(api_key: str | None = None) -> Iterator[tuple[str, HeaderRecorder]]:
+    """A `videokit serve` animate worker standing in for a host a story names."""
+    engine = load_engine("animate", "preview")
+    handler = make_handler("animate", engine, allow_private_urls=True)
+    recorder = HeaderRecorder(create_app(handler, concurrency=2, api_key=api_key))
+    with running_server(recorder) as base:
+        yield base, recorder
+
+
+FOREIGN_STORY = """\
+title: Foreign
+reference: ref.png
+defaults: {{width: 128, height: 128, frames: 5, fps: 8}}
+scenes:
+  - {{id: one, motion: the camera drifts}}
+  - {{id: two, from: reference, motion: another take}}
+endpoints: {{base_url: "{base}/v2", animate: animate}}
+"""
+
+
+def test_a_story_naming_another_host_never_receives_the_runpod_key(tmp_path: Path) -> None:
+    make_image(tmp_path / "ref.png", (320, 180))
+    story_file = tmp_path / "story.yaml"
+    with foreign_worker() as (base, recorder):
+        story_file.write_text(FOREIGN_STORY.format(base=base))
+        story = load_story(story_file)
+        settings = Settings.resolve(
+            story=story, env={"RUNPOD_API_KEY": API_KEY, "VIDEOKIT_WARMUP": "0"}, dotenv=None
+        )
+        result = Pipeline(story, settings=settings, out=tmp_path / "out").run()
+    assert result.final_video is not None
+    assert len(recorder.seen) >= 4  # run and status for two jobs at least
+    assert set(recorder.seen) == {None}  # no key at all: VIDEOKIT_SERVE_API_KEY is not set
+
+    # With a serve key set, that key (the one `videokit serve --api-key` checks) is what such a
+    # host gets, and the RunPod key still is not.
+    with foreign_worker(api_key=SERVE_KEY) as (base, recorder):
+        story_file.write_text(FOREIGN_STORY.format(base=base))
+        story = load_story(story_file)
+        env = {"RUNPOD_API_KEY": API_KEY, "VIDEOKIT_SERVE_API_KEY": SERVE_KEY}
+        settings = Settings.resolve(story=story, env=env, dotenv=None)
+        Pipeline(story, settings=settings, out=tmp_path / "out2").run()
+    assert recorder.seen and set(recorder.seen) == {f"Bearer {SERVE_KEY}"}
 
 
 # -- storage credentials never enter a payload, however they are spelled ------------------------

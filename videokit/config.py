@@ -7,7 +7,11 @@ when called, and tests pass ``env=`` / ``config_file=`` instead of patching ``os
 
 Environment variables (also read from ``.env``; real variables win)::
 
-    RUNPOD_API_KEY                  the API key (never in a config file or a story)
+    RUNPOD_API_KEY                  the RunPod API key, sent to https://api.runpod.ai only
+                                    (never in a config file or a story)
+    VIDEOKIT_SERVE_API_KEY          the key of self-hosted `videokit serve` endpoints (what
+                                    `videokit serve --api-key` checks), sent to every host but
+                                    RunPod's; unset: no Authorization header there
     VIDEOKIT_BACKEND                preview | runpod
     VIDEOKIT_OUT                    work directory root (default: out)
     VIDEOKIT_CONCURRENCY            jobs at once per stage
@@ -309,8 +313,9 @@ def _refuse_secrets(path: Path, data: Mapping[str, Any], prefix: str) -> None:
             raise ConfigError(
                 f"{path}: '{prefix}{key}' is refused: a config file holds no secrets (it is "
                 "meant to be shared and committed)",
-                hint="put the RunPod API key in RUNPOD_API_KEY (in the environment or .env), "
-                "and storage keys in VIDEOKIT_S3_ACCESS_KEY_ID / VIDEOKIT_S3_SECRET_ACCESS_KEY",
+                hint="put the RunPod API key in RUNPOD_API_KEY and a `videokit serve` key in "
+                "VIDEOKIT_SERVE_API_KEY (in the environment or .env), and storage keys in "
+                "VIDEOKIT_S3_ACCESS_KEY_ID / VIDEOKIT_S3_SECRET_ACCESS_KEY",
             )
         if isinstance(value, dict):
             _refuse_secrets(path, value, f"{prefix}{key}.")
@@ -355,6 +360,7 @@ class Settings:
     out_dir: Path = Path("out")
     concurrency: int | None = None
     api_key: Secret | None = None
+    serve_api_key: Secret | None = None
     edit_endpoint: str | None = None
     animate_endpoint: str | None = None
     base_url: str | None = None
@@ -385,6 +391,7 @@ class Settings:
         out_dir: Path | str | None = None,
         concurrency: int | None = None,
         api_key: str | None = None,
+        serve_api_key: str | None = None,
         edit_endpoint: str | None = None,
         animate_endpoint: str | None = None,
         base_url: str | None = None,
@@ -429,7 +436,10 @@ class Settings:
         edit = endpoint(edit_endpoint, "edit")
         animate = endpoint(animate_endpoint, "animate")
         base = pick(base_url, "VIDEOKIT_RUNPOD_BASE_URL", "base_url", "base_url")
+        # Secrets come from arguments and the environment (.env included) only: the config file
+        # refuses them, and a story has no field for them.
         key = api_key or env_value("RUNPOD_API_KEY")
+        serve_key = serve_api_key or env_value("VIDEOKIT_SERVE_API_KEY")
         if backend is None:
             backend = env_value("VIDEOKIT_BACKEND") or file_value("backend")
             if backend is None and (edit or animate):
@@ -481,6 +491,7 @@ class Settings:
             out_dir=Path(out_dir),
             concurrency=concurrency,
             api_key=Secret(key) if key else None,
+            serve_api_key=Secret(serve_key) if serve_key else None,
             edit_endpoint=edit,
             animate_endpoint=animate,
             base_url=base,

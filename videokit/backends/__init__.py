@@ -27,19 +27,15 @@ def create_backend(name: str | None, settings: Settings) -> Backend:
 
 
 def _runpod(settings: Settings) -> Backend:
-    from videokit.backends.runpod import DEFAULT_BASE_URL, Endpoint, RunPodBackend, RunPodConfig
+    from videokit.backends.runpod import (
+        DEFAULT_BASE_URL,
+        Endpoint,
+        RunPodBackend,
+        RunPodConfig,
+        is_runpod_hosted,
+    )
 
     base_url = settings.base_url or DEFAULT_BASE_URL
-    on_runpod_cloud = base_url == DEFAULT_BASE_URL and any(
-        endpoint_id and not endpoint_id.startswith(("http://", "https://"))
-        for endpoint_id in (settings.edit_endpoint, settings.animate_endpoint)
-    )
-    if settings.api_key is None and on_runpod_cloud:
-        raise ConfigError(
-            "the runpod backend needs an API key, and RUNPOD_API_KEY is not set",
-            hint="export RUNPOD_API_KEY=... (or put it in .env); endpoint ids go in "
-            "VIDEOKIT_EDIT_ENDPOINT and VIDEOKIT_ANIMATE_ENDPOINT (or videokit.toml)",
-        )
     # The same cost model `plan` estimates with: GPU pools checked against the price table.
     costs = settings.cost_model()
     endpoints: dict[Stage, Endpoint] = {}
@@ -55,6 +51,19 @@ def _runpod(settings: Settings) -> Backend:
                 concurrency=settings.concurrency or 4,
                 bill_delay=costs.bill_delay.get(stage, False),
             )
+    # RUNPOD_API_KEY is sent to RunPod's own API only (see videokit.backends.runpod), so only
+    # endpoints there need it; a self-hosted one takes VIDEOKIT_SERVE_API_KEY, if it wants one.
+    on_runpod = [
+        stage for stage, endpoint in endpoints.items() if is_runpod_hosted(endpoint.url(base_url))
+    ]
+    if settings.api_key is None and on_runpod:
+        raise ConfigError(
+            f"the runpod backend needs an API key for the {' and '.join(on_runpod)} endpoint(s) "
+            "on RunPod, and RUNPOD_API_KEY is not set",
+            hint="export RUNPOD_API_KEY=... (or put it in .env); endpoint ids go in "
+            "VIDEOKIT_EDIT_ENDPOINT and VIDEOKIT_ANIMATE_ENDPOINT (or videokit.toml); a "
+            "self-hosted `videokit serve` endpoint is a full URL (its key: VIDEOKIT_SERVE_API_KEY)",
+        )
     # Deadlines and retry settings left unset keep RunPodConfig's defaults.
     overrides = {
         name: value
@@ -69,6 +78,7 @@ def _runpod(settings: Settings) -> Backend:
     }
     config = RunPodConfig(
         api_key=settings.api_key,
+        serve_api_key=settings.serve_api_key,
         endpoints=endpoints,
         base_url=base_url,
         **overrides,  # type: ignore[arg-type]

@@ -15,6 +15,15 @@ of times when it failed for a reason another worker may not hit (CUDA out of mem
 a result that expired); a FAILED job is resubmitted with ``retry/{id}`` (same id, input not sent
 again) where the endpoint allows it.
 
+Credentials, chosen per request from the host it goes to (whatever configured it, a story
+included): ``RUNPOD_API_KEY`` is sent only to RunPod's own API, ``https://api.runpod.ai`` (the
+default base URL). A request to any other host (a self-hosted ``videokit serve``, a ``base_url`` or
+endpoint URL a story names) carries ``VIDEOKIT_SERVE_API_KEY`` when it is set, the key
+``videokit serve --api-key`` checks, and otherwise no ``Authorization`` header at all. So a story
+cannot send the RunPod key to a host it names, and a mixed setup (edit on RunPod, animate on your
+own GPU) sends each host only its own key. Redirects are not followed. RunPod's API over plain
+http is refused (ConfigError).
+
 Whenever the client stops waiting on a job that has not ended (Ctrl-C, a deadline, a job stuck in
 the queue, a status that cannot be read), it cancels the remote job first, within a short deadline
 of its own, then reads the job's final status once to learn what it cost. Every attempt and its cost
@@ -78,6 +87,7 @@ from videokit.protocol import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "RUNPOD_API_HOST",
     "RUNSYNC_PAYLOAD_LIMIT",
     "RUN_PAYLOAD_LIMIT",
     "Endpoint",
@@ -85,12 +95,15 @@ __all__ = [
     "RunPodBackend",
     "RunPodConfig",
     "endpoint_notes",
+    "is_runpod_hosted",
     "is_transient_job_error",
 ]
 
 log = logging.getLogger("videokit.runpod")
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
+# The only host that ever sees RUNPOD_API_KEY (over https): see the module docstring.
+RUNPOD_API_HOST = "api.runpod.ai"
 # RunPod documents "10 MB" for /run and "20 MB" for /runsync without saying which megabyte; the
 # decimal one is the smaller, so that is the limit we hold ourselves to.
 RUN_PAYLOAD_LIMIT = 10_000_000
@@ -142,6 +155,12 @@ class Endpoint:
             return f"{self.id.rstrip('/')}/{route}"
         return f"{self.id}/{route}"
 
+    def url(self, base_url: str, route: str = "") -> str:
+        """The absolute URL of ``route`` under this endpoint, an id resolved against
+        ``base_url`` (as the backend's HTTP client resolves it)."""
+        path = self.path(route)
+        return path if "://" in path else f"{base_url.rstrip('/')}/{path}"
+
     @property
     def label(self) -> str:
         return self.id.rstrip("/").rsplit("/", 1)[-1] if "://" in self.id else self.id
@@ -152,9 +171,11 @@ class RunPodConfig:
     """Deadlines and retry settings; from the CLI they come from ``VIDEOKIT_*`` variables or
     ``videokit.toml`` (see :mod:`videokit.config`), whose names the error hints give."""
 
-    api_key: Secret | None
+    api_key: Secret | None  # RUNPOD_API_KEY: sent to RunPod's API host only
     endpoints: Mapping[Stage, Endpoint]
     base_url: str = DEFAULT_BASE_URL
+    # VIDEOKIT_SERVE_API_KEY: what `videokit serve --api-key` checks; sent to every other host.
+    serve_api_key: Secret | None = None
     queue_timeout_s: float = 600.0  # stuck IN_QUEUE this long: cancel and resubmit
     execution_timeout_s: float = 900.0  # sent as policy.executionTimeout, enforced here too
     ttl_s: float = 3600.0  # policy.ttl: the job (and its result) is deleted after this
@@ -182,6 +203,23 @@ class RunPodConfig:
                 raise ConfigError(
                     f"{name} must be a positive number of seconds, got {value!r}",
                     hint=f"set {variable} (or {name[:-2]} in videokit.toml)",
+                )
+        for stage, endpoint in self.endpoints.items():
+            try:
+                url = httpx.URL(endpoint.url(self.base_url))
+            except httpx.InvalidURL as exc:
+                raise ConfigError(
+                    f"the {stage} endpoint {endpoint.url(self.base_url)!r} is not a valid URL: "
+                    f"{exc}",
+                    hint=f"fix {_endpoint_variable(stage)} or VIDEOKIT_RUNPOD_BASE_URL",
+                ) from None
+            if url.host == RUNPOD_API_HOST and url.scheme != "https":
+                raise ConfigError(
+                    f"the {stage} endpoint {endpoint.url(self.base_url)} is RunPod's API over "
+                    f"{url.scheme}: RunPod serves it over https only, and the API key is never "
+                    "sent in the clear",
+                    hint=f"use https:// in {_endpoint_variable(stage)} or "
+                    "VIDEOKIT_RUNPOD_BASE_URL (or leave the base unset for RunPod's default)",
                 )
         if self.job_attempts < 1:
             raise ConfigError(
@@ -234,6 +272,18 @@ class EndpointHealth:
             idle=count(workers, "idle"),
             running=count(workers, "running"),
         )
+
+
+def is_runpod_hosted(url: str | httpx.URL) -> bool:
+    """Whether ``url`` is RunPod's own API (``https://api.runpod.ai``): the only place the RunPod
+    API key is sent. A self-hosted ``videokit serve`` or any other host is not."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return (
+        parsed.scheme == "https" and parsed.host == RUNPOD_API_HOST and parsed.port in (None, 443)
+    )
 
 
 def is_transient_job_error(error: str) -> bool:
@@ -974,8 +1024,8 @@ class RunPodBackend:
         finally:
             self._watches.pop(watch.job_id, None)
 
-    def _key_hint(self, url: str) -> str:
-        return "check RUNPOD_API_KEY"
+    def _credential(self, url: httpx.URL) -> Secret | None:
+        return self.config.api_key if is_runpod_hosted(url) else self.config.serve_api_key
 
     def _margin(self, expected: float) -> float:
         # Wake a little early: jobs vary, and a late poll costs latency on every chained scene.
@@ -1000,12 +1050,18 @@ class RunPodBackend:
         async def once() -> httpx.Response:
             self.stats.requests[kind] += 1
             client = await self._client()
-            response = await client.request(
+            request = client.build_request(
                 method,
                 path,
                 json=body,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
+            # Chosen from the URL the request really goes to, never from where it was configured
+            # (a story may name any base URL). Redirects are not followed, so it stays there.
+            key = self._credential(request.url)
+            if key:
+                request.headers["Authorization"] = f"Bearer {key.reveal()}"
+            response = await client.send(request)
             if is_retryable_status(response.status_code):
                 response.raise_for_status()
             return response
@@ -1071,7 +1127,7 @@ class RunPodBackend:
             raise EndpointError(
                 f"endpoint {endpoint.id} refused the API key (401)",
                 status=401,
-                hint="check RUNPOD_API_KEY",
+                hint=_key_hint(response),
             )
         if response.status_code >= 400 or not isinstance(body.get("id"), str):
             raise EndpointError(
@@ -1174,7 +1230,7 @@ class RunPodBackend:
                 f"{route} of job {job_id}: HTTP {response.status_code}",
                 status=response.status_code,
                 job_id=job_id,
-                hint=self._key_hint(path) if response.status_code == 401 else None,
+                hint=_key_hint(response) if response.status_code == 401 else None,
             )
         return _json(response)
 
@@ -1342,9 +1398,19 @@ def _raise_for_refusal(
         f"the {stage} endpoint {endpoint.id} refused `{route}` ({response.status_code}): "
         f"{_error_text(body.get('error')) or response.reason_phrase}",
         status=response.status_code,
-        hint="check RUNPOD_API_KEY"
+        hint=_key_hint(response)
         if response.status_code == 401
         else f"check {_endpoint_variable(stage)}",
+    )
+
+
+def _key_hint(response: httpx.Response) -> str:
+    """What to check when ``response`` is a 401: the key that was (or was not) sent there."""
+    if is_runpod_hosted(response.request.url):
+        return "check RUNPOD_API_KEY (the RunPod API key, in the environment or .env)"
+    return (
+        "check VIDEOKIT_SERVE_API_KEY: it must be the key this `videokit serve` was started "
+        "with (--api-key); RUNPOD_API_KEY is only ever sent to RunPod's own API"
     )
 
 
