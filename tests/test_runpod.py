@@ -164,7 +164,9 @@ def test_render_completes_under_20_percent_faults_of_every_kind_and_accounts_for
             injector = servers.faults(stage)
             assert injector is not None
             fired += injector.counts()
-        enqueued = {stage: servers.queue(stage).enqueued for stage in ("edit", "animate")}
+        enqueued = {stage: list(servers.queue(stage).enqueued) for stage in ("edit", "animate")}
+        # The server's log is bounded: it must still hold every attempt of this render.
+        assert all(servers.queue(s).enqueued_total == len(enqueued[s]) for s in enqueued)
         timings = {
             job.id: job.payload()
             for stage in ("edit", "animate")

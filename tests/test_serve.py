@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from videokit.errors import ConfigError
 from videokit.serve import FaultConfig, create_app, parse_faults, running_server
 from videokit.serve.faults import ALL_FAULTS, FaultInjector
+from videokit.serve.jobs import ENQUEUED_HISTORY, JobPolicy, JobQueue
 
 ENDPOINT = "local"
 
@@ -644,6 +645,29 @@ def test_the_fault_log_records_what_fired_and_where() -> None:
     assert [subject for kind, subject in fired if kind == "stuck"] == job_ids
     assert enqueued == [(job_id, 0) for job_id in job_ids]
     assert injector.counts()["stuck"] == 2
+
+
+def test_the_log_of_queued_jobs_is_bounded_and_says_when_it_forgot() -> None:
+    # A long-running server must not grow a list forever; a test can still tell the log is whole.
+    queue = JobQueue(echo, history=3)
+
+    async def go() -> list[str]:
+        await queue.start()
+        try:
+            ids = [queue.submit({"n": n}, JobPolicy()).id for n in range(5)]
+            last = queue.get(ids[-1])
+            assert last is not None
+            await queue.wait(last, 5.0)
+            return ids
+        finally:
+            await queue.stop()
+
+    ids = asyncio.run(go())
+    assert list(queue.enqueued) == [(job_id, 0) for job_id in ids[-3:]]
+    assert queue.enqueued_total == 5 and len(queue.enqueued) == 3
+    assert JobQueue(echo).enqueued.maxlen == ENQUEUED_HISTORY >= 10_000
+    with pytest.raises(ValueError, match="history"):
+        JobQueue(echo, history=-1)
 
 
 @pytest.mark.parametrize(

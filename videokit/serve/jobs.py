@@ -43,6 +43,7 @@ from videokit.serve.faults import FaultInjector
 __all__ = [
     "DEFAULT_EXECUTION_TIMEOUT_MS",
     "DEFAULT_TTL_MS",
+    "ENQUEUED_HISTORY",
     "FINAL_STATUSES",
     "Handler",
     "Job",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("videokit.serve")
+
+# How many job attempts JobQueue.enqueued remembers: a long-running server must not grow forever.
+ENQUEUED_HISTORY = 10_000
 
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 24 * 3600 * 1000
@@ -283,6 +287,7 @@ class JobQueue:
     ``clock`` (seconds, monotonic) drives every timestamp and expiry: delayTime, executionTime,
     executionTimeout, ttl and result retention. Tests inject a fake clock to expire things
     without waiting; the background sweep and every API call compare deadlines against it.
+    ``history`` bounds the log of queued job attempts (:attr:`enqueued`).
     """
 
     def __init__(
@@ -293,9 +298,12 @@ class JobQueue:
         result_retention_s: float = 1800.0,
         clock: Callable[[], float] = time.monotonic,
         faults: FaultInjector | None = None,
+        history: int = ENQUEUED_HISTORY,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if history < 0:
+            raise ValueError("history must not be negative")
         if result_retention_s < 0:
             raise ValueError("result_retention_s must not be negative")
         self.handler = handler
@@ -305,9 +313,12 @@ class JobQueue:
         self.clock = clock
         self.faults = faults
         self._jobs: dict[str, Job] = {}
-        # Every job attempt ever queued, as (job id, attempt): submissions and retries, in order;
-        # kept after jobs expire, so a test can account for every job the server accepted.
-        self.enqueued: list[tuple[str, int]] = []
+        # The last ``history`` job attempts queued, as (job id, attempt): submissions and
+        # retries, in order, kept after jobs expire, so a test can account for every job the
+        # server accepted. ``enqueued_total`` counts them all: while it equals len(enqueued),
+        # nothing has been forgotten.
+        self.enqueued: deque[tuple[str, int]] = deque(maxlen=history)
+        self.enqueued_total = 0
         # Low-priority jobs only start when no normal job waits. Entries are (id, attempt) and
         # are validated when taken, so cancel/purge/retry never have to search the deques.
         self._queue: deque[tuple[str, int]] = deque()
@@ -502,6 +513,7 @@ class JobQueue:
 
     def _enqueue(self, job: Job) -> None:
         self.enqueued.append((job.id, job.attempt))
+        self.enqueued_total += 1
         job.fault = self.faults.job_fault() if self.faults is not None else None
         self._add_deadline(job, job.policy.ttl_ms / 1000, "ttl")
         if job.fault == "stuck":
