@@ -181,7 +181,9 @@ def create_app(
 
     ``handler`` takes anything ``runpod.serverless.start({"handler": h})`` takes. ``concurrency``
     is the number of worker slots (jobs running at once). With ``api_key`` every request needs
-    ``Authorization: Bearer <key>`` (or the raw key, as RunPod accepts). ``endpoint_id`` limits
+    ``Authorization: Bearer <key>`` (or the raw key, as RunPod accepts); the videokit client sends
+    its ``VIDEOKIT_SERVE_API_KEY`` here (it never sends ``RUNPOD_API_KEY`` to a host other than
+    RunPod's own API, see :mod:`videokit.backends.runpod`). ``endpoint_id`` limits
     the app to that id; by default any id is accepted and they share one queue. ``clock`` drives
     timings and expiry (inject a fake one in tests). ``app.state.queue`` is the
     :class:`~videokit.serve.jobs.JobQueue`, for introspection.
