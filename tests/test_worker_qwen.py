@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import math
+import os
 import shutil
 import struct
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.fakehub import FakeHub
 from tests.s3server import S3Server, s3_server  # noqa: F401
 from videokit.backends.base import JobContext
 from videokit.errors import ConfigError
@@ -34,6 +36,7 @@ from videokit.protocol import EditRequest, MediaInput, MediaOutput
 from videokit.storage import S3Storage, StorageConfig
 from videokit.worker import JobInputError, WorkerOOMError, make_handler, qwen
 from videokit.worker import engines as engine_registry
+from videokit.worker.common import SNAPSHOT_PATTERNS
 
 torch = pytest.importorskip("torch")  # the model engines need the [gpu] extra
 DIFFUSERS = pytest.importorskip("diffusers").__version__
@@ -557,7 +560,19 @@ def test_cancellation_stops_the_denoising_loop_at_the_next_step(standard: qwen.Q
 
     async def scenario() -> None:
         task = asyncio.create_task(
-            handler({"id": "c", "input": _native([WIDE], steps=40, width=128, height=128)})
+            handler(
+                {
+                    "id": "c",
+                    "input": _native(
+                        [WIDE],
+                        steps=40,
+                        width=128,
+                        height=128,
+                        true_cfg_scale=4.0,
+                        negative_prompt="blurry",
+                    ),
+                }
+            )
         )
         while not steps:
             assert not task.done()
@@ -681,23 +696,51 @@ def test_sharded_weights_are_checked_through_their_index(model_root: Path, tmp_p
     ]
 
 
-def test_no_model_directory_lists_the_default_places(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_no_model_directory_lists_every_place_on_the_search_path(tmp_path: Path) -> None:
     places = (tmp_path / "baked", tmp_path / "volume")
-    monkeypatch.setattr(qwen, "DEFAULT_MODEL_DIRS", places)
+    env = {"VIDEOKIT_MODEL_DIRS": os.pathsep.join(map(str, places))}
     with pytest.raises(ConfigError) as caught:
-        qwen.load_engine(tiny=False, device="cpu", env={})
+        qwen.load_engine(tiny=False, device="cpu", env=env)
     message = str(caught.value)
     assert f"{places[0]}: does not exist" in message and f"{places[1]}: does not exist" in message
 
     (places[1] / "loras").mkdir(parents=True)  # the volume exists, but holds no model
     with pytest.raises(ConfigError) as caught:
-        qwen.load_engine(tiny=False, device="cpu", env={})
+        qwen.load_engine(tiny=False, device="cpu", env=env)
     message = str(caught.value)
-    assert f"in the default locations ({places[0]}, {places[1]})" in message
+    assert f"in VIDEOKIT_MODEL_DIRS ({places[0]}, {places[1]})" in message
     assert str(places[1] / "Qwen-Image-Edit-2509/model_index.json") in message
     assert "unset HF_HUB_OFFLINE" in message
+
+    # Nothing set: the image's and the volume's places, named the same way.
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, device="cpu", env={})
+    defaults = ", ".join(map(str, qwen.DEFAULT_MODEL_DIRS))
+    assert f"in the default locations ({defaults})" in str(caught.value)
+
+
+def test_the_search_path_comes_from_options_then_the_environment() -> None:
+    one, two = Path("/a/models"), Path("/b/models")
+    search = {"VIDEOKIT_MODEL_DIRS": f" {one}{os.pathsep}{os.pathsep}{two} "}
+
+    def dirs(env: dict[str, str], **options: Any) -> tuple[tuple[Path, ...], str]:
+        settings = qwen.resolve_settings(tiny=False, env=env, **options)
+        return settings.model_dirs, settings.model_dir_source
+
+    assert dirs(search) == ((one, two), "VIDEOKIT_MODEL_DIRS")
+    assert dirs({"VIDEOKIT_MODEL_DIR": str(one)}) == ((one,), "VIDEOKIT_MODEL_DIR")
+    assert dirs(search, model_dirs=[two, str(one)]) == ((two, one), "the model_dirs option")
+    assert dirs(search, model_dir=two) == ((two,), "the model_dir option")
+    with pytest.raises(ConfigError, match="VIDEOKIT_MODEL_DIR and VIDEOKIT_MODEL_DIRS are both"):
+        dirs({**search, "VIDEOKIT_MODEL_DIR": str(one)})
+    with pytest.raises(ConfigError, match="'model_dir' and 'model_dirs' are both given"):
+        dirs({}, model_dir=one, model_dirs=[two])
+    with pytest.raises(ConfigError, match="'model_dirs' must be a list of directories"):
+        dirs({}, model_dirs=str(one))
+    with pytest.raises(ConfigError, match="'model_dirs' is empty"):
+        dirs({}, model_dirs=[])
+    with pytest.raises(ConfigError, match="'model_dirs': 3 is not a directory path"):
+        dirs({}, model_dirs=[one, 3])
 
 
 def test_real_loader_on_a_model_folder(model_root: Path) -> None:
@@ -759,17 +802,16 @@ def _model_root_for(key: str, tiny_pipe: Any, root: Path) -> Path:
 
 
 def test_the_first_complete_directory_wins_not_the_first_existing(
-    model_root: Path, tiny_pipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_root: Path, tiny_pipe: Any, tmp_path: Path
 ) -> None:
     """2509 baked into the image, 2511 on the network volume: VIDEOKIT_QWEN_MODEL=2511 loads
     from the volume (the baked folder exists, but lacks 2511)."""
     baked = _copy(model_root, tmp_path)  # Qwen-Image-Edit-2509 + its LoRAs
     volume = _model_root_for("2511", tiny_pipe, tmp_path / "volume")
-    monkeypatch.setattr(qwen, "DEFAULT_MODEL_DIRS", (baked, volume))
     lines: list[str] = []
     engine = qwen.load_engine(
-        tiny=False, device="cpu", dtype="fp32", env={"VIDEOKIT_QWEN_MODEL": "2511"},
-        log=lines.append,
+        tiny=False, model_dirs=[baked, volume], device="cpu", dtype="fp32",
+        env={"VIDEOKIT_QWEN_MODEL": "2511"}, log=lines.append,
     )  # fmt: skip
     try:
         assert engine.identity("edit").startswith("qwen-image-edit-2511/lightning-fp32@")
@@ -782,8 +824,9 @@ def test_the_first_complete_directory_wins_not_the_first_existing(
 
     # Complete nowhere: every place is named, with what it lacks.
     shutil.rmtree(volume / "Qwen-Image-Edit-2511")
+    env = {"VIDEOKIT_QWEN_MODEL": "2511", "VIDEOKIT_MODEL_DIRS": f"{baked}{os.pathsep}{volume}"}
     with pytest.raises(ConfigError) as caught:
-        qwen.load_engine(tiny=False, device="cpu", env={"VIDEOKIT_QWEN_MODEL": "2511"})
+        qwen.load_engine(tiny=False, device="cpu", env=env)
     message = str(caught.value)
     assert f"  {baked}: missing 15 file(s):" in message
     assert str(baked / "Qwen-Image-Edit-2511/model_index.json") in message
@@ -809,64 +852,56 @@ def test_without_cuda_the_real_engine_refuses_to_start_unless_told_cpu(model_roo
 
 
 def test_with_hub_access_missing_files_are_fetched_into_the_model_directory(
-    model_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_root: Path, tmp_path: Path
 ) -> None:
     """The same rules as the Wan engine: into the layout under the model directory (not the HF
-    cache), a token only from HF_TOKEN, then loaded from local files."""
-    import fnmatch
-
-    import huggingface_hub
-
-    calls: list[dict[str, Any]] = []
-
-    def snapshot_download(*, repo_id: str, local_dir: Path, allow_patterns: list[str], **kw: Any):
-        calls.append({"repo_id": repo_id, "local_dir": Path(local_dir), **kw})
-        source = model_root / repo_id.split("/")[1]
-        for path in source.rglob("*"):
-            name = path.relative_to(source).as_posix()
-            if path.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
-                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, Path(local_dir) / name)
-        return str(local_dir)
-
-    def hf_hub_download(*, repo_id: str, filename: str, local_dir: str, **kw: Any) -> str:
-        calls.append({"repo_id": repo_id, "filename": filename, **kw})
-        target = Path(local_dir) / filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(model_root / "loras" / Path(filename).name, target)
-        return str(target)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    cache), a token only from HF_TOKEN, then loaded from local files. The Hub is a stand-in
+    serving the tiny model folder and its LoRAs, given to the engine as its ``hub``."""
+    model = qwen.MODELS["2509"]
+    hub = FakeHub(remote=tmp_path / "hub")
+    hub.add_tree(model.repo, model_root / model.folder)
+    hub.add_tree(model.lora_repo, model_root / "loras", under=model.lora_subfolder or "")
     root = tmp_path / "models"
     env = {"VIDEOKIT_ALLOW_HUB": "1", "HF_TOKEN": "hf_runtime_only"}
     engine = qwen.load_engine(
-        tiny=False, model_dir=root, device="cpu", dtype="fp32", env=env, log=lambda line: None
-    )
+        tiny=False, model_dir=root, device="cpu", dtype="fp32", env=env, log=lambda line: None,
+        hub=hub,
+    )  # fmt: skip
     asyncio.run(engine.aclose())
-    model = qwen.MODELS["2509"]
-    assert [c["repo_id"] for c in calls] == [model.repo, model.lora_repo, model.lora_repo]
-    assert calls[0]["local_dir"] == root / model.folder
-    assert [c["filename"] for c in calls[1:]] == [
+    assert [(kind, c["repo_id"]) for kind, c in hub.calls] == [
+        ("snapshot", model.repo), ("file", model.lora_repo), ("file", model.lora_repo)
+    ]  # fmt: skip
+    snapshot = hub.calls[0][1]
+    assert Path(snapshot["local_dir"]) == root / model.folder
+    assert snapshot["allow_patterns"] == list(SNAPSHOT_PATTERNS)
+    assert [c["filename"] for _, c in hub.calls[1:]] == [
         f"{model.lora_subfolder}/{model.loras[4]}",
         f"{model.lora_subfolder}/{model.loras[8]}",
     ]
-    assert all(c["token"] == "hf_runtime_only" for c in calls)
+    assert all(c["token"] == "hf_runtime_only" for _, c in hub.calls)
     assert qwen.missing_files(root, model, "lightning") == []
     assert not list(root.glob(".download-*"))
 
     # No HF_TOKEN: no token at all (False: not even a login cached on disk).
-    calls.clear()
+    hub.calls.clear()
     qwen.locate_model_root(
         qwen.resolve_settings(tiny=False, model_dir=tmp_path / "again", env=env),
         {"VIDEOKIT_ALLOW_HUB": "1"},
+        hub=hub,
     )
-    assert calls and all(c["token"] is False for c in calls)
+    assert hub.calls and all(c["token"] is False for _, c in hub.calls)
     offline = {"VIDEOKIT_ALLOW_HUB": "1", "HF_HUB_OFFLINE": "1"}
+    hub.calls.clear()
     with pytest.raises(ConfigError, match="unset HF_HUB_OFFLINE"):
         qwen.locate_model_root(
-            qwen.resolve_settings(tiny=False, model_dir=tmp_path / "third", env=offline), offline
+            qwen.resolve_settings(tiny=False, model_dir=tmp_path / "third", env=offline),
+            offline,
+            hub=hub,
         )
+    assert hub.calls == []
+    # A hub without the download functions is refused before anything loads.
+    with pytest.raises(ConfigError, match=r"'hub' has no snapshot_download\(\)"):
+        qwen.load_engine(tiny=False, model_dir=root, device="cpu", env={}, hub=object())
 
 
 def test_loading_draws_no_progress_bars(capfd: pytest.CaptureFixture[str]) -> None:

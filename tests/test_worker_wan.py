@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import struct
 import threading
 import time
@@ -34,6 +35,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
+from tests.fakehub import FakeHub
 from tests.s3server import S3Server, s3_server  # noqa: F401
 from videokit.backends.base import JobContext
 from videokit.errors import ConfigError
@@ -569,8 +571,19 @@ def test_missing_model_files_are_listed_with_every_place_looked(tmp_path: Path) 
         wan.load_engine(tiny=False, device="cpu", env={})
     assert "/models/wan: does not exist" in str(caught.value)
     assert "/runpod-volume/models/wan: does not exist" in str(caught.value)
-    with pytest.raises(ConfigError, match="in VIDEOKIT_MODEL_DIR"):
+    with pytest.raises(ConfigError, match="in VIDEOKIT_MODEL_DIR:"):
         wan.load_engine(tiny=False, device="cpu", env={"VIDEOKIT_MODEL_DIR": str(tmp_path / "x")})
+    # A search path, read the same way as the Qwen engine's: every place named, in order.
+    search = {"VIDEOKIT_MODEL_DIRS": f"{tmp_path / 'x'}{os.pathsep}{tmp_path}"}
+    with pytest.raises(ConfigError) as caught:
+        wan.load_engine(tiny=False, device="cpu", env=search)
+    message = str(caught.value)
+    assert "in VIDEOKIT_MODEL_DIRS:" in message
+    assert message.index(f"{tmp_path / 'x'}: does not exist") < message.index(f"  {tmp_path}: ")
+    with pytest.raises(ConfigError, match="in the model_dirs option"):
+        wan.load_engine(tiny=False, model_dirs=[tmp_path], device="cpu", env=search)
+    with pytest.raises(ConfigError, match="VIDEOKIT_MODEL_DIR and VIDEOKIT_MODEL_DIRS are both"):
+        wan.resolve_settings(env={**search, "VIDEOKIT_MODEL_DIR": str(tmp_path)})
 
 
 def test_settings_come_from_the_environment_and_bad_values_are_named() -> None:
@@ -698,72 +711,71 @@ def test_the_gpu_benchmark_runs_its_tiny_path_on_the_cpu() -> None:
 
 
 def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    import huggingface_hub
-
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    def snapshot_download(*, repo_id: str, local_dir: Path, **kwargs: Any) -> str:
-        calls.append((repo_id, kwargs))
-        base = Path(local_dir)
-        for item in (
-            "model_index.json",
-            "scheduler/scheduler_config.json",
-            "tokenizer/tokenizer.json",
-        ):
-            (base / item).parent.mkdir(parents=True, exist_ok=True)
-            (base / item).write_text("{}")
-        for component in ("text_encoder", "transformer", "transformer_2", "vae"):
-            (base / component).mkdir(parents=True, exist_ok=True)
-            (base / component / "config.json").write_text("{}")
-            (base / component / "model.safetensors").write_bytes(b"x")
-        return str(base)
-
-    def hf_hub_download(*, repo_id: str, filename: str, local_dir: str, **kwargs: Any) -> str:
-        calls.append((f"{repo_id}/{filename}", kwargs))
-        path = Path(local_dir) / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"lora")
-        return str(path)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
-    env = {"VIDEOKIT_ALLOW_HUB": "1"}
-    settings = wan.resolve_settings(model_dir=tmp_path, device="cpu", env=env)
-    files = wan.locate_model_files(settings, env)
+    """Through the engine's ``hub``: a stand-in serving a snapshot in the diffusers layout (tiny
+    placeholder files: only the file check runs here) and the LoRA repository."""
     _, high, low = wan.LORA_SETS[0]
-    assert files.base == tmp_path / "Wan2.2-I2V-A14B-Diffusers"
-    assert files.loras == (tmp_path / "loras" / high, tmp_path / "loras" / low)
-    assert [name for name, _ in calls] == [
+    hub = FakeHub(remote=tmp_path / "hub")
+    repo = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    for item in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"):
+        hub.add(repo, item, b"{}")
+    for component in ("text_encoder", "transformer", "transformer_2", "vae"):
+        hub.add(repo, f"{component}/config.json", b"{}")
+        hub.add(repo, f"{component}/model.safetensors", b"x")
+    hub.add(repo, "examples/i2v_input.JPG", b"not fetched")  # outside the snapshot's patterns
+    for name in (high, low):
+        hub.add("Comfy-Org/Wan_2.2_ComfyUI_Repackaged", f"split_files/loras/{name}", b"lora")
+    models = tmp_path / "models"
+    env = {"VIDEOKIT_ALLOW_HUB": "1"}
+    settings = wan.resolve_settings(model_dir=models, device="cpu", env=env)
+    files = wan.locate_model_files(settings, env, hub=hub)
+    assert files.base == models / "Wan2.2-I2V-A14B-Diffusers"
+    assert files.loras == (models / "loras" / high, models / "loras" / low)
+    assert not (files.base / "examples").exists()
+
+    def fetched() -> list[str]:
+        return [
+            c["repo_id"] + (f"/{c['filename']}" if kind == "file" else "") for kind, c in hub.calls
+        ]
+
+    assert fetched() == [
         "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{high}",
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{low}",
     ]
     # Into the model directory, never the Hugging Face cache; no token unless HF_TOKEN is set
     # (False: not even a login cached on disk).
-    assert all(kwargs.get("token") is False for _, kwargs in calls)
-    assert not list(tmp_path.glob(".download-*"))  # scratch folders are gone
+    assert all(c.get("token") is False for _, c in hub.calls)
+    assert not list(models.glob(".download-*"))  # scratch folders are gone
     # Without the opt-in nothing is fetched: the same empty directory is a ConfigError, whose
     # hint says both what to set and what to unset.
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError) as caught:
-        wan.locate_model_files(wan.resolve_settings(model_dir=empty, device="cpu", env={}), {})
+        wan.locate_model_files(
+            wan.resolve_settings(model_dir=empty, device="cpu", env={}), {}, hub=hub
+        )
     assert "VIDEOKIT_ALLOW_HUB=1 (and unset HF_HUB_OFFLINE" in str(caught.value)
-    assert len(calls) == 3
+    assert len(hub.calls) == 3
     # A token comes from HF_TOKEN only, and only at run time.
     token_env = {"VIDEOKIT_ALLOW_HUB": "1", "HF_TOKEN": "hf_runtime_token"}
     other = tmp_path / "other"
-    wan.locate_model_files(wan.resolve_settings(model_dir=other, env=token_env), token_env)
-    assert [kwargs["token"] for _, kwargs in calls[3:]] == ["hf_runtime_token"] * 3
+    wan.locate_model_files(wan.resolve_settings(model_dir=other, env=token_env), token_env, hub=hub)
+    assert [c["token"] for _, c in hub.calls[3:]] == ["hf_runtime_token"] * 3
     # The image's HF_HUB_OFFLINE=1 would make every download fail: said up front.
     offline = {"VIDEOKIT_ALLOW_HUB": "1", "HF_HUB_OFFLINE": "1"}
     with pytest.raises(ConfigError, match="HF_HUB_OFFLINE=1 disables every download"):
         wan.locate_model_files(
-            wan.resolve_settings(model_dir=tmp_path / "third", env=offline), offline
+            wan.resolve_settings(model_dir=tmp_path / "third", env=offline), offline, hub=hub
         )
-    assert len(calls) == 6
+    assert len(hub.calls) == 6
+    # The loader takes the same client as an option, and checks it; the tiny engine has no use
+    # for one and refuses it.
+    with pytest.raises(ConfigError, match=r"'hub' has no snapshot_download\(\)"):
+        wan.load_engine(tiny=False, model_dir=models, device="cpu", env={}, hub=object())
+    with pytest.raises(ConfigError, match="tiny engine takes no hub"):
+        wan.load_engine(tiny=True, env={}, hub=hub)
 
 
 # -- CUDA out of memory ----------------------------------------------------------------------------
@@ -846,8 +858,11 @@ def test_a_ti2v_5b_snapshot_loads_and_animates_through_the_real_loader(
         assert loaded.mode == "standard" and loaded.size_multiple == 32
         assert loaded.identity("animate").startswith("wan2.2-ti2v-5b/standard-fp32@diffusers-")
         assert loaded.pipeline.transformer_2 is None and loaded.pipeline.vae.config.z_dim == 48
+        # Its reference settings, for a request that left the lightning defaults untouched.
+        reference = loaded.plan(_request())
+        assert (reference.steps, reference.guidance, reference.guidance_2) == (50, 5.0, None)
         handler = make_handler("animate", loaded, env={})
-        out = AnimateResult.model_validate(_run(handler, _document(steps=5)))
+        out = AnimateResult.model_validate(_run(handler, _document(steps=5, guidance_scale=5.0)))
         with pytest.raises(JobInputError, match=r"width: wan2\.2-ti2v-5b needs a multiple of 32"):
             _run(handler, _document(width=144))
     finally:
@@ -858,7 +873,7 @@ def test_a_ti2v_5b_snapshot_loads_and_animates_through_the_real_loader(
     assert (info.frames, info.width, info.height) == (5, 128, 128)
     assert decoded.shape == (5, 128, 128, 3)
     job = log.records("videokit.wan.job")[-1]
-    assert job["steps"] == 5 and job["guidance"] == [5.0, None]  # TI2V's reference guidance
+    assert job["steps"] == 5 and job["guidance"] == [5.0, None]  # one expert: one scale
     # CFG (two calls per step), each with one timestep per latent token: 2 latent frames of
     # (128/16/2)^2 = 16 tokens.
     assert timesteps == [(1, 32)] * 10

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from videokit.errors import ConfigError
 from videokit.protocol import MediaInput
@@ -41,6 +41,7 @@ __all__ = [
     "DTYPE_NAMES",
     "SNAPSHOT_PATTERNS",
     "DirSearch",
+    "HubClient",
     "HubFile",
     "LogFn",
     "PipelineCancelled",
@@ -52,11 +53,13 @@ __all__ = [
     "env_option",
     "env_text",
     "find_complete_dir",
+    "hub_client",
     "hub_token",
     "inline_bytes",
     "json_line",
     "log_option",
     "log_to_stderr",
+    "model_search_path",
     "ms_since",
     "parse_device",
     "quiet_progress_bars",
@@ -341,6 +344,59 @@ class DirSearch:
         return "\n".join(lines)
 
 
+def model_search_path(
+    *,
+    model_dir: object,
+    model_dirs: object,
+    env: Mapping[str, str],
+    defaults: tuple[Path, ...],
+) -> tuple[tuple[Path, ...], str]:
+    """Where an engine looks for its weights, in order, and how that was chosen (for errors).
+
+    The first of: the ``model_dir`` option (one directory), the ``model_dirs`` option (a
+    sequence, searched in order), ``VIDEOKIT_MODEL_DIR`` (one directory),
+    ``VIDEOKIT_MODEL_DIRS`` (directories separated by ``os.pathsep``, ``:`` on Linux, searched
+    in order), ``defaults``. Both engines resolve it here, so the search reads the same for
+    both. Naming both forms at one level is a ConfigError: which should win is a guess.
+    """
+    if model_dir is not None and model_dirs is not None:
+        raise ConfigError(
+            "engine options 'model_dir' and 'model_dirs' are both given",
+            hint="give model_dir for one directory or model_dirs for a search path, not both",
+        )
+    if model_dir is not None:
+        return (_option_path(model_dir, "model_dir"),), "the model_dir option"
+    if model_dirs is not None:
+        if isinstance(model_dirs, str | os.PathLike) or not isinstance(model_dirs, Sequence):
+            raise ConfigError(
+                f"engine option 'model_dirs' must be a list of directories, got {model_dirs!r}",
+                hint="pass model_dir for a single directory",
+            )
+        dirs = tuple(_option_path(item, "model_dirs") for item in model_dirs)
+        if not dirs:
+            raise ConfigError("engine option 'model_dirs' is empty: name at least one directory")
+        return dirs, "the model_dirs option"
+    single, search = env_text(env, "VIDEOKIT_MODEL_DIR"), env_text(env, "VIDEOKIT_MODEL_DIRS")
+    if single is not None and search is not None:
+        raise ConfigError(
+            "VIDEOKIT_MODEL_DIR and VIDEOKIT_MODEL_DIRS are both set",
+            hint="set VIDEOKIT_MODEL_DIR for one directory, or VIDEOKIT_MODEL_DIRS for a "
+            f"search path ({os.pathsep}-separated), and unset the other",
+        )
+    if single is not None:
+        return (Path(single).expanduser(),), "VIDEOKIT_MODEL_DIR"
+    if search is not None:
+        parts = (part.strip() for part in search.split(os.pathsep))
+        return tuple(Path(part).expanduser() for part in parts if part), "VIDEOKIT_MODEL_DIRS"
+    return defaults, "the default locations"
+
+
+def _option_path(value: object, name: str) -> Path:
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value).strip():
+        raise ConfigError(f"engine option {name!r}: {value!r} is not a directory path")
+    return Path(os.fspath(value).strip()).expanduser()
+
+
 def find_complete_dir(dirs: Sequence[Path], missing: Callable[[Path], Sequence[str]]) -> DirSearch:
     """The first of ``dirs`` where ``missing(dir)`` finds nothing, and what the others lacked.
 
@@ -377,6 +433,33 @@ SNAPSHOT_PATTERNS: tuple[str, ...] = (
 _OFFLINE_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
+class HubClient(Protocol):
+    """The two ``huggingface_hub`` functions a runtime download calls (the module itself is one).
+
+    An engine takes one as its ``hub`` option: tests pass a stand-in serving files from a
+    folder, and nothing else changes.
+    """
+
+    def snapshot_download(self, repo_id: str, **kwargs: Any) -> Any: ...
+
+    def hf_hub_download(self, repo_id: str, filename: str, **kwargs: Any) -> Any: ...
+
+
+def hub_client(hub: object) -> HubClient | None:
+    """The ``hub`` engine option, checked: None (``huggingface_hub``, imported when needed) or
+    an object with both download functions."""
+    if hub is None:
+        return None
+    for name in ("snapshot_download", "hf_hub_download"):
+        if not callable(getattr(hub, name, None)):
+            raise ConfigError(
+                f"engine option 'hub' has no {name}() (got {type(hub).__name__})",
+                hint="pass the huggingface_hub module, or an object with snapshot_download and "
+                "hf_hub_download taking huggingface_hub's arguments",
+            )
+    return cast(HubClient, hub)
+
+
 @dataclass(frozen=True)
 class HubFile:
     """One file of a Hub repository, stored at ``<model dir>/<local_path>``."""
@@ -402,8 +485,11 @@ def download_missing(
     snapshot: tuple[str, str] | None,
     files: Sequence[HubFile],
     env: Mapping[str, str],
+    hub: HubClient | None = None,
 ) -> None:
     """Download into ``root``: the diffusers snapshot ``(repo_id, folder)`` and ``files``.
+
+    Through ``hub`` (default: the ``huggingface_hub`` module).
 
     Into the model directory itself (the engines load from there, and a second worker on the
     same volume finds the files), never into the Hugging Face cache. ``snapshot_download``
@@ -416,13 +502,14 @@ def download_missing(
             "VIDEOKIT_ALLOW_HUB=1, but HF_HUB_OFFLINE=1 disables every download",
             hint="unset HF_HUB_OFFLINE (the worker images set it to 1) or set it to 0",
         )
-    from huggingface_hub import hf_hub_download, snapshot_download
+    import importlib
 
+    client = hub or cast(HubClient, importlib.import_module("huggingface_hub"))
     token = hub_token(env)
     root.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
         repo_id, folder = snapshot
-        snapshot_download(
+        client.snapshot_download(
             repo_id=repo_id,
             local_dir=root / folder,
             allow_patterns=list(SNAPSHOT_PATTERNS),
@@ -433,7 +520,7 @@ def download_missing(
         if destination.is_file():
             continue
         with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as scratch:
-            fetched = hf_hub_download(
+            fetched = client.hf_hub_download(
                 repo_id=item.repo_id, filename=item.repo_path, local_dir=scratch, token=token
             )
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,17 @@ def _load_tiny(stage: Stage, /, **options: object) -> Engine:
     return _model_module(stage)(tiny=True, **options)
 
 
-_MODEL_OPTIONS = ("model", "model_dir", "mode", "dtype", "offload", "device", "env")
+_MODEL_OPTIONS = (
+    "model",
+    "model_dir",
+    "model_dirs",
+    "mode",
+    "dtype",
+    "offload",
+    "device",
+    "env",
+    "hub",
+)
 
 #: Engines by name. Later engines register here (``ENGINES["diffusers"] = EngineSpec(...)``) from
 #: their own modules; the handler only ever sees the :class:`Engine` that :func:`load_engine` gives.

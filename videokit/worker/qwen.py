@@ -11,6 +11,9 @@ loads, never at import):
 ``VIDEOKIT_MODEL_DIR``     the model root (below); default: the first *complete* one of
                            ``/models/qwen-edit`` (baked into the image) and
                            ``/runpod-volume/models/qwen-edit`` (a RunPod network volume)
+``VIDEOKIT_MODEL_DIRS``    instead of that default, a search path: model roots separated by
+                           ``os.pathsep`` (``:``), the first complete one wins (both engines;
+                           not together with ``VIDEOKIT_MODEL_DIR``)
 ``VIDEOKIT_QWEN_MODE``     ``lightning`` (default) or ``standard``, see below
 ``VIDEOKIT_DTYPE``         ``bf16`` (default), ``fp16`` or ``fp32``
 ``VIDEOKIT_OFFLOAD``       ``none`` (default) or ``model``: components live in CPU memory and
@@ -131,6 +134,7 @@ from videokit.protocol import (
 from videokit.worker.common import (
     DTYPE_NAMES,
     DirSearch,
+    HubClient,
     HubFile,
     LogFn,
     PipelineCancelled,
@@ -140,10 +144,12 @@ from videokit.worker.common import (
     env_option,
     env_text,
     find_complete_dir,
+    hub_client,
     inline_bytes,
     json_line,
     log_option,
     log_to_stderr,
+    model_search_path,
     ms_since,
     parse_device,
     quiet_progress_bars,
@@ -314,6 +320,7 @@ def resolve_settings(
     tiny: bool,
     model: object = None,
     model_dir: object = None,
+    model_dirs: object = None,
     mode: object = None,
     dtype: object = None,
     offload: object = None,
@@ -378,13 +385,9 @@ def resolve_settings(
     dirs: tuple[Path, ...] = ()
     source = "built in code (tiny)"
     if not tiny:
-        explicit = pick(model_dir, "model_dir", "VIDEOKIT_MODEL_DIR")
-        if explicit is not None:
-            dirs = (Path(explicit).expanduser(),)
-            source = "the model_dir option" if model_dir is not None else "VIDEOKIT_MODEL_DIR"
-        else:
-            dirs = DEFAULT_MODEL_DIRS
-            source = "the default locations"
+        dirs, source = model_search_path(
+            model_dir=model_dir, model_dirs=model_dirs, env=environ, defaults=DEFAULT_MODEL_DIRS
+        )
     return QwenSettings(
         tiny=tiny,
         model=MODELS[model_key],
@@ -469,12 +472,14 @@ def _lora_path(root: Path, model: QwenModel, steps: int) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def locate_model_root(settings: QwenSettings, env: Mapping[str, str] | None = None) -> Path:
+def locate_model_root(
+    settings: QwenSettings, env: Mapping[str, str] | None = None, *, hub: HubClient | None = None
+) -> Path:
     """The first of ``settings.model_dirs`` complete for the model and mode (ConfigError if none).
 
-    With ``allow_hub`` what is missing is first downloaded into the first directory (created if
-    needed), with the token in ``env``'s ``HF_TOKEN`` if any (``env`` defaults to the process
-    environment).
+    With ``allow_hub`` what is missing is first downloaded through ``hub`` (default:
+    ``huggingface_hub``) into the first directory (created if needed), with the token in
+    ``env``'s ``HF_TOKEN`` if any (``env`` defaults to the process environment).
     """
     model, mode = settings.model, settings.mode
 
@@ -487,7 +492,7 @@ def locate_model_root(settings: QwenSettings, env: Mapping[str, str] | None = No
     report = search.report()
     if settings.allow_hub:
         root = settings.model_dirs[0]
-        _download(root, model, mode, os.environ if env is None else env)
+        _download(root, model, mode, os.environ if env is None else env, hub)
         after = find_complete_dir([root], missing)
         if after.found is not None:
             return after.found
@@ -495,7 +500,9 @@ def locate_model_root(settings: QwenSettings, env: Mapping[str, str] | None = No
     raise _missing_error(settings, search, report)
 
 
-def _download(root: Path, model: QwenModel, mode: Mode, env: Mapping[str, str]) -> None:
+def _download(
+    root: Path, model: QwenModel, mode: Mode, env: Mapping[str, str], hub: HubClient | None
+) -> None:
     """Fetch what is missing under ``root`` from the Hub, into the layout above."""
     missing = missing_files(root, model, mode)
     loras = [
@@ -516,6 +523,7 @@ def _download(root: Path, model: QwenModel, mode: Mode, env: Mapping[str, str]) 
         ),
         files=loras,
         env=env,
+        hub=hub,
     )
 
 
@@ -541,7 +549,8 @@ def _missing_error(settings: QwenSettings, search: DirSearch, report: str) -> Co
         f"{settings.model_dir_source} ({looked}):\n{report}",
         hint=f"hf download {model.repo} --local-dir {root / model.folder}{lora_hint}; or "
         f"workers/download_models.py --worker edit --model {model.key} --target {root}; "
-        f"choose the directory with VIDEOKIT_MODEL_DIR{hub}",
+        f"choose the directory with VIDEOKIT_MODEL_DIR (or a search path with "
+        f"VIDEOKIT_MODEL_DIRS){hub}",
     )
 
 
@@ -553,33 +562,42 @@ def load_engine(
     tiny: bool,
     model: object = None,
     model_dir: object = None,
+    model_dirs: object = None,
     mode: object = None,
     dtype: object = None,
     offload: object = None,
     device: object = None,
     env: object = None,
     log: object = None,
+    hub: object = None,
     **unknown: object,
 ) -> QwenEngine:
     """Load Qwen-Image-Edit (``tiny``: the same pipeline on tiny random weights) for the edit stage.
 
-    ``model`` (``"2509"``/``"2511"``), ``model_dir``, ``mode`` (``"lightning"``/``"standard"``),
-    ``dtype`` (``"bf16"``/``"fp16"``/``"fp32"``), ``offload`` (``"model"``), ``device``: left
-    ``None``, each comes from ``env`` (default ``os.environ``, read now; see the module
-    docstring). ``log`` receives the JSON log lines (default: stderr). Raises
+    ``model`` (``"2509"``/``"2511"``), ``model_dir`` (one directory) or ``model_dirs`` (a search
+    path), ``mode`` (``"lightning"``/``"standard"``), ``dtype`` (``"bf16"``/``"fp16"``/
+    ``"fp32"``), ``offload`` (``"model"``), ``device``: left ``None``, each comes from ``env``
+    (default ``os.environ``, read now; see the module docstring). ``log`` receives the JSON log
+    lines (default: stderr); ``hub`` is what downloads with ``VIDEOKIT_ALLOW_HUB=1`` go through
+    (default: ``huggingface_hub``; see :class:`~videokit.worker.common.HubClient`). Raises
     :class:`~videokit.errors.ConfigError` for unknown or bad options and for missing files.
 
     The parameters are typed ``object`` so that this function is a
     :class:`~videokit.worker.engines.ModelLoader` (``**options: object``); values are checked.
     """
     reject_unknown_options(
-        "Qwen", unknown, ("model", "model_dir", "mode", "dtype", "offload", "device", "env")
-    )
+        "Qwen",
+        unknown,
+        ("model", "model_dir", "model_dirs", "mode", "dtype", "offload", "device", "env", "log",
+         "hub"),
+    )  # fmt: skip
     write = log_option(log)
+    client = hub_client(hub)
     settings = resolve_settings(
         tiny=tiny,
         model=model,
         model_dir=model_dir,
+        model_dirs=model_dirs,
         mode=mode,
         dtype=dtype,
         offload=offload,
@@ -590,7 +608,7 @@ def load_engine(
     require_device(settings.device, settings.device_setting)
     root: Path | None = None
     if not tiny:
-        root = locate_model_root(settings, env_option(env))
+        root = locate_model_root(settings, env_option(env), hub=client)
     quiet_progress_bars()
     started = time.perf_counter()
     timings: dict[str, int] = {}

@@ -38,7 +38,9 @@
   line (``notes``).
 
 **Files.** ``VIDEOKIT_MODEL_DIR`` (default: the first of ``/models/wan`` (baked into the image)
-and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set) must look like::
+and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set; or, instead of
+that default, ``VIDEOKIT_MODEL_DIRS``, a search path of model directories separated by
+``os.pathsep``, the first complete one winning, as for the Qwen engine) must look like::
 
     <model dir>/
       Wan2.2-I2V-A14B-Diffusers/       a diffusers snapshot of Wan-AI/Wan2.2-I2V-A14B-Diffusers
@@ -130,6 +132,7 @@ from videokit.protocol import (
 )
 from videokit.worker.common import (
     DTYPE_NAMES,
+    HubClient,
     HubFile,
     LogFn,
     ProgressFn,
@@ -139,8 +142,10 @@ from videokit.worker.common import (
     env_option,
     env_text,
     find_complete_dir,
+    hub_client,
     log_option,
     log_to_stderr,
+    model_search_path,
     ms_since,
     parse_device,
     quiet_progress_bars,
@@ -181,7 +186,7 @@ Mode = Literal["lightning", "standard"]
 DTypeName = Literal["bf16", "fp16", "fp32"]
 Offload = Literal["none", "model", "sequential"]
 
-#: Where the weights are looked for when neither ``model_dir`` nor ``VIDEOKIT_MODEL_DIR`` says:
+#: Where the weights are looked for when no option or variable says (see load_engine):
 #: baked into the image first (fast local disk), then a RunPod network volume.
 DEFAULT_MODEL_DIRS: tuple[Path, ...] = (Path("/models/wan"), Path("/runpod-volume/models/wan"))
 
@@ -325,6 +330,7 @@ def resolve_settings(
     *,
     model: object = None,
     model_dir: object = None,
+    model_dirs: object = None,
     mode: object = None,
     dtype: object = None,
     offload: object = None,
@@ -381,12 +387,9 @@ def resolve_settings(
             hint="use VIDEOKIT_OFFLOAD=none on a CPU",
         )
 
-    raw, source = _option(model_dir, env, "VIDEOKIT_MODEL_DIR", None)
-    if raw is None:
-        dirs, dir_source = DEFAULT_MODEL_DIRS, "the default locations"
-    else:
-        dirs = (Path(str(raw)).expanduser(),)
-        dir_source = "the model_dir option" if source == "option" else "VIDEOKIT_MODEL_DIR"
+    dirs, dir_source = model_search_path(
+        model_dir=model_dir, model_dirs=model_dirs, env=env, defaults=DEFAULT_MODEL_DIRS
+    )
     allow_hub = env_flag(env, "VIDEOKIT_ALLOW_HUB", true=("1", "true", "yes", "on"))
     return WanSettings(
         model=spec,
@@ -458,13 +461,15 @@ def _missing_in(root: Path, spec: WanModel, mode: Mode) -> tuple[list[str], tupl
     return missing, loras, tag
 
 
-def locate_model_files(settings: WanSettings, env: Mapping[str, str] | None = None) -> ModelFiles:
+def locate_model_files(
+    settings: WanSettings, env: Mapping[str, str] | None = None, *, hub: HubClient | None = None
+) -> ModelFiles:
     """Find a complete set of weights in ``settings.model_dirs`` (the first complete one wins).
 
     Raises ConfigError listing, for each place looked, whether it exists and exactly which files
-    are missing there. With ``allow_hub`` the missing pieces are first downloaded into the first
-    directory (created if needed), with the token in ``env``'s ``HF_TOKEN`` if any (``env``
-    defaults to the process environment).
+    are missing there. With ``allow_hub`` the missing pieces are first downloaded through
+    ``hub`` (default: ``huggingface_hub``) into the first directory (created if needed), with
+    the token in ``env``'s ``HF_TOKEN`` if any (``env`` defaults to the process environment).
     """
     spec, mode = settings.model, settings.mode
     environ = os.environ if env is None else env
@@ -476,7 +481,7 @@ def locate_model_files(settings: WanSettings, env: Mapping[str, str] | None = No
     report = search.report()
     if search.found is None and settings.allow_hub:
         root = settings.model_dirs[0]
-        _download(root, spec, mode, environ)
+        _download(root, spec, mode, environ, hub)
         after = find_complete_dir([root], missing)
         search = after
         if after.found is None:
@@ -485,7 +490,7 @@ def locate_model_files(settings: WanSettings, env: Mapping[str, str] | None = No
         root = search.found
         _, loras, tag = _missing_in(root, spec, mode)
         return ModelFiles(root=root, base=root / spec.folder, loras=loras, lora_tag=tag)
-    hub = (
+    hub_hint = (
         ""
         if settings.allow_hub
         else "; or set VIDEOKIT_ALLOW_HUB=1 (and unset HF_HUB_OFFLINE, which the worker image "
@@ -501,11 +506,14 @@ def locate_model_files(settings: WanSettings, env: Mapping[str, str] | None = No
             else ""
         )
         + "; workers/download_models.py --worker animate --target <model dir> does both"
-        + f"; choose the directory with VIDEOKIT_MODEL_DIR{hub}",
+        + "; choose the directory with VIDEOKIT_MODEL_DIR (or a search path with "
+        + f"VIDEOKIT_MODEL_DIRS){hub_hint}",
     )
 
 
-def _download(root: Path, spec: WanModel, mode: Mode, env: Mapping[str, str]) -> None:
+def _download(
+    root: Path, spec: WanModel, mode: Mode, env: Mapping[str, str], hub: HubClient | None
+) -> None:
     """Fetch what is missing under ``root`` from the Hub, into the layout above."""
     missing, _, _ = _missing_in(root, spec, mode)
     snapshot_needed = any(item.startswith(spec.folder + "/") for item in missing)
@@ -520,6 +528,7 @@ def _download(root: Path, spec: WanModel, mode: Mode, env: Mapping[str, str]) ->
         snapshot=(spec.repo_id, spec.folder) if snapshot_needed else None,
         files=loras,
         env=env,
+        hub=hub,
     )
 
 
@@ -682,21 +691,25 @@ def load_engine(
     tiny: bool,
     model: object = None,
     model_dir: object = None,
+    model_dirs: object = None,
     mode: object = None,
     dtype: object = None,
     offload: object = None,
     device: object = None,
     env: object = None,
     log: object = None,
+    hub: object = None,
     **unknown: object,
 ) -> WanEngine:
     """Load the Wan engine once, before the first job (see the module docstring for options).
 
-    ``model`` (``a14b``/``ti2v-5b``), ``model_dir``, ``mode`` (``lightning``/``standard``),
-    ``dtype`` (``bf16``/``fp16``/``fp32``), ``offload`` (``none``/``model``/``sequential``),
-    ``device``: left None, each comes from ``env`` (default ``os.environ``, read now). ``log``
-    receives the JSON log lines (default: stderr). Raises ConfigError for unknown or bad options
-    and for missing model files.
+    ``model`` (``a14b``/``ti2v-5b``), ``model_dir`` (one directory) or ``model_dirs`` (a search
+    path), ``mode`` (``lightning``/``standard``), ``dtype`` (``bf16``/``fp16``/``fp32``),
+    ``offload`` (``none``/``model``/``sequential``), ``device``: left None, each comes from
+    ``env`` (default ``os.environ``, read now). ``log`` receives the JSON log lines (default:
+    stderr); ``hub`` is what downloads with ``VIDEOKIT_ALLOW_HUB=1`` go through (default:
+    ``huggingface_hub``; see :class:`~videokit.worker.common.HubClient`). Raises ConfigError for
+    unknown or bad options and for missing model files.
 
     ``tiny=True``: the same pipeline class and code path with tiny random weights built in code
     (:mod:`videokit.worker.tiny_wan`) and synthetic LightX2V LoRAs written to a temporary folder
@@ -709,16 +722,25 @@ def load_engine(
     reject_unknown_options(
         "Wan",
         unknown,
-        ("model", "model_dir", "mode", "dtype", "offload", "device", "env", "log"),
-    )
+        ("model", "model_dir", "model_dirs", "mode", "dtype", "offload", "device", "env", "log",
+         "hub"),
+    )  # fmt: skip
     environ = env_option(env)
     sink = log_option(log)
+    client = hub_client(hub)
     _require_ftfy()
     quiet_progress_bars()
     started = time.perf_counter()
     timings: dict[str, int] = {}
     if tiny:
-        given = {"model": model, "model_dir": model_dir, "dtype": dtype, "offload": offload}
+        given = {
+            "model": model,
+            "model_dir": model_dir,
+            "model_dirs": model_dirs,
+            "dtype": dtype,
+            "offload": offload,
+            "hub": hub,
+        }
         refused = sorted(name for name, value in given.items() if value is not None)
         if refused:
             raise ConfigError(
@@ -734,6 +756,7 @@ def load_engine(
         settings = resolve_settings(
             model=model,
             model_dir=model_dir,
+            model_dirs=model_dirs,
             mode=mode,
             dtype=dtype,
             offload=offload,
@@ -742,7 +765,7 @@ def load_engine(
         )
         # The device first: a worker without its GPU must say so, not ask for 70 GB of weights.
         require_device(settings.device, settings.device_setting)
-        files = locate_model_files(settings, environ)
+        files = locate_model_files(settings, environ, hub=client)
         with _timed(timings, "load"):
             pipe = _load_pipeline(settings, files)
         lora_counts = {}
