@@ -25,17 +25,20 @@ import shlex
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from PIL import Image
+
+from tests.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ROOT / "workers"
@@ -53,6 +56,8 @@ def load_path(name: str, path: Path) -> ModuleType:
 
 
 models = load_path("vk_workers_models", WORKERS / "models.py")
+#: The one number of bake layers (workers/bake_steps.py writes the Dockerfiles' steps from it).
+BAKE_LAYERS: int = load_path("vk_download_models_n", WORKERS / "download_models.py").BAKE_LAYERS
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -335,55 +340,18 @@ def test_downloading_is_refused_offline(tmp_path: Path) -> None:
 # -- a whole download, against a stand-in for huggingface_hub -------------------------------------
 
 
-@dataclass
-class FakeHub:
-    """Stands in for huggingface_hub: serves repositories laid out like the real ones (tiny
-    files) from ``remote``, honouring ``allow_patterns`` the way huggingface_hub does (fnmatch,
-    where ``*`` also matches ``/``)."""
-
-    remote: Path
-    calls: list[tuple[str, dict[str, Any]]]
-    hf_home: list[str]
-
-    def _repo(self, repo_id: str) -> Path:
-        root = self.remote / repo_id
-        if not root.is_dir():
-            snapshot = next(
-                c.snapshot for c in models.MODELS.values() if c.snapshot.repo_id == repo_id
-            )
-            make_snapshot(root, snapshot)
-        return root
-
-    def snapshot_download(self, repo_id: str, **kwargs: Any) -> str:
-        self.calls.append(("snapshot", {"repo_id": repo_id, **kwargs}))
-        self.hf_home.append(os.environ["HF_HOME"])
-        source, local = self._repo(repo_id), Path(kwargs["local_dir"])
-        for path in sorted(source.rglob("*")):
-            name = path.relative_to(source).as_posix()
-            if path.is_file() and any(fnmatch(name, p) for p in kwargs["allow_patterns"]):
-                write(local / name, path.read_bytes())
-        return str(local)
-
-    def hf_hub_download(self, repo_id: str, filename: str, **kwargs: Any) -> str:
-        self.calls.append(("file", {"repo_id": repo_id, "filename": filename, **kwargs}))
-        path = Path(kwargs["local_dir"]) / filename
-        write(path, b"lora" * 16)
-        return str(path)
-
-
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    hub = FakeHub(remote=tmp_path / "remote", calls=[], hf_home=[])
-    # The engines (imported for their file checks) need the real huggingface_hub: import them
-    # before the stand-in takes its place.
-    importlib.import_module("videokit.worker.qwen")
-    if importlib.util.find_spec("torch") is not None:
-        importlib.import_module("videokit.worker.wan")
-    module = SimpleNamespace(
-        snapshot_download=hub.snapshot_download, hf_hub_download=hub.hf_hub_download
-    )
-    monkeypatch.setitem(sys.modules, "huggingface_hub", module)
-    # setenv then delenv: whatever the script sets in os.environ is undone after the test.
+    """The stand-in Hub (tests/fakehub.py) holding every repository of the table, laid out like
+    the real ones with tiny files; the script gets it as ``main(argv, hub=...)``."""
+    hub = FakeHub(remote=tmp_path / "remote")
+    for choice in models.MODELS.values():
+        make_snapshot(hub.remote / choice.snapshot.repo_id, choice.snapshot)
+        for mode in choice.modes:
+            for item in choice.files(mode):
+                hub.add(item.repo_id, item.repo_path, b"lora" * 16)
+    # The script points HF_HOME at its scratch folder: setenv then delenv, so that whatever it
+    # sets in os.environ is undone after the test.
     for name in ("HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
                  "VIDEOKIT_MODEL_DIR", "VIDEOKIT_WAN_MODEL", "VIDEOKIT_WAN_MODE"):  # fmt: skip
         monkeypatch.setenv(name, "")
@@ -408,7 +376,8 @@ def test_a_download_fetches_the_table_into_the_engine_layout_and_verifies_it(
             "1",
             "--token-file",
             str(token_file),
-        ]
+        ],
+        hub=fake_hub,
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -430,7 +399,7 @@ def test_a_download_fetches_the_table_into_the_engine_layout_and_verifies_it(
     assert sorted(p.name for p in target.iterdir()) == ["Wan2.2-I2V-A14B-Diffusers", "loras"]
     # Run again: the LoRAs are there already and are not fetched twice.
     fake_hub.calls.clear()
-    assert script.main(["--worker", "animate", "--target", str(target)]) == 0
+    assert script.main(["--worker", "animate", "--target", str(target)], hub=fake_hub) == 0
     assert [kind for kind, _ in fake_hub.calls] == ["snapshot"]
     assert fake_hub.calls[0][1]["token"] is False  # no token: never one found on disk
 
@@ -593,6 +562,25 @@ def test_the_cuda_version_agrees_between_image_torch_and_deploy_spec(stage: str)
     assert "allowed_cuda_versions: [" + ", ".join(f'"{v}"' for v in wanted) + "]" in readme
 
 
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_image_installs_videokit_with_the_extras_it_has(stage: str) -> None:
+    """``.[gpu]``: the engines' stack. The worker's own needs (runpod, fastapi, uvicorn) are core
+    dependencies, so no other extra is named, and the README says the same."""
+    text = " ".join(ins.args for ins in dockerfile(stage) if ins.keyword == "RUN")
+    (extras,) = re.findall(r'"/tmp/videokit-src\[([^\]]*)\]"', text)
+    assert extras.split(",") == ["gpu"]
+    # pyproject.toml itself: an editable install's metadata can predate it.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["gpu"]
+    core = {
+        re.split(r"[<>=!~;\[ ]", item, maxsplit=1)[0].lower() for item in project["dependencies"]
+    }
+    assert {"runpod", "fastapi", "uvicorn"} <= core
+    readme = " ".join((WORKERS / "README.md").read_text().split())
+    assert 'pip install ".[gpu]"' in readme
+    assert "its `worker` and `gpu` extras" not in readme
+
+
 def _installed(name: str) -> bool:
     try:
         importlib.metadata.version(name)
@@ -670,7 +658,7 @@ def test_bake_models_0_makes_every_bake_step_fetch_nothing(
     stage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     steps = bake_steps(stage)
-    assert len(steps) == 31  # 30 layers, then the check
+    assert len(steps) == BAKE_LAYERS + 1  # the layers, then the check
     build_args = {**arg_defaults(dockerfile(stage)), "BAKE_MODELS": "0"}
     # The first step as the RUN's shell runs it, the rest in this process (the same argv).
     command = re.sub(r"^(--mount=\S+\s+)+", "", steps[0].args)
@@ -683,6 +671,38 @@ def test_bake_models_0_makes_every_bake_step_fetch_nothing(
     for ins in steps[1:]:
         assert script.main(bake_argv(ins, build_args)) == 0
     assert capsys.readouterr().out == ""  # quiet no-ops
+
+
+def test_the_dockerfiles_bake_steps_are_written_from_bake_layers() -> None:
+    """N is one number, BAKE_LAYERS: each Dockerfile runs --layer 1/N .. N/N and then the check,
+    exactly as workers/bake_steps.py writes them (BuildKit has no loops: one RUN per layer)."""
+    check = run([sys.executable, "workers/bake_steps.py", "--check"], clean_env())
+    assert check.returncode == 0, check.stderr
+    steps = load_path("vk_bake_steps", WORKERS / "bake_steps.py")
+    for stage in STAGES:
+        layers = [re.search(r"--layer (\S+)", i.args) for i in bake_steps(stage)]
+        assert [m.group(1) if m else None for m in layers] == [
+            *(f"{k}/{BAKE_LAYERS}" for k in range(1, BAKE_LAYERS + 1)),
+            None,  # the --verify step
+        ]
+        text = (WORKERS / stage / "Dockerfile").read_text()
+        assert steps.render(stage) in text
+        # Another N is another set of steps; a hand-edited step is written back.
+        three = steps.render(stage, layers=3)
+        assert three.count("--layer ") == 3 and "--layer 3/3" in three
+        stale = text.replace(f"--layer 2/{BAKE_LAYERS}", f"--layer 2/{BAKE_LAYERS + 1}")
+        assert stale != text and steps.updated(stale, stage) == text
+        with pytest.raises(ValueError, match="no bake-step markers"):
+            steps.updated(text.replace(steps.BEGIN, ""), stage)
+    # The page that explains the layers gives the same numbers.
+    readme = (WORKERS / "README.md").read_text()
+    for said in (
+        f"`BAKE_LAYERS` ({BAKE_LAYERS}) `RUN` steps",
+        f"`download_models.py --layer K/{BAKE_LAYERS}`",
+        f"plans the other {BAKE_LAYERS - 1}:",
+        f"spell the {BAKE_LAYERS + 1} steps out",
+    ):
+        assert said in " ".join(readme.split()), said
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -702,7 +722,7 @@ def test_the_layered_bake_runs_as_written_and_fills_the_engine_layout(
     for ins in bake_steps(stage):
         argv = bake_argv(ins, build_args)
         argv[argv.index("--target") + 1] = str(target)
-        assert script.main(argv) == 0, capsys.readouterr()
+        assert script.main(argv, hub=fake_hub) == 0, capsys.readouterr()
         now = {
             p.relative_to(target).as_posix(): p.stat().st_mtime_ns
             for p in target.rglob("*")
@@ -716,59 +736,184 @@ def test_the_layered_bake_runs_as_written_and_fills_the_engine_layout(
     assert f"{choice.key} (lightning): complete in {target}" in out  # the final --verify
     assert engine_check(choice, "lightning", target) == []
     assert not list(target.glob(".download-*"))  # no scratch left in any layer
-    # Layer 1: everything but weights, including the shard indexes the next layers read.
+    # Layer 1: everything but weights, including the shard indexes the next layers read, and
+    # the plan, made from the Hub's own sizes (a dry run: nothing downloaded).
     first = layers[0]
     assert first and not any(name.endswith(".safetensors") for name in first)
     assert any(name.endswith(".safetensors.index.json") for name in first)
+    assert script.PLAN_FILE in first
+    assert f"sizes: the Hub's file listing of {choice.snapshot.repo_id}" in out
+    dry_runs = [c for kind, c in fake_hub.calls if kind == "snapshot" and c.get("dry_run")]
+    assert len(dry_runs) == 1 and "local_dir" not in dry_runs[0]
     weights = layers[1:-1]
-    assert len(weights) == 29 and layers[-1] == {}  # the check adds nothing
+    assert len(weights) == BAKE_LAYERS - 1 and layers[-1] == {}  # the check adds nothing
     fetched = [name for layer in weights for name in layer]
     assert len(fetched) == len(set(fetched))
     assert set(fetched) == {n for n in before if n.endswith(".safetensors")}
-    # Each step fetched exactly its group of the script's plan (the sizes of the real models
-    # are the next test's: these files are a few bytes each).
-    plan = script.split_layers(script.weight_units(choice, "lightning", target), 29)
+    # Each step fetched exactly its group of layer 1's plan (the sizes of the real models are
+    # the next tests': these files are a few bytes each).
+    plan = script.read_plan(choice, "lightning", target, BAKE_LAYERS)
     folder = choice.snapshot.folder
     for layer, group in zip(weights, plan, strict=True):
         expected = {
             u.file.local_path if u.file is not None else f"{folder}/{u.pattern}" for u in group
         }
-        assert {
-            n if n.startswith("loras/") or "*" not in e else e
-            for n in layer
-            for e in [next((x for x in expected if fnmatch(n, x)), n)]
-        } == expected
+        assert set(layer) == expected
+    # Exact sizes where the Hub has them, the unindexed VAE included; LoRAs from the table.
+    units = {u.name: u for group in plan for u in group}
+    vae = units["vae/diffusion_pytorch_model.safetensors"]
+    assert (vae.approx_bytes, vae.size_from) == (64, "hub")
+    assert {u.size_from for u in units.values()} == {"hub", "table"}
     assert sum(1 for layer in weights if layer) >= 3
 
 
-def test_weight_layers_stay_under_the_registry_limit_at_real_sizes(tmp_path: Path) -> None:
-    """The split at the real models' sizes: each of the 29 weight layers is under the ~10 GB
-    some registries accept, and a cut that cannot fit stops the bake with a hint."""
-    script = load_path("vk_download_models_split", WORKERS / "download_models.py")
-    choice = models.MODELS["a14b"]
-    base = tmp_path / choice.snapshot.folder
-    # The shape of Wan2.2-I2V-A14B-Diffusers in fp32: 12 shards per expert, 5 for UMT5.
+def _real_sized_hub(tmp_path: Path, choice: Any, vae_bytes: int) -> FakeHub:
+    """A stand-in Hub whose dry run reports the sizes of Wan2.2-I2V-A14B-Diffusers in fp32 (12
+    shards per expert, 5 for UMT5, an unsharded VAE); the local target gets the indexes."""
+    hub = FakeHub(remote=tmp_path / "remote")
+    repo = choice.snapshot.repo_id
     for component, shards, total in (
         ("transformer", 12, 57_200_000_000),
         ("transformer_2", 12, 57_200_000_000),
         ("text_encoder", 5, 22_700_000_000),
     ):
         names = [f"part-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
-        weight_map = {f"w{i}": name for i, name in enumerate(names)}
-        write(
-            base / component / "diffusion_pytorch_model.safetensors.index.json",
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}),
+        index = json.dumps(
+            {
+                "metadata": {"total_size": total},
+                "weight_map": {f"w{i}": name for i, name in enumerate(names)},
+            }
         )
-    (base / "vae").mkdir(parents=True)
-    units = script.weight_units(choice, "lightning", tmp_path)
+        write(
+            tmp_path / "target" / choice.snapshot.folder / component
+            / "diffusion_pytorch_model.safetensors.index.json",
+            index,
+        )  # fmt: skip
+        for name in names:
+            hub.add(repo, f"{component}/{name}", b"w")
+            hub.declared_sizes[f"{repo}/{component}/{name}"] = total // shards
+    hub.add(repo, "vae/diffusion_pytorch_model.safetensors", b"w")
+    hub.declared_sizes[f"{repo}/vae/diffusion_pytorch_model.safetensors"] = vae_bytes
+    (tmp_path / "target" / choice.snapshot.folder / "vae").mkdir(parents=True)
+    return hub
+
+
+def test_weight_layers_stay_under_the_registry_limit_at_real_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan at the real model's sizes, as the Hub reports them: each weight layer is under
+    the ~10 GB some registries accept, and a cut that cannot fit stops the bake at layer 1,
+    with a hint, before any weight is downloaded."""
+    script = load_path("vk_download_models_split", WORKERS / "download_models.py")
+    choice = models.MODELS["a14b"]
+    hub = _real_sized_hub(tmp_path, choice, vae_bytes=508_000_000)
+    target = tmp_path / "target"
+    cap = script.MAX_LAYER_GB
+    assert script._plan_layers(choice, "lightning", target, None, BAKE_LAYERS, cap, hub) == 0
+    out = capsys.readouterr().out
+    assert f"sizes: the Hub's file listing of {choice.snapshot.repo_id}" in out
+    groups = script.read_plan(choice, "lightning", target, BAKE_LAYERS)
+    units = [u for g in groups for u in g]
     assert len(units) == 12 + 12 + 5 + 1 + 2  # shards, the unsharded VAE, two LoRAs
-    groups = script.split_layers(units, 29)
-    assert [u for g in groups for u in g] == units  # in order, each once
+    assert units == script.weight_units(
+        choice, "lightning", target, listed=script.hub_weight_sizes(choice, target, None, hub)[0]
+    )  # the plan is the split of what the Hub lists, in order, each once
     sizes = [sum(u.approx_bytes for u in g) / 1e9 for g in groups]
-    assert max(sizes) < script.MAX_LAYER_GB, sizes
-    # Too few steps for these sizes: refused before downloading anything.
-    code = script._bake_layer(choice, "lightning", tmp_path, None, 2, 5, cap=script.MAX_LAYER_GB)
-    assert code == 1
+    assert max(sizes) < cap, sizes
+    assert [u.approx_bytes for u in units if u.name.startswith("vae/")] == [508_000_000]
+    # Too few steps for these sizes: refused at layer 1, naming the constant to raise.
+    assert script._plan_layers(choice, "lightning", target, None, 5, cap, hub) == 1
+    err = capsys.readouterr().err
+    assert "do not fit 4 weight layers of at most 9.5 GB" in err
+    assert "raise BAKE_LAYERS in workers/download_models.py" in err
+
+
+def test_a_file_over_the_layer_cap_gets_a_layer_of_its_own_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One file larger than the cap cannot be split: it is planned alone (never with others),
+    the plan and its own layer say why, and the bake goes on."""
+    script = load_path("vk_download_models_alone", WORKERS / "download_models.py")
+    choice = models.MODELS["a14b"]
+    hub = _real_sized_hub(tmp_path, choice, vae_bytes=12_300_000_000)
+    target = tmp_path / "target"
+    cap = script.MAX_LAYER_GB
+    assert script._plan_layers(choice, "lightning", target, None, BAKE_LAYERS, cap, hub) == 0
+    out = capsys.readouterr().out
+    note = (
+        "note: vae/diffusion_pytorch_model.safetensors alone is ~12.3 GB, over the 9.5 GB layer"
+        " cap; one file cannot be split, so it gets a layer of its own"
+    )
+    assert note in out
+    groups = script.read_plan(choice, "lightning", target, BAKE_LAYERS)
+    (k, lone), *others = [
+        (k, g) for k, g in enumerate(groups, 2) if any(u.name.startswith("vae/") for u in g)
+    ]
+    assert not others and [u.name for u in lone] == ["vae/diffusion_pytorch_model.safetensors"]
+    assert max(sum(u.approx_bytes for u in g) for g in groups if g is not lone) < cap * 1e9
+    # Its own bake step fetches it, saying the same.
+    assert script._bake_layer(choice, "lightning", target, None, k, BAKE_LAYERS, cap, hub) == 0
+    assert note in capsys.readouterr().out
+    assert (target / choice.snapshot.folder / "vae/diffusion_pytorch_model.safetensors").is_file()
+    # The split itself: without the cap the big file would share a layer with its neighbours.
+    units = [u for g in groups for u in g]
+    shared = script.split_layers(units, 8)
+    assert any(len(g) > 1 and any(u.name.startswith("vae/") for u in g) for g in shared)
+    alone = script.split_layers(units, 8, alone_over=int(cap * 1e9))
+    assert [len(g) for g in alone if any(u.name.startswith("vae/") for u in g)] == [1]
+
+
+def test_without_the_hub_listing_sizes_are_estimated_and_a_guess_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = load_path("vk_download_models_guess", WORKERS / "download_models.py")
+    choice = models.MODELS["a14b"]
+    _real_sized_hub(tmp_path, choice, vae_bytes=508_000_000)
+    target = tmp_path / "target"
+    empty = FakeHub(remote=tmp_path / "nothing")  # its listing fails: no such repository
+    code = script._plan_layers(
+        choice, "lightning", target, None, BAKE_LAYERS, script.MAX_LAYER_GB, empty
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "sizes: the Hub's file listing failed (FileNotFoundError: the stand-in Hub has no" in out
+    assert (
+        "size of vae/*.safetensors unknown (no index, and nothing from the Hub's listing): "
+        "planned at a guessed 1.0 GB"
+    ) in out
+    units = {
+        u.name: u for g in script.read_plan(choice, "lightning", target, BAKE_LAYERS) for u in g
+    }
+    assert units["vae/*.safetensors"].size_from == "guess"
+    shard = units["transformer/part-00001-of-00012.safetensors"]
+    assert (shard.approx_bytes, shard.size_from) == (57_200_000_000 // 12, "index")
+    # Each planned layer names how its size was estimated ("hub" sizes are exact, unnamed).
+    lone = next(line for line in out.splitlines() if line.startswith("  layer") and "vae/" in line)
+    assert re.search(r"\(sizes from: [a-z, ]*guess[a-z, ]*\)", lone), lone
+    assert "(sizes from: index)" in out
+
+
+def test_a_weight_layer_needs_layer_1s_plan(tmp_path: Path) -> None:
+    script = load_path("vk_download_models_noplan", WORKERS / "download_models.py")
+    choice = models.MODELS["2509"]
+    make_snapshot(tmp_path / choice.snapshot.folder, choice.snapshot)
+    result = download(
+        "--worker", "edit", "--target", str(tmp_path), "--bake", "1", "--layer", f"2/{BAKE_LAYERS}"
+    )
+    assert result.returncode == 2
+    assert f"run the first bake layer (--layer 1/{BAKE_LAYERS})" in result.stderr
+    # A plan for another bake (here: another layer count) is refused, not half-followed.
+    write(
+        tmp_path / script.PLAN_FILE,
+        json.dumps({"model": "2509", "mode": "lightning", "layers": 7, "groups": []}),
+    )
+    result = download(
+        "--worker", "edit", "--target", str(tmp_path), "--bake", "1", "--layer", f"2/{BAKE_LAYERS}"
+    )
+    assert result.returncode == 2
+    assert f"plans 2509 (lightning) in 7 layers, not 2509 (lightning) in {BAKE_LAYERS}" in (
+        result.stderr
+    )
 
 
 # -- the entrypoints, run as the image's CMD -------------------------------------------------------

@@ -13,20 +13,28 @@ the engines load from. Examples::
     python workers/download_models.py --worker edit --target /models/qwen-edit --verify
     # everything in one go (--bake 0 fetches nothing, --bake 1 downloads and verifies)
     python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1
-    # the Dockerfiles' steps: one image layer each, then a check
-    python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --layer 1/30
-    ...                                                                     # --layer 2/30 .. 30/30
+    # the Dockerfiles' steps: one image layer each (N = BAKE_LAYERS), then a check
+    python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --layer 1/N
+    ...                                                                     # --layer 2/N .. N/N
     python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --verify
 
 **Layers.** Baked into one ``RUN``, 60-140 GB of weights would be one image layer: registries cap
 a layer's size (GHCR is reported to refuse layers over ~10 GB) and a single huge layer downloads
-on one connection. ``--layer K/N`` fetches one N-th of the bake: layer 1 everything but the
+on one connection. ``--layer K/N`` makes one N-th of the bake. Layer 1 fetches everything but the
 weights (the model index, configs, tokenizers and the ``*.safetensors.index.json`` files that
-name each component's shards), layers 2..N the weight shards and LoRA files, cut in order into
-N-1 groups with the largest as small as possible (sizes estimated from each index's
-``total_size``). Each Dockerfile ``RUN`` is one layer; a group estimated over
-``--max-layer-gb`` (9.5) stops the build asking for more steps, rather than failing at push
-time.
+name each component's shards) and *plans* layers 2..N: the weight files and LoRAs, cut in order
+into N-1 groups with the largest as small as possible. The plan is written to
+``<target>/.videokit-bake-plan.json`` (a few KB, in layer 1) and each later step fetches exactly
+its group from it, so every step agrees on the cut even if the Hub answers differently between
+steps. Sizes come from the Hub's file listing (a dry run of the same ``snapshot_download``,
+which reads each file's size with a HEAD request); where it cannot be read, a sharded
+component's shards are estimated from its index (``total_size`` over the shard count), the LoRAs
+from the table's sizes, and a component without an index is planned at a guessed 1 GB, which
+the log line says. A group over ``--max-layer-gb`` (9.5) stops the build at layer 1, asking for
+more steps, rather than failing at push time; a single file over it cannot be split and gets a
+layer of its own, which the log says too (a registry with a 10 GB cap would refuse that layer).
+Each Dockerfile ``RUN`` is one layer: ``BAKE_LAYERS`` below is N, and ``workers/bake_steps.py``
+writes the Dockerfiles' steps from it.
 
 ``--model`` / ``--mode`` default to ``VIDEOKIT_QWEN_MODEL`` / ``VIDEOKIT_WAN_MODEL`` and
 ``VIDEOKIT_QWEN_MODE`` / ``VIDEOKIT_WAN_MODE``, then the engines' defaults; ``--target`` to
@@ -36,21 +44,25 @@ A Hugging Face token is optional (the repositories are public; a token raises ra
 is read from ``--token-file``, else the BuildKit secret ``/run/secrets/hf_token``, else
 ``HF_TOKEN``; never from the command line, and never printed.
 
-Exit codes: 0 done (or nothing to do), 1 files missing (``--verify``, or after a download) or a
-layer too large, 2 bad arguments, or downloads disabled (``HF_HUB_OFFLINE=1``).
+Exit codes: 0 done (or nothing to do), 1 files missing (``--verify``, or after a download) or
+weight layers that would be too large (layer 1), 2 bad arguments, downloads disabled
+(``HF_HUB_OFFLINE=1``), or a weight layer without layer 1's plan.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import importlib.util
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,9 +70,15 @@ from typing import Any
 SECRET_TOKEN_FILE = "/run/secrets/hf_token"
 #: The largest layer a bake step may make, GB (below the ~10 GB some registries accept).
 MAX_LAYER_GB = 9.5
-# A weight file whose size no index states (a single unsharded .safetensors: a VAE, a small
-# model) is planned at this size, GB.
-_UNINDEXED_GB = 1.0
+#: How many image layers the Dockerfiles bake the weights in (``--layer K/BAKE_LAYERS``): layer
+#: 1 the configs and the plan, the others the weights. ``workers/bake_steps.py`` writes the
+#: Dockerfiles' RUN steps from this number; a test checks they agree.
+BAKE_LAYERS = 30
+#: Layer 1's plan of the weight layers, in the target directory.
+PLAN_FILE = ".videokit-bake-plan.json"
+# A weight file whose size neither the Hub's listing nor an index states is planned at this size,
+# GB (and the log says it is a guess).
+_GUESSED_GB = 1.0
 
 
 def _load_models() -> ModuleType:
@@ -120,6 +138,41 @@ def _print_plan(choice: Any, mode: str, target: Path, token_source: str) -> None
     print(f"  token: {token_source}")
 
 
+def _hub_module(hub: Any) -> Any:
+    """The client downloads go through: ``hub`` if given (tests pass a stand-in), else
+    ``huggingface_hub``, imported only now (``--dry-run`` and ``--verify`` need none)."""
+    return hub if hub is not None else importlib.import_module("huggingface_hub")
+
+
+def _refuse_offline() -> None:
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")):
+        raise _fail(
+            "HF_HUB_OFFLINE is set: downloads are disabled in this environment\n"
+            "hint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)"
+        )
+
+
+@contextlib.contextmanager
+def _scratch(target: Path) -> Iterator[Path]:
+    """A scratch folder in ``target`` that huggingface_hub's own files go to, deleted after.
+
+    huggingface_hub (and hf_xet's chunk cache) write under HF_HOME: pointed here, so nothing but
+    the weights lands in the image layer or on the volume.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
+    os.environ["HF_HOME"] = str(scratch / "hf-home")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _auth(token: str | None) -> str | bool:
+    return token if token else False  # False: never a token found on disk
+
+
 def _download(
     choice: Any,
     mode: str,
@@ -128,38 +181,28 @@ def _download(
     *,
     patterns: Sequence[str] | None = None,
     files: Sequence[Any] | None = None,
+    hub: Any = None,
 ) -> None:
     """Fetch the snapshot (only ``patterns`` of it, if given) and ``files`` into ``target``.
 
     ``patterns`` None: the table's patterns (the whole snapshot); ``files`` None: every file of
-    the mode. An empty sequence fetches nothing of that kind.
+    the mode. An empty sequence fetches nothing of that kind. Through ``hub`` (default:
+    huggingface_hub).
     """
-    if _truthy(os.environ.get("HF_HUB_OFFLINE")):
-        raise _fail(
-            "HF_HUB_OFFLINE is set: downloads are disabled in this environment\n"
-            "hint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)"
-        )
+    _refuse_offline()
     snapshot = choice.snapshot
     allow = list(snapshot.allow_patterns if patterns is None else patterns)
     wanted = list(choice.files(mode) if files is None else files)
-    target.mkdir(parents=True, exist_ok=True)
-    # huggingface_hub (and hf_xet's chunk cache) write under HF_HOME: a scratch folder, deleted
-    # after, so nothing but the weights lands in the image layer or on the volume.
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
-    os.environ["HF_HOME"] = str(scratch / "hf-home")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    auth: str | bool = token if token else False  # False: never a token found on disk
-    try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-
+    client = _hub_module(hub)
+    with _scratch(target) as scratch:
         if allow:
             print(f"downloading {snapshot.repo_id} -> {target / snapshot.folder}", flush=True)
-            snapshot_download(
+            client.snapshot_download(
                 snapshot.repo_id,
                 revision=snapshot.revision,
                 local_dir=target / snapshot.folder,
                 allow_patterns=allow,
-                token=auth,
+                token=_auth(token),
                 max_workers=8,
             )
         for item in wanted:
@@ -168,17 +211,15 @@ def _download(
                 print(f"present: {destination}", flush=True)
                 continue
             print(f"downloading {item.repo_id}: {item.repo_path} -> {destination}", flush=True)
-            fetched = hf_hub_download(
+            fetched = client.hf_hub_download(
                 item.repo_id,
                 item.repo_path,
                 revision=item.revision,
                 local_dir=scratch / "files",
-                token=auth,
+                token=_auth(token),
             )
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(fetched, destination)  # same filesystem: a rename
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- layers ------------------------------------------------------------------------------------
@@ -192,6 +233,9 @@ class Unit:
     approx_bytes: int
     pattern: str | None = None  # a snapshot path (or glob), relative to the snapshot folder
     file: Any = None  # a RepoFile of the mode
+    #: where ``approx_bytes`` comes from: "hub" (the Hub's listing: exact), "index" (the
+    #: component's total_size over its shards), "table" (workers/models.py) or "guess"
+    size_from: str = "guess"
 
 
 def non_weight_patterns(choice: Any) -> list[str]:
@@ -199,30 +243,67 @@ def non_weight_patterns(choice: Any) -> list[str]:
     return [p for p in choice.snapshot.allow_patterns if not p.endswith(".safetensors")]
 
 
-def weight_units(choice: Any, mode: str, target: Path) -> list[Unit]:
-    """Everything layers 2..N fetch, in a fixed order, with its estimated size.
+def weight_patterns(choice: Any) -> list[str]:
+    """The weight files of the snapshot's weight components, as download patterns."""
+    return [f"{component}/*.safetensors" for component in choice.snapshot.weight_components]
 
-    A sharded component's shards come from its ``*.safetensors.index.json`` (fetched by layer
-    1), each estimated at the index's ``total_size`` over the shard count (shards are cut to a
-    common maximum size); an unsharded component is one unit.
+
+def hub_weight_sizes(
+    choice: Any, target: Path, token: str | None, hub: Any = None
+) -> tuple[dict[str, int] | None, str]:
+    """The size of every weight file of the snapshot, from the Hub's file listing.
+
+    A dry run of ``snapshot_download`` over the weight patterns: huggingface_hub lists the
+    repository and reads each file's size (a HEAD request), downloading nothing. Returns the
+    sizes by path in the snapshot, or None and why they could not be read (the plan then falls
+    back to estimates, and says so).
+    """
+    snapshot = choice.snapshot
+    try:
+        with _scratch(target):
+            infos = _hub_module(hub).snapshot_download(
+                snapshot.repo_id,
+                revision=snapshot.revision,
+                allow_patterns=weight_patterns(choice),
+                token=_auth(token),
+                dry_run=True,
+            )
+        sizes = {
+            str(info.filename): int(info.file_size) for info in infos if info.file_size is not None
+        }
+    except Exception as exc:  # any failure only costs the exact sizes, never the build
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return sizes, f"the Hub's file listing of {snapshot.repo_id}"
+
+
+def weight_units(
+    choice: Any, mode: str, target: Path, *, listed: Mapping[str, int] | None = None
+) -> list[Unit]:
+    """Everything layers 2..N fetch, in a fixed order, with its size.
+
+    ``listed`` (from :func:`hub_weight_sizes`) gives exact sizes, and names the files of a
+    component without an index. Without it, a sharded component's shards come from its
+    ``*.safetensors.index.json`` (fetched by layer 1), each estimated at the index's
+    ``total_size`` over the shard count (shards are cut to a common maximum size), and a
+    component without an index is one unit at a guessed size.
     """
     base = target / choice.snapshot.folder
     if not base.is_dir():
         raise _fail(
             f"{base} is missing: run the first bake layer (--layer 1/N) before the weight layers"
         )
+    guess = int(_GUESSED_GB * 1e9)
     units: list[Unit] = []
     for component in choice.snapshot.weight_components:
         folder = base / component
         indexes = sorted(folder.glob("*.safetensors.index.json"))
         if not indexes:
-            units.append(
-                Unit(
-                    name=f"{component}/*.safetensors",
-                    approx_bytes=int(_UNINDEXED_GB * 1e9),
-                    pattern=f"{component}/*.safetensors",
-                )
-            )
+            pattern = f"{component}/*.safetensors"
+            found = {name: size for name, size in (listed or {}).items() if fnmatch(name, pattern)}
+            units += [
+                Unit(name=name, approx_bytes=found[name], pattern=name, size_from="hub")
+                for name in sorted(found)
+            ] or [Unit(name=pattern, approx_bytes=guess, pattern=pattern, size_from="guess")]
             continue
         for index in indexes:
             try:
@@ -231,42 +312,58 @@ def weight_units(choice: Any, mode: str, target: Path) -> list[Unit]:
                 total = int(data.get("metadata", {}).get("total_size", 0))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 raise _fail(f"{index} is not a safetensors index: run layer 1 again") from None
-            each = total // len(shards) if shards and total else int(_UNINDEXED_GB * 1e9)
-            units += [
-                Unit(name=f"{component}/{shard}", approx_bytes=each, pattern=f"{component}/{shard}")
-                for shard in shards
-            ]
+            each = total // len(shards) if shards and total else 0
+            for shard in shards:
+                name = f"{component}/{shard}"
+                if listed is not None and name in listed:
+                    size, source = listed[name], "hub"
+                elif each:
+                    size, source = each, "index"
+                else:
+                    size, source = guess, "guess"
+                units.append(Unit(name=name, approx_bytes=size, pattern=name, size_from=source))
     units += [
-        Unit(name=item.local_path, approx_bytes=int(item.approx_gb * 1e9), file=item)
+        Unit(name=item.local_path, approx_bytes=int(item.approx_gb * 1e9), file=item,
+             size_from="table")
         for item in choice.files(mode)
-    ]
+    ]  # fmt: skip
     return units
 
 
-def split_layers(units: Sequence[Unit], groups: int) -> list[list[Unit]]:
+def split_layers(
+    units: Sequence[Unit], groups: int, *, alone_over: int | None = None
+) -> list[list[Unit]]:
     """``units`` cut, in order, into ``groups`` contiguous groups, the largest as small as can be.
 
-    The smallest possible largest group is found by bisection (a greedy left-to-right fill
-    tells whether a limit needs more than ``groups`` groups); the cut is then that greedy fill,
-    so the same input always gives the same layers. Trailing groups are empty when fewer are
-    needed (those bake steps do nothing).
+    A unit over ``alone_over`` bytes (a single file larger than a layer may be) cannot be split:
+    it gets a group of its own, and the others are balanced around it. The smallest possible
+    largest group is found by bisection (a greedy left-to-right fill tells whether a limit needs
+    more than ``groups`` groups); the cut is then that greedy fill, so the same input always
+    gives the same layers. Trailing groups are empty when fewer are needed (those bake steps do
+    nothing); more than ``groups`` are returned when even one unit per group would not fit.
     """
     sizes = [max(1, unit.approx_bytes) for unit in units]
+
+    def alone(size: int) -> bool:
+        return alone_over is not None and size > alone_over
 
     def fill(limit: int) -> list[list[Unit]]:
         out: list[list[Unit]] = [[]]
         held = 0
         for unit, size in zip(units, sizes, strict=True):
-            if out[-1] and held + size > limit:
+            if out[-1] and (alone(size) or held + size > limit):
                 out.append([])
                 held = 0
             out[-1].append(unit)
-            held += size
+            held = limit + 1 if alone(size) else held + size  # nothing joins a lone unit
         return out
 
     if not units:
         return [[] for _ in range(groups)]
-    low, high = max(sizes), sum(sizes)
+    shared = [size for size in sizes if not alone(size)]
+    low, high = max(shared, default=1), max(sum(shared), 1)
+    if len(fill(high)) > groups:
+        return fill(high)
     while low < high:
         middle = (low + high) // 2
         if len(fill(middle)) <= groups:
@@ -277,28 +374,137 @@ def split_layers(units: Sequence[Unit], groups: int) -> list[list[Unit]]:
     return cut + [[] for _ in range(groups - len(cut))]
 
 
+def _describe(group: Sequence[Unit]) -> str:
+    size_gb = sum(u.approx_bytes for u in group) / 1e9
+    estimated = sorted({u.size_from for u in group} - {"hub"})
+    how = f" (sizes from: {', '.join(estimated)})" if estimated else ""
+    return f"~{size_gb:.1f} GB{how}: {', '.join(u.name for u in group)}"
+
+
+def _oversize_note(group: Sequence[Unit], cap: float) -> str | None:
+    if len(group) == 1 and group[0].approx_bytes / 1e9 > cap:
+        return (
+            f"note: {group[0].name} alone is ~{group[0].approx_bytes / 1e9:.1f} GB, over the "
+            f"{cap} GB layer cap; one file cannot be split, so it gets a layer of its own (a "
+            "registry that refuses layers over ~10 GB will refuse this one)"
+        )
+    return None
+
+
+def _plan_layers(
+    choice: Any, mode: str, target: Path, token: str | None, layers: int, cap: float, hub: Any
+) -> int:
+    """Layer 1's second half: measure, cut into ``layers - 1`` groups, check, write the plan."""
+    listed, source = hub_weight_sizes(choice, target, token, hub)
+    if listed is None:
+        print(f"sizes: the Hub's file listing failed ({source}); planning with estimates")
+    else:
+        print(f"sizes: {source}")
+    units = weight_units(choice, mode, target, listed=listed)
+    for unit in units:
+        if unit.size_from == "guess":
+            print(
+                f"size of {unit.name} unknown (no index, and nothing from the Hub's listing): "
+                f"planned at a guessed {_GUESSED_GB} GB"
+            )
+    groups = split_layers(units, layers - 1, alone_over=int(cap * 1e9))
+    over = [
+        (k, group)
+        for k, group in enumerate(groups, 2)
+        if len(group) > 1 and sum(u.approx_bytes for u in group) / 1e9 > cap
+    ]
+    if len(groups) > layers - 1 or over:
+        worst = max(sum(u.approx_bytes for u in g) for g in groups) / 1e9
+        print(
+            f"error: {len(units)} weight files (~{sum(u.approx_bytes for u in units) / 1e9:.1f}"
+            f" GB) do not fit {layers - 1} weight layers of at most {cap} GB (the largest would"
+            f" hold ~{worst:.1f} GB)\n"
+            "hint: add bake steps (raise BAKE_LAYERS in workers/download_models.py, then run"
+            " workers/bake_steps.py), or raise --max-layer-gb",
+            file=sys.stderr,
+        )
+        return 1
+    for k, group in enumerate(groups, 2):
+        print(f"  layer {k}/{layers}: {_describe(group) if group else 'nothing'}")
+        note = _oversize_note(group, cap)
+        if note:
+            print(f"  {note}")
+    plan = {
+        "model": choice.key,
+        "mode": mode,
+        "layers": layers,
+        "groups": [
+            [
+                {"name": u.name, "bytes": u.approx_bytes, "size_from": u.size_from}
+                | ({"pattern": u.pattern} if u.pattern is not None else {})
+                | ({"file": u.file.local_path} if u.file is not None else {})
+                for u in group
+            ]
+            for group in groups
+        ],
+    }
+    (target / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def read_plan(choice: Any, mode: str, target: Path, layers: int) -> list[list[Unit]]:
+    """The weight groups layer 1 planned into ``target`` (exit 2 if absent or for another bake)."""
+    path = target / PLAN_FILE
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        made_for = (plan["model"], plan["mode"], plan["layers"])
+        entries = plan["groups"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise _fail(
+            f"{path} is missing or unreadable: run the first bake layer (--layer 1/{layers}) "
+            "before the weight layers"
+        ) from None
+    if made_for != (choice.key, mode, layers):
+        raise _fail(
+            f"{path} plans {made_for[0]} ({made_for[1]}) in {made_for[2]} layers, not "
+            f"{choice.key} ({mode}) in {layers}: run --layer 1/{layers} again"
+        )
+    files = {item.local_path: item for item in choice.files(mode)}
+    return [
+        [
+            Unit(
+                name=e["name"],
+                approx_bytes=int(e["bytes"]),
+                pattern=e.get("pattern"),
+                file=files[e["file"]] if "file" in e else None,
+                size_from=e["size_from"],
+            )
+            for e in group
+        ]
+        for group in entries
+    ]
+
+
 def _bake_layer(
-    choice: Any, mode: str, target: Path, token: str | None, layer: int, layers: int, cap: float
+    choice: Any,
+    mode: str,
+    target: Path,
+    token: str | None,
+    layer: int,
+    layers: int,
+    cap: float,
+    hub: Any = None,
 ) -> int:
     if layer == 1:
         patterns = non_weight_patterns(choice)
         shown = ", ".join(patterns)
         print(f"layer 1/{layers}: {choice.snapshot.repo_id} without weights ({shown})")
-        _download(choice, mode, target, token, patterns=patterns, files=[])
-        return 0
-    group = split_layers(weight_units(choice, mode, target), layers - 1)[layer - 2]
+        _download(choice, mode, target, token, patterns=patterns, files=[], hub=hub)
+        print(f"layer 1/{layers}: planning layers 2-{layers} into {target / PLAN_FILE}")
+        return _plan_layers(choice, mode, target, token, layers, cap, hub)
+    group = read_plan(choice, mode, target, layers)[layer - 2]
     if not group:
         print(f"layer {layer}/{layers}: nothing to fetch (fewer weight files than layers)")
         return 0
-    size_gb = sum(u.approx_bytes for u in group) / 1e9
-    print(f"layer {layer}/{layers}: ~{size_gb:.1f} GB: {', '.join(u.name for u in group)}")
-    if size_gb > cap and len(group) > 1:
-        print(
-            f"error: layer {layer}/{layers} would hold ~{size_gb:.1f} GB, over {cap} GB\n"
-            f"hint: add bake steps to the Dockerfile (more --layer K/N), or raise --max-layer-gb",
-            file=sys.stderr,
-        )
-        return 1
+    print(f"layer {layer}/{layers}: {_describe(group)}")
+    note = _oversize_note(group, cap)
+    if note:
+        print(note)
     _download(
         choice,
         mode,
@@ -306,6 +512,7 @@ def _bake_layer(
         token,
         patterns=[u.pattern for u in group if u.pattern is not None],
         files=[u.file for u in group if u.file is not None],
+        hub=hub,
     )
     return 0
 
@@ -364,7 +571,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-layer-gb",
         type=float,
         default=MAX_LAYER_GB,
-        help=f"with --layer: refuse a layer estimated over this size (default {MAX_LAYER_GB})",
+        help="with --layer 1/N: refuse a plan with a layer of several files over this size,"
+        f" GB (default {MAX_LAYER_GB}; one larger file gets a layer of its own)",
     )
     parser.add_argument(
         "--token-file", help=f"file holding a HF token (default {SECRET_TOKEN_FILE})"
@@ -372,7 +580,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, hub: Any = None) -> int:
+    """The command line; ``hub`` replaces huggingface_hub for every download (tests)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -409,12 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     token, source = _token(args.token_file)
     if args.layer is not None and not args.dry_run:
         layer, layers = args.layer
-        return _bake_layer(choice, mode, target, token, layer, layers, cap=args.max_layer_gb)
+        return _bake_layer(
+            choice, mode, target, token, layer, layers, cap=args.max_layer_gb, hub=hub
+        )
     _print_plan(choice, mode, target, source)
     if args.dry_run:
         print("dry run: nothing downloaded")
         return 0
-    _download(choice, mode, target, token)
+    _download(choice, mode, target, token, hub=hub)
     return _report(choice, mode, target)
 
 
