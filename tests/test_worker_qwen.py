@@ -741,6 +741,8 @@ def test_the_search_path_comes_from_options_then_the_environment() -> None:
         dirs({}, model_dirs=[])
     with pytest.raises(ConfigError, match="'model_dirs': 3 is not a directory path"):
         dirs({}, model_dirs=[one, 3])
+    with pytest.raises(ConfigError, match=r"VIDEOKIT_MODEL_DIRS=.* names no directory"):
+        dirs({"VIDEOKIT_MODEL_DIRS": os.pathsep * 2})
 
 
 def test_real_loader_on_a_model_folder(model_root: Path) -> None:

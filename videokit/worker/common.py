@@ -387,7 +387,13 @@ def model_search_path(
         return (Path(single).expanduser(),), "VIDEOKIT_MODEL_DIR"
     if search is not None:
         parts = (part.strip() for part in search.split(os.pathsep))
-        return tuple(Path(part).expanduser() for part in parts if part), "VIDEOKIT_MODEL_DIRS"
+        dirs = tuple(Path(part).expanduser() for part in parts if part)
+        if not dirs:
+            raise ConfigError(
+                f"VIDEOKIT_MODEL_DIRS={search!r} names no directory",
+                hint=f"separate the model directories with {os.pathsep!r}, or unset it",
+            )
+        return dirs, "VIDEOKIT_MODEL_DIRS"
     return defaults, "the default locations"
 
 
