@@ -400,3 +400,17 @@ def test_interrupted_before_re_attaching_the_job_stays_ours(
     c = manifest_of(story)["scenes"]["c"]["animate"]
     assert resumed == ["job-4"]
     assert c["status"] == "submitted" and c["job_id"] == "job-4"
+
+    # Interrupted again after re-attaching but before learning the job's cost: the first
+    # render's estimate stays.
+    async def re_attach_then_hang(ctx: JobContext) -> None:
+        ctx.attempts.append(JobAttempt(job_id="job-4", status="IN_PROGRESS"))
+        await ctx.on_submitted("job-4")
+        attached.append(ctx.scene)
+        await asyncio.Event().wait()
+
+    attached: list[str] = []
+    once_more = BillingBackend(script={"c": re_attach_then_hang})
+    asyncio.run(interrupt(once_more, lambda: bool(attached)))
+    c = manifest_of(story)["scenes"]["c"]["animate"]
+    assert [(a["job_id"], a["cost_usd"]) for a in c["attempts"]] == [("job-4", PRICE / 2)]

@@ -439,7 +439,8 @@ def sdk_transport() -> Transport:
         sdk_errors = importlib.import_module("runpod.error")
     except ImportError:
         raise ConfigError(
-            "videokit deploy needs the runpod SDK", hint="pip install 'videokit[worker]'"
+            "videokit deploy needs the runpod SDK, a dependency of videokit that is missing",
+            hint="reinstall videokit (pip install --force-reinstall videokit)",
         ) from None
     run_query: Callable[..., Mapping[str, Any]] = graphql.run_graphql_query
     auth_error: type[BaseException] = sdk_errors.AuthenticationError

@@ -712,7 +712,11 @@ class _Render:
         kept = list(earlier)
         resumed = ctx.resume_job_id
         if resumed is not None and kept and kept[-1].job_id == resumed and current:
-            kept.pop()
+            before, again = kept.pop(), current[0]
+            if again.job_id == resumed and again.cost_usd < before.cost_usd:
+                # Interrupted again before the endpoint said what the job cost: what the
+                # earlier render estimated is still the better figure.
+                again.cost_usd, again.cost_estimated = before.cost_usd, before.cost_estimated
         stage_record.attempts = [*kept, *current]
         stage_record.cost_usd = round(sum(a.cost_usd for a in stage_record.attempts), 6)
         return round(sum(a.cost_usd for a in current), 6)
