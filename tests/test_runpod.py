@@ -141,6 +141,10 @@ def test_render_completes_under_20_percent_faults_of_every_kind_and_accounts_for
             # `run` is retried a bounded number of times (a repeat may create a job): with 60% of
             # requests failing, give it enough tries. Status reads retry until the deadline.
             retry=RetryPolicy(attempts=25, base_s=0.05, cap_s=0.5),
+            # A stuck job is given up only when neither its cancel nor a status read gets through;
+            # at 60% failed requests the default 2 s allows too few tries to make that rare.
+            cancel_timeout_s=5.0,
+            final_read_timeout_s=5.0,
             queue_timeout_s=1.5,
             execution_timeout_s=5.0,
             ttl_s=ttl_s,

@@ -320,6 +320,40 @@ def test_a_stuck_job_whose_cancel_is_not_confirmed_is_not_submitted_twice() -> N
     assert attempt.status == "IN_QUEUE" and "not confirmed" in (attempt.error or "")
 
 
+def test_a_stuck_job_whose_cancel_reply_is_lost_is_confirmed_by_its_status() -> None:
+    # The cancel goes through every time, but its reply never arrives (a dropped connection):
+    # the status then says CANCELLED, so the job is over and the scene is not given up.
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
+    fake.after_cancel = {"status": "CANCELLED"}
+
+    def cancelled_then_dropped(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        fake.jobs[job_id] = [dict(fake.after_cancel)]
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    fake.hooks["cancel"] = cancelled_then_dropped
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock(), queue_timeout_s=60), ctx)
+    assert len(fake.routes("cancel")) >= 2 and fake.created == 2
+    assert [a.status for a in ctx.attempts] == ["CANCELLED", "COMPLETED"]
+    assert "not confirmed" not in (ctx.attempts[0].error or "")
+
+
+def test_a_stuck_job_still_queued_after_an_unanswered_cancel_is_not_submitted_twice() -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
+
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no reply", request=request)
+
+    fake.hooks["cancel"] = dropped
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(JobTimeoutError, match="could not be cancelled"):
+        run(backend(fake, FakeClock(), queue_timeout_s=60), ctx)
+    assert fake.created == 1
+    [attempt] = ctx.attempts
+    assert attempt.status == "IN_QUEUE" and "not confirmed" in (attempt.error or "")
+
+
 def test_a_stuck_warm_up_whose_cancel_is_not_confirmed_says_so() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
     fake.hooks["cancel"] = lambda r: httpx.Response(403, json={"error": "forbidden"})

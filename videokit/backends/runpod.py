@@ -1294,9 +1294,15 @@ class RunPodBackend:
     async def _cancel_and_read(
         self, endpoint: Endpoint, job_id: str
     ) -> tuple[bool, str, dict[str, Any] | None]:
-        """(cancel confirmed, why not, the job's final status if it could be read)."""
+        """(job known to be over, why not, the job's final status if it could be read).
+
+        The status is read even when the cancel got no answer: a cancel whose reply was lost
+        (a dropped connection, a timeout) usually went through, and a status of CANCELLED (or any
+        final state) confirms the job is over just as well, so it is not left for the console.
+        """
         cfg = self.config
         deadline = self._clock() + cfg.cancel_timeout_s
+        unconfirmed = ""
         try:
             response = await asyncio.wait_for(
                 self._call(
@@ -1309,12 +1315,13 @@ class RunPodBackend:
                 ),
                 timeout=cfg.cancel_timeout_s + 0.5,  # a wall-clock bound, whatever our clock says
             )
-        except Exception as exc:  # transport, timeout, or anything else: not confirmed
-            return False, _describe(exc), None
-        if response.status_code == 404:
-            return True, "", None  # gone: nothing left to run or bill
-        if response.status_code >= 400:
-            return False, f"HTTP {response.status_code}", None
+        except Exception as exc:  # transport, timeout, or anything else: not confirmed (yet)
+            unconfirmed = _describe(exc)
+        else:
+            if response.status_code == 404:
+                return True, "", None  # gone: nothing left to run or bill
+            if response.status_code >= 400:
+                unconfirmed = f"HTTP {response.status_code}"
         try:
             read = await asyncio.wait_for(
                 self._call(
@@ -1326,9 +1333,14 @@ class RunPodBackend:
                 ),
                 timeout=cfg.final_read_timeout_s + 0.5,
             )
-        except Exception:  # the cancel went through; only its cost stays an estimate
-            return True, "", None
-        return True, "", _json(read) if read.status_code == 200 else None
+        except Exception:  # the cancel went through (if it did); only its cost stays an estimate
+            return not unconfirmed, unconfirmed, None
+        if read.status_code == 404 and unconfirmed:
+            return True, "", None  # gone after all
+        final = _json(read) if read.status_code == 200 else None
+        if unconfirmed and final is not None and str(final.get("status")) in FINAL_STATES:
+            return True, "", final
+        return not unconfirmed, unconfirmed, final
 
 
 def endpoint_notes(backend: Backend, stages: Iterable[Stage]) -> list[str]:
