@@ -318,19 +318,25 @@ def test_a_job_retried_in_place_keeps_its_failed_attempt_when_re_attached(
     # RunPod's retry/{id} reuses the job id: render 1 sees X fail, retries it in place, and is
     # interrupted without the cancel being confirmed; render 2 re-attaches to X and sees it end.
     story = write_story(STORY)
+    hanging = False
 
     async def fail_retry_hang(ctx: JobContext) -> None:
+        nonlocal hanging
         ctx.attempts.append(JobAttempt(job_id="X", status="FAILED", cost_usd=0.5))
         await ctx.on_submitted("X")
         ctx.attempts.append(JobAttempt(job_id="X", status="IN_PROGRESS", cost_usd=0.2))
+        hanging = True
         await asyncio.Event().wait()  # cancelled, and the cancel is not confirmed
 
     async def interrupted() -> None:
         backend = BillingBackend(script={"c": fail_retry_hang})
         task = asyncio.ensure_future(pipeline(story, backend).arun())
-        while backend.jobs < 3:
+        # Interrupt once c's job is in flight (however long the scenes before it took).
+        for _ in range(3000):
+            if hanging:
+                break
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        assert hanging, "scene c's job never started"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
