@@ -242,6 +242,34 @@ def test_an_unusable_work_directory_is_refused_before_rendering(
     assert not out.exists() or out.is_file()
 
 
+def test_two_story_files_with_one_name_do_not_share_the_default_work_directory(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import make_image
+
+    stories = []
+    for folder in ("trailer", "teaser"):
+        make_image(tmp_path / folder / "ref.png")
+        (tmp_path / folder / "story.yaml").write_text(TINY)
+        stories.append(tmp_path / folder / "story.yaml")
+    first = videokit("render", str(stories[0]), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    final = tmp_path / "out" / "story" / "final.mp4"
+    before = final.read_bytes()
+    for command in ("plan", "render"):
+        second = videokit(command, str(stories[1]), cwd=tmp_path)
+        assert second.returncode == 2, second.stderr
+        assert "holds the render of another story file" in second.stderr
+        assert "e.g. --out out/teaser-story;" in second.stderr
+        assert "Traceback" not in second.stderr
+    assert final.read_bytes() == before and (tmp_path / "out" / "story" / "scenes" / "a").is_dir()
+    # Its own directory, as the hint says; and the first story still renders where it did.
+    own = videokit("render", str(stories[1]), "--out", "out/teaser-story", cwd=tmp_path)
+    assert own.returncode == 0, own.stderr
+    again = videokit("render", str(stories[0]), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
 class _RunPodRecorder(http.server.BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
 

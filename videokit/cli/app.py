@@ -33,7 +33,7 @@ from videokit.pipeline.forecast import forecast
 from videokit.pipeline.requests import payload_bounds
 from videokit.pipeline.runner import Pipeline, RenderResult
 from videokit.story.model import Story
-from videokit.story.plan import StoryPlan, unwritable_reason
+from videokit.story.plan import StoryPlan
 
 __all__ = ["app", "main"]
 
@@ -229,17 +229,6 @@ def _warn(plan: StoryPlan) -> None:
             err.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-def _check_workdir(pipeline: Pipeline) -> None:
-    """Refuse a work directory that cannot be made before anything is submitted or paid for."""
-    workdir = pipeline.workdir
-    reason = unwritable_reason(workdir)
-    if reason is not None:
-        raise ConfigError(
-            f"cannot use {workdir} as the work directory: {reason}",
-            hint="give a writable directory with --out DIR (it is created if missing)",
-        )
-
-
 def _check_backend(pipeline: Pipeline, plan: StoryPlan) -> Backend:
     """Create the backend and check it can run this story's jobs; submits nothing."""
     backend = pipeline.backend()
@@ -297,7 +286,7 @@ def render(
         )
         plan = pipeline.plan()
         _warn(plan)
-        _check_workdir(pipeline)
+        pipeline.check_workdir()
         chosen = pipeline.backend()
         if chosen.name == "preview" and not as_json:
             _stderr().print(
@@ -396,7 +385,7 @@ def plan(
         pipeline = Pipeline(story, backend=backend, out=out)
         story_plan = pipeline.plan()
         _warn(story_plan)
-        _check_workdir(pipeline)
+        pipeline.check_workdir()
         chosen = pipeline.backend()
         costs = pipeline.settings.cost_model()  # the same prices and GPUs render bills with
         guess = forecast(story_plan, chosen, pipeline.workdir, costs=costs, force=force)

@@ -72,7 +72,7 @@ from videokit.pipeline.requests import (
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 from videokit.story.loader import load_story
 from videokit.story.model import Scene, Story
-from videokit.story.plan import ScenePlan, StoryPlan, plan_story
+from videokit.story.plan import ScenePlan, StoryPlan, plan_story, unwritable_reason
 
 __all__ = ["Pipeline", "RenderResult", "SceneOutput"]
 
@@ -201,6 +201,37 @@ class Pipeline:
     def workdir(self) -> Path:
         return self.out or self.settings.out_dir / self.story.slug()
 
+    def check_workdir(self) -> None:
+        """Raise :class:`ConfigError` if :attr:`workdir` cannot be used; creates nothing.
+
+        It must be creatable and writable. A *default* work dir must also not hold another story
+        file's render: the default is keyed by the file's stem, so ``a/story.yaml`` and
+        ``b/story.yaml`` would share ``out/story``, and rendering one would prune the other's
+        scenes and replace its final video. An explicit ``out`` is used as given.
+        """
+        workdir = self.workdir
+        reason = unwritable_reason(workdir)
+        if reason is not None:
+            raise ConfigError(
+                f"cannot use {workdir} as the work directory: {reason}",
+                hint="give a writable directory with --out DIR, or out= in Python "
+                "(it is created if missing)",
+            )
+        source = self.story.source
+        if self.out is not None or source is None:
+            return
+        owner = Manifest.load(workdir / "manifest.json").story
+        mine = str(source.resolve())
+        if owner is None or owner == mine:
+            return
+        suggested = workdir.with_name(f"{_parent_slug(source)}-{workdir.name}")
+        raise ConfigError(
+            f"the default work directory {workdir} holds the render of another story file, "
+            f"{owner}; rendering {mine} there would replace its scenes and final video",
+            hint=f"give this story its own directory with --out DIR (out= in Python), e.g. "
+            f"--out {suggested}; or delete {workdir} if that story is gone or was moved here",
+        )
+
     def plan(self) -> StoryPlan:
         """Check everything and return the plan; submits nothing. Raises :class:`StoryError`.
 
@@ -247,6 +278,7 @@ class Pipeline:
             # e.g. a missing endpoint id, or requests too big to send: fail before submitting.
             backend.check(plan.stages(), payload_bytes=payload_bounds(plan))
             workdir = self.workdir
+            self.check_workdir()
             _make_workdir(workdir)
             with _exclusive(workdir):
                 render = _Render(self, plan, backend, workdir)
@@ -256,6 +288,11 @@ class Pipeline:
                 # A backend we created holds connections bound to this event loop: close it here.
                 self._created = None
                 await backend.aclose()
+
+
+def _parent_slug(source: Path) -> str:
+    name = source.resolve().parent.name
+    return "".join(c if c.isalnum() or c in "_-" else "-" for c in name).strip("-") or "story"
 
 
 def _run_in_thread(main: Callable[[], Coroutine[Any, Any, RenderResult]]) -> RenderResult:
