@@ -6,8 +6,7 @@ workers to presigned URLs of a real S3-compatible server, using distinctive secr
 everything that was written or sent is scanned for them.
 
 The RunPod API key goes to RunPod's API host only: a self-hosted worker gets
-``VIDEOKIT_SERVE_API_KEY`` (or no key at all), and a story cannot name a host that receives the
-RunPod key.
+``VIDEOKIT_SERVE_API_KEY`` (or no key at all), and a host only a story names receives no key.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from tests.endpoints import serve_workers
 from tests.s3server import S3Server, s3_server  # noqa: F401
 from videokit import Pipeline
 from videokit.config import Settings
+from videokit.errors import VideoKitError
 from videokit.serve.app import create_app, running_server
 from videokit.story.loader import load_story
 from videokit.worker.engines import load_engine
@@ -177,15 +177,84 @@ def test_a_story_naming_another_host_never_receives_the_runpod_key(tmp_path: Pat
     assert len(recorder.seen) >= 4  # run and status for two jobs at least
     assert set(recorder.seen) == {None}  # no key at all: VIDEOKIT_SERVE_API_KEY is not set
 
-    # With a serve key set, that key (the one `videokit serve --api-key` checks) is what such a
-    # host gets, and the RunPod key still is not.
+    # A serve key set does not change that: a story may come from anyone, so a host only it names
+    # gets no key at all. A worker that wants one refuses, and the error says how to trust it.
     with foreign_worker(api_key=SERVE_KEY) as (base, recorder):
         story_file.write_text(FOREIGN_STORY.format(base=base))
         story = load_story(story_file)
-        env = {"RUNPOD_API_KEY": API_KEY, "VIDEOKIT_SERVE_API_KEY": SERVE_KEY}
+        env = {
+            "RUNPOD_API_KEY": API_KEY,
+            "VIDEOKIT_SERVE_API_KEY": SERVE_KEY,
+            "VIDEOKIT_WARMUP": "0",
+        }
         settings = Settings.resolve(story=story, env=env, dotenv=None)
-        Pipeline(story, settings=settings, out=tmp_path / "out2").run()
+        with pytest.raises(VideoKitError) as refused:
+            Pipeline(story, settings=settings, out=tmp_path / "out2").run()
+        assert recorder.seen and set(recorder.seen) == {None}
+        assert "named by the story file" in str(refused.value), str(refused.value)
+        assert "VIDEOKIT_RUNPOD_BASE_URL" in str(refused.value)
+
+        # Named by the user as well (the environment here), the host is theirs: it gets the key
+        # `videokit serve --api-key` checks, and still never the RunPod key.
+        recorder.seen.clear()
+        trusted = Settings.resolve(
+            story=story, env={**env, "VIDEOKIT_RUNPOD_BASE_URL": f"{base}/v2"}, dotenv=None
+        )
+        assert trusted.from_story == frozenset({"animate_endpoint"})
+        Pipeline(story, settings=trusted, out=tmp_path / "out3").run()
     assert recorder.seen and set(recorder.seen) == {f"Bearer {SERVE_KEY}"}
+
+
+def test_only_hosts_the_story_alone_names_are_sent_no_key() -> None:
+    from videokit.backends import create_backend
+    from videokit.backends.runpod import RunPodBackend
+
+    def hosts(story_endpoints: dict[str, str], env: dict[str, str]) -> frozenset[str]:
+        story = load_story_text(story_endpoints)
+        settings = Settings.resolve(
+            story=story, env={"VIDEOKIT_SERVE_API_KEY": SERVE_KEY, **env}, dotenv=None
+        )
+        backend = create_backend("runpod", settings)
+        assert isinstance(backend, RunPodBackend)
+        return backend.config.story_hosts
+
+    # A full endpoint URL in the story; the user's own endpoints elsewhere.
+    assert hosts(
+        {"animate": "http://evil.example:9000/v2/a"},
+        {"VIDEOKIT_EDIT_ENDPOINT": "http://box:8000/v2/e"},
+    ) == {"http://evil.example:9000"}
+    # The environment overrides the story's URL: nothing the story named is used.
+    assert (
+        hosts(
+            {"animate": "http://evil.example/v2/a"},
+            {"VIDEOKIT_ANIMATE_ENDPOINT": "http://box:8000/v2/a"},
+        )
+        == frozenset()
+    )
+    # The story names a host the user configured too: it is the user's.
+    assert (
+        hosts(
+            {"animate": "http://box:8000/v2/a"}, {"VIDEOKIT_EDIT_ENDPOINT": "http://box:8000/v2/e"}
+        )
+        == frozenset()
+    )
+    # Ids from the user, resolved against a base URL the story names: that host is the story's.
+    assert hosts(
+        {"base_url": "https://evil.example/v2"}, {"VIDEOKIT_ANIMATE_ENDPOINT": "abc123"}
+    ) == {"https://evil.example:443"}
+
+
+def load_story_text(endpoints: dict[str, str]) -> Any:
+    from videokit.story.model import Story
+
+    return Story.model_validate(
+        {
+            "title": "T",
+            "reference": "ref.png",
+            "scenes": [{"id": "a", "motion": "m"}],
+            "endpoints": endpoints,
+        }
+    )
 
 
 # -- storage credentials never enter a payload, however they are spelled ------------------------

@@ -373,6 +373,9 @@ class Settings:
     job_attempts: int | None = None
     warmup: bool | None = None
     config_file: Path | None = None
+    # Which of edit_endpoint, animate_endpoint and base_url came from the story file: a story may
+    # come from anyone, so the hosts it names are sent no key (see RunPodConfig.story_hosts).
+    from_story: frozenset[str] = frozenset()
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def cost_model(self) -> CostModel:
@@ -424,18 +427,34 @@ class Settings:
         def where(key: str) -> str:
             return file.where(key) if file is not None else key
 
-        def pick(explicit: str | None, variable: str, key: str, story_field: str) -> str | None:
+        from_story: set[str] = set()
+
+        def chosen(setting: str, outside: Any, story_field: str) -> str | None:
+            # explicit > environment > config file (all the user's own); the story comes last
+            if outside:
+                return str(outside)
             in_story = getattr(endpoints, story_field) if endpoints is not None else None
-            return explicit or env_value(variable) or file_value(key) or in_story or None
+            if in_story:
+                from_story.add(setting)
+            return in_story or None
 
-        def endpoint(explicit: str | None, stage: str) -> str | None:
-            in_story = getattr(endpoints, stage) if endpoints is not None else None
-            variable = f"VIDEOKIT_{stage.upper()}_ENDPOINT"
-            return explicit or env_value(variable) or stage_value(stage, "endpoint") or in_story
-
-        edit = endpoint(edit_endpoint, "edit")
-        animate = endpoint(animate_endpoint, "animate")
-        base = pick(base_url, "VIDEOKIT_RUNPOD_BASE_URL", "base_url", "base_url")
+        edit = chosen(
+            "edit_endpoint",
+            edit_endpoint or env_value("VIDEOKIT_EDIT_ENDPOINT") or stage_value("edit", "endpoint"),
+            "edit",
+        )
+        animate = chosen(
+            "animate_endpoint",
+            animate_endpoint
+            or env_value("VIDEOKIT_ANIMATE_ENDPOINT")
+            or stage_value("animate", "endpoint"),
+            "animate",
+        )
+        base = chosen(
+            "base_url",
+            base_url or env_value("VIDEOKIT_RUNPOD_BASE_URL") or file_value("base_url"),
+            "base_url",
+        )
         # Secrets come from arguments and the environment (.env included) only: the config file
         # refuses them, and a story has no field for them.
         key = api_key or env_value("RUNPOD_API_KEY")
@@ -504,6 +523,7 @@ class Settings:
             job_attempts=attempts,
             warmup=wake,
             config_file=file.path if file is not None else None,
+            from_story=frozenset(from_story),
             environ=environ,
         )
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from videokit.backends.base import Backend, JobAttempt, JobContext, Stage
 from videokit.config import Settings
 from videokit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from videokit.backends.runpod import Endpoint
 
 __all__ = ["BACKENDS", "Backend", "JobAttempt", "JobContext", "Stage", "create_backend"]
 
@@ -79,6 +85,7 @@ def _runpod(settings: Settings) -> Backend:
     config = RunPodConfig(
         api_key=settings.api_key,
         serve_api_key=settings.serve_api_key,
+        story_hosts=_story_hosts(settings, endpoints, base_url),
         endpoints=endpoints,
         base_url=base_url,
         **overrides,  # type: ignore[arg-type]
@@ -90,3 +97,24 @@ def _runpod(settings: Settings) -> Backend:
     if storage_config is not None:
         storage = S3Storage(storage_config)
     return RunPodBackend(config, costs=costs, storage=storage)
+
+
+def _story_hosts(
+    settings: Settings, endpoints: Mapping[Stage, Endpoint], base_url: str
+) -> frozenset[str]:
+    """The origins only the story file named (it set the endpoint URL, or the base URL an endpoint
+    id resolves against); any origin the user configured too is theirs, and keeps its key."""
+    from videokit.backends.runpod import host_origin
+
+    named: set[str] = set()
+    configured: set[str] = set()
+    for stage, endpoint in endpoints.items():
+        url = endpoint.url(base_url)
+        absolute = "://" in endpoint.path("")
+        by_story = f"{stage}_endpoint" in settings.from_story or (
+            not absolute and "base_url" in settings.from_story
+        )
+        (named if by_story else configured).add(host_origin(url))
+    if settings.base_url and "base_url" not in settings.from_story:
+        configured.add(host_origin(base_url))
+    return frozenset(named - configured - {""})

@@ -15,13 +15,14 @@ of times when it failed for a reason another worker may not hit (CUDA out of mem
 a result that expired); a FAILED job is resubmitted with ``retry/{id}`` (same id, input not sent
 again) where the endpoint allows it.
 
-Credentials, chosen per request from the host it goes to (whatever configured it, a story
-included): ``RUNPOD_API_KEY`` is sent only to RunPod's own API, ``https://api.runpod.ai`` (the
-default base URL). A request to any other host (a self-hosted ``videokit serve``, a ``base_url`` or
-endpoint URL a story names) carries ``VIDEOKIT_SERVE_API_KEY`` when it is set, the key
-``videokit serve --api-key`` checks, and otherwise no ``Authorization`` header at all. So a story
-cannot send the RunPod key to a host it names, and a mixed setup (edit on RunPod, animate on your
-own GPU) sends each host only its own key. Redirects are not followed. RunPod's API over plain
+Credentials, chosen per request from the host it goes to: ``RUNPOD_API_KEY`` is sent only to
+RunPod's own API, ``https://api.runpod.ai`` (the default base URL). A request to any other host you
+configured (arguments, environment, ``videokit.toml``: a self-hosted ``videokit serve``) carries
+``VIDEOKIT_SERVE_API_KEY`` when it is set, the key ``videokit serve --api-key`` checks, and
+otherwise no ``Authorization`` header at all. A host that only a story file names (its
+``endpoints:`` URL or ``base_url``) gets no key: a story may come from anyone. So a story cannot
+send either key to a host it names, and a mixed setup (edit on RunPod, animate on your own GPU)
+sends each host only its own key. Redirects are not followed. RunPod's API over plain
 http is refused (ConfigError).
 
 Whenever the client stops waiting on a job that has not ended (Ctrl-C, a deadline, a job stuck in
@@ -95,6 +96,7 @@ __all__ = [
     "RunPodBackend",
     "RunPodConfig",
     "endpoint_notes",
+    "host_origin",
     "is_runpod_hosted",
     "is_transient_job_error",
 ]
@@ -174,8 +176,13 @@ class RunPodConfig:
     api_key: Secret | None  # RUNPOD_API_KEY: sent to RunPod's API host only
     endpoints: Mapping[Stage, Endpoint]
     base_url: str = DEFAULT_BASE_URL
-    # VIDEOKIT_SERVE_API_KEY: what `videokit serve --api-key` checks; sent to every other host.
+    # VIDEOKIT_SERVE_API_KEY: what `videokit serve --api-key` checks; sent to every other host
+    # but those in story_hosts.
     serve_api_key: Secret | None = None
+    # Origins (see host_origin) that only a story file named: a story may come from anyone, so
+    # they are sent no key at all. Hosts the user configured (arguments, environment, config
+    # file) are not in it, even when a story names them too.
+    story_hosts: frozenset[str] = frozenset()
     queue_timeout_s: float = 600.0  # stuck IN_QUEUE this long: cancel and resubmit
     execution_timeout_s: float = 900.0  # sent as policy.executionTimeout, enforced here too
     ttl_s: float = 3600.0  # policy.ttl: the job (and its result) is deleted after this
@@ -284,6 +291,18 @@ def is_runpod_hosted(url: str | httpx.URL) -> bool:
     return (
         parsed.scheme == "https" and parsed.host == RUNPOD_API_HOST and parsed.port in (None, 443)
     )
+
+
+def host_origin(url: str | httpx.URL) -> str:
+    """``scheme://host:port`` of ``url`` (the port spelled out), or ``""`` if it is not a URL."""
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    except httpx.InvalidURL:
+        return ""
+    if not parsed.scheme or not parsed.host:
+        return ""
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return f"{parsed.scheme}://{parsed.host}:{port}"
 
 
 def is_transient_job_error(error: str) -> bool:
@@ -564,7 +583,7 @@ class RunPodBackend:
                 status=_status_of(exc),
                 hint=f"check {_endpoint_variable(stage)} and your network",
             ) from None
-        _raise_for_refusal(response, endpoint, stage, "health")
+        _raise_for_refusal(response, endpoint, stage, "health", self.config.story_hosts)
         return EndpointHealth.parse(_json(response))
 
     async def readiness(self, stages: Iterable[Stage]) -> dict[Stage, EndpointHealth]:
@@ -588,7 +607,7 @@ class RunPodBackend:
                 f"could not purge the queue of {endpoint.id}: {_describe(exc)}",
                 status=_status_of(exc),
             ) from None
-        _raise_for_refusal(response, endpoint, stage, "purge-queue")
+        _raise_for_refusal(response, endpoint, stage, "purge-queue", self.config.story_hosts)
         return _int_or_none(_json(response).get("removed")) or 0
 
     async def runsync(
@@ -623,7 +642,7 @@ class RunPodBackend:
             raise EndpointError(
                 f"runsync on {endpoint.id} failed: {_describe(exc)}", status=_status_of(exc)
             ) from None
-        _raise_for_refusal(response, endpoint, stage, "runsync")
+        _raise_for_refusal(response, endpoint, stage, "runsync", self.config.story_hosts)
         return _json(response)
 
     async def stream(self, stage: Stage, job_id: str) -> tuple[str, list[Any]]:
@@ -1025,7 +1044,11 @@ class RunPodBackend:
             self._watches.pop(watch.job_id, None)
 
     def _credential(self, url: httpx.URL) -> Secret | None:
-        return self.config.api_key if is_runpod_hosted(url) else self.config.serve_api_key
+        if is_runpod_hosted(url):
+            return self.config.api_key
+        if host_origin(url) in self.config.story_hosts:
+            return None
+        return self.config.serve_api_key
 
     def _margin(self, expected: float) -> float:
         # Wake a little early: jobs vary, and a late poll costs latency on every chained scene.
@@ -1127,7 +1150,7 @@ class RunPodBackend:
             raise EndpointError(
                 f"endpoint {endpoint.id} refused the API key (401)",
                 status=401,
-                hint=_key_hint(response),
+                hint=_key_hint(response, self.config.story_hosts),
             )
         if response.status_code >= 400 or not isinstance(body.get("id"), str):
             raise EndpointError(
@@ -1230,7 +1253,9 @@ class RunPodBackend:
                 f"{route} of job {job_id}: HTTP {response.status_code}",
                 status=response.status_code,
                 job_id=job_id,
-                hint=_key_hint(response) if response.status_code == 401 else None,
+                hint=_key_hint(response, self.config.story_hosts)
+                if response.status_code == 401
+                else None,
             )
         return _json(response)
 
@@ -1401,7 +1426,11 @@ def _stuck_error(
 
 
 def _raise_for_refusal(
-    response: httpx.Response, endpoint: Endpoint, stage: Stage, route: str
+    response: httpx.Response,
+    endpoint: Endpoint,
+    stage: Stage,
+    route: str,
+    story_hosts: frozenset[str],
 ) -> None:
     if response.status_code < 400:
         return
@@ -1410,16 +1439,24 @@ def _raise_for_refusal(
         f"the {stage} endpoint {endpoint.id} refused `{route}` ({response.status_code}): "
         f"{_error_text(body.get('error')) or response.reason_phrase}",
         status=response.status_code,
-        hint=_key_hint(response)
+        hint=_key_hint(response, story_hosts)
         if response.status_code == 401
         else f"check {_endpoint_variable(stage)}",
     )
 
 
-def _key_hint(response: httpx.Response) -> str:
+def _key_hint(response: httpx.Response, story_hosts: frozenset[str]) -> str:
     """What to check when ``response`` is a 401: the key that was (or was not) sent there."""
-    if is_runpod_hosted(response.request.url):
+    url = response.request.url
+    if is_runpod_hosted(url):
         return "check RUNPOD_API_KEY (the RunPod API key, in the environment or .env)"
+    if host_origin(url) in story_hosts:
+        return (
+            f"{host_origin(url)} is named by the story file, and hosts a story names are sent no "
+            "key (a story may come from anyone); if it is your own server, name it yourself: "
+            "VIDEOKIT_EDIT_ENDPOINT / VIDEOKIT_ANIMATE_ENDPOINT / VIDEOKIT_RUNPOD_BASE_URL or "
+            "videokit.toml, and it gets VIDEOKIT_SERVE_API_KEY"
+        )
     return (
         "check VIDEOKIT_SERVE_API_KEY: it must be the key this `videokit serve` was started "
         "with (--api-key); RUNPOD_API_KEY is only ever sent to RunPod's own API"
