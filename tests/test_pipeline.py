@@ -157,6 +157,22 @@ def test_force_and_only(write_story: Callable[..., Path], recording: RecordingBa
     assert sorted(recording.scenes()) == ["a", "alt", "b", "b", "c", "d"]
 
 
+def test_only_keeps_the_other_scenes_on_the_contact_sheet(
+    write_story: Callable[..., Path], recording: RecordingBackend
+) -> None:
+    from PIL import Image
+
+    story = write_story(STORY)
+    full = render(story, recording).contact_sheet
+    assert full is not None
+    with Image.open(full) as image:
+        size = image.size
+    partial = render(story, recording, only=["c"]).contact_sheet
+    assert partial == full
+    with Image.open(partial) as image:
+        assert image.size == size  # every scene still has its row, not just c's
+
+
 def test_only_unknown_scene_is_a_story_error(write_story: Callable[..., Path]) -> None:
     story = write_story(STORY)
     with pytest.raises(videokit.StoryError, match="unknown scene"):

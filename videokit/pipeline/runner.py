@@ -916,20 +916,38 @@ class _Render:
         if not self.outputs:
             return None
         order = [e.scene for e in self.plan.timeline] + list(self.plan.branches)
-        cells = [
-            ContactCell(
-                label=scene_id,
-                first=self.outputs[scene_id].first_frame,
-                last=self.outputs[scene_id].last_frame,
-                note=("branch" if scene_id in self.plan.branches else None),
+        cells: list[ContactCell] = []
+        for scene_id in order:
+            notes = ["branch"] if scene_id in self.plan.branches else []
+            if scene_id in self.outputs:
+                first, last = self.outputs[scene_id].first_frame, self.outputs[scene_id].last_frame
+            else:
+                # --only renders a few scenes: the sheet keeps the others from earlier renders
+                # (labelled so), instead of being replaced by a sheet of just these.
+                earlier = self._earlier_frames(scene_id)
+                if earlier is None:
+                    continue
+                first, last = earlier
+                notes.append("earlier render")
+            cells.append(
+                ContactCell(label=scene_id, first=first, last=last, note=", ".join(notes) or None)
             )
-            for scene_id in order
-            if scene_id in self.outputs
-        ]
         path = self.workdir / "contact_sheet.png"
         make_contact_sheet(cells, path, title=self.plan.story.title)
         self.manifest.contact_sheet = _rel(path, self.workdir)
         return path
+
+
+    def _earlier_frames(self, scene_id: str) -> tuple[Path, Path] | None:
+        record = self.manifest.scenes.get(scene_id)
+        if record is None or record.status != "done":
+            return None
+        try:
+            first = self.workdir / record.outputs["first_frame"]
+            last = self.workdir / record.outputs["last_frame"]
+        except KeyError:
+            return None
+        return (first, last) if first.is_file() and last.is_file() else None
 
 
 # Attempt states in which a job may still be queued or running on the endpoint.
