@@ -937,7 +937,6 @@ class _Render:
         self.manifest.contact_sheet = _rel(path, self.workdir)
         return path
 
-
     def _earlier_frames(self, scene_id: str) -> tuple[Path, Path] | None:
         record = self.manifest.scenes.get(scene_id)
         if record is None or record.status != "done":
