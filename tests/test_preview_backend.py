@@ -111,7 +111,7 @@ def test_clip_has_exact_frame_count_size_and_fps(
     assert result.frames == expected
     assert (result.width, result.height, result.fps) == (width, height, 12)
     assert result.video.content_type == "video/mp4"
-    assert result.model == "preview/animatic@1"
+    assert result.model == "preview/animatic@2"
     decoded = _decode(result.video.decode(), width, height)
     assert decoded.shape[0] == expected
     info = _stream_info(result.video.decode())
@@ -194,8 +194,8 @@ def test_backend_protocol_identity_and_concurrency() -> None:
     backend = PreviewBackend(concurrency=3)
     assert isinstance(backend, Backend)
     assert backend.name == "preview"
-    assert backend.identity("edit") == "preview/storyboard@1"
-    assert backend.identity("animate") == "preview/animatic@1"
+    assert backend.identity("edit") == "preview/storyboard@2"
+    assert backend.identity("animate") == "preview/animatic@2"
     assert backend.concurrency("animate") == 3
     assert 1 <= PreviewBackend().concurrency("edit") <= 4
     with pytest.raises(ValueError):
@@ -221,7 +221,7 @@ def test_edit_card_has_requested_size_and_differs_from_input() -> None:
     result = _edit(width=256, height=144, images=[MediaInput.from_bytes(_input_png()), reference])
     assert (result.width, result.height) == (256, 144)
     assert result.image.content_type == "image/png"
-    assert result.model == "preview/storyboard@1" and result.seed == 5
+    assert result.model == "preview/storyboard@2" and result.seed == 5
     card = decode_png_array(result.image.decode())
     assert card.shape == (144, 256, 3)
     fitted = np.asarray(cover_fit(load_rgb(_input_png()), 256, 144))
@@ -229,6 +229,36 @@ def test_edit_card_has_requested_size_and_differs_from_input() -> None:
     # Deterministic, byte for byte.
     again = _edit(width=256, height=144, images=[MediaInput.from_bytes(_input_png()), reference])
     assert again.image.sha256 == result.image.sha256
+
+
+def test_an_animated_card_fades_into_its_clean_picture_and_ends_clean() -> None:
+    card = _edit(width=256, height=144).image.decode()
+    clean = encode_png(cover_fit(load_rgb(_input_png()), 256, 144))
+    # Any decoder reads the card as the card (the clean picture rides in an ancillary chunk).
+    shown = decode_png_array(card)
+    assert _mad(shown[TOP], decode_png_array(clean)[TOP]) > 10
+    from_card = _animate(image=MediaInput.from_bytes(card), frames=17)
+    from_clean = _animate(image=MediaInput.from_bytes(clean), frames=17)
+    frames = _decode(from_card.video.decode(), 256, 144)
+    assert _mad(frames[0][TOP], shown[TOP]) < 4  # it opens on the card, as its input shows it
+    # ...and ends on the clean picture: the next scene starts without a remnant of the card.
+    assert from_card.last_frame.decode() == from_clean.last_frame.decode()
+    clean_frames = _decode(from_clean.video.decode(), 256, 144)
+    # (Within coding noise: an h264 frame depends on the frames before it.)
+    assert _mad(frames[-1][TOP], clean_frames[-1][TOP]) < 3
+
+
+def test_a_damaged_clean_picture_chunk_is_ignored() -> None:
+    card = bytearray(_edit(width=256, height=144).image.decode())
+    at = card.index(b"vkCl")
+    card[at + 40] ^= 0xFF  # inside the chunk's data: its CRC no longer matches
+    result = _animate(image=MediaInput.from_bytes(bytes(card)), frames=9)
+    last = decode_png_array(result.last_frame.decode())
+    # Animated as a plain picture: the card is still there at the end (pushed in, not faded).
+    clean_end = decode_png_array(
+        _animate(image=MediaInput.from_bytes(_input_png()), frames=9).last_frame.decode()
+    )
+    assert _mad(last[TOP], clean_end[TOP]) > 10
 
 
 def test_edit_card_without_size_keeps_input_size_snapped_to_16() -> None:

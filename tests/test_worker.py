@@ -300,7 +300,7 @@ def test_native_animate_returns_a_decodable_clip_of_the_requested_shape() -> Non
         144,
         5,
     )
-    assert result.model == "preview/animatic@1"
+    assert result.model == "preview/animatic@2"
     frames = _decode_video(result.video.decode(), 256, 144)  # decode() checks size and sha256
     assert frames.shape[0] == 9
     assert decode_png_array(result.last_frame.decode()).shape == (144, 256, 3)
@@ -555,11 +555,11 @@ def test_warmup_answers_with_the_engine_identity() -> None:
     assert parse_job_input("animate", {"warmup": True}) == (Warmup(), "native")
     assert _run(_handler("animate"), {"warmup": True}) == {
         "warm": True,
-        "model": "preview/animatic@1",
+        "model": "preview/animatic@2",
     }
     assert _run(_handler("edit"), {"warmup": True}) == {
         "warm": True,
-        "model": "preview/storyboard@1",
+        "model": "preview/storyboard@2",
     }
     assert "warmup job" in _invalid(_handler("edit"), {"warmup": True, "prompt": "x"})
 
@@ -879,7 +879,7 @@ def test_unknown_engines_and_options_are_clear_errors() -> None:
 
 def test_min_job_seconds_pads_each_job() -> None:
     engine = engine_from_env("edit", {"VIDEOKIT_ENGINE_MIN_SECONDS": "0.5"})
-    assert isinstance(engine, PaddedEngine) and engine.identity("edit") == "preview/storyboard@1"
+    assert isinstance(engine, PaddedEngine) and engine.identity("edit") == "preview/storyboard@2"
     request = EditRequest(images=[MediaInput(base64=PNG_B64)], prompt="x", seed=1)
     started = time.monotonic()
     result = asyncio.run(engine.edit(request, JobContext("s", "edit")))

@@ -9,6 +9,11 @@ stitching) before anyone pays for a GPU second. It does not imitate the models; 
 * ``animate`` returns a **camera move** over the input frame (an eased push-in, pan or tilt) with
   the motion prompt as a caption, a "PREVIEW" badge and a frame counter burned into every frame.
 
+A card carries the undimmed picture it was drawn over, in a private PNG chunk (``vkCl``, ignored by
+every decoder). Animating a card fades the card out into that picture during the clip, so the
+clip's last frame, the next scene's input, is clean. Without it, every downstream scene would open
+on a cropped remnant of the card, and the dimming would compound along a chain.
+
 Like Wan, a clip starts on its input picture: frame 0 is the input cover-fitted to the clip size.
 The moves only ever zoom *into* the picture, never out of it: frame 0 shows the whole input, and a
 zoom-out would need pixels from outside it that nobody has.
@@ -27,10 +32,12 @@ import hashlib
 import math
 import os
 import re
+import struct
 import tempfile
 import threading
 import time
 import unicodedata
+import zlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +63,11 @@ from videokit.protocol import (
 __all__ = ["CameraMove", "PreviewBackend", "choose_camera_move"]
 
 # Bump when the pixels a stage produces change: the identity is part of every cache key.
-_STORYBOARD_VERSION = 1
-_ANIMATIC_VERSION = 1
+_STORYBOARD_VERSION = 2
+_ANIMATIC_VERSION = 2
+# A private, ancillary, safe-to-copy PNG chunk (the letter cases say so): the card's clean picture.
+_CLEAN_CHUNK = b"vkCl"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _MAX_DEFAULT_CONCURRENCY = 4
 # x264 output depends on its thread count (not on timing); pinning it makes a clip's bytes the same
@@ -274,6 +284,8 @@ def _render_clip(
 ) -> tuple[bytes, bytes]:
     width, height = request.width, request.height
     base = cover_fit(load_rgb(source), width, height)
+    clean_png = _clean_picture(source)
+    clean = cover_fit(load_rgb(clean_png), width, height) if clean_png is not None else None
     move = choose_camera_move(request.seed, request.prompt)
     total = request.frames
     first = 1 if request.drop_first_frame else 0
@@ -295,11 +307,13 @@ def _render_clip(
             for index in range(first, total):
                 if cancel.is_set():
                     raise _Cancelled
+                t = index / (total - 1)
+                shown = base if clean is None else _fade_card(base, clean, t)
                 if index == 0:
-                    picture = base  # exactly the input, as an image-to-video model starts
+                    picture = shown  # exactly the input, as an image-to-video model starts
                 else:
-                    box = move.view(index / (total - 1), width, height)
-                    picture = base.resize((width, height), Image.Resampling.BICUBIC, box=box)
+                    box = move.view(t, width, height)
+                    picture = shown.resize((width, height), Image.Resampling.BICUBIC, box=box)
                 last_picture = picture
                 writer.write(overlay.apply(picture, index).tobytes())
                 done = index - first + 1
@@ -309,6 +323,48 @@ def _render_clip(
     # The last frame goes out WITHOUT the overlays: it is the next scene's input, and a burned-in
     # caption would be animated again there (and stack up, one more caption per chained scene).
     return video, encode_png(last_picture)
+
+
+def _fade_card(card: Image.Image, clean: Image.Image, t: float) -> Image.Image:
+    """The picture at time ``t`` of a clip animating a storyboard card: the card (as the input
+    shows it) for the first third, easing into the clean picture by two thirds in."""
+    mix = min(1.0, max(0.0, (t - 1 / 3) * 3))
+    mix = mix * mix * (3 - 2 * mix)  # smoothstep: no visible start or stop of the fade
+    if mix <= 0.0:
+        return card
+    if mix >= 1.0:
+        return clean
+    return Image.blend(card, clean, mix)
+
+
+def _with_clean_picture(card_png: bytes, clean_png: bytes) -> bytes:
+    """``card_png`` with ``clean_png`` in a ``vkCl`` chunk just before IEND (its last 12 bytes)."""
+    chunk = (
+        struct.pack(">I", len(clean_png))
+        + _CLEAN_CHUNK
+        + clean_png
+        + struct.pack(">I", zlib.crc32(_CLEAN_CHUNK + clean_png))
+    )
+    return card_png[:-12] + chunk + card_png[-12:]
+
+
+def _clean_picture(png: bytes) -> bytes | None:
+    """The clean picture a storyboard card carries, or None (not a card, or not a PNG)."""
+    if not png.startswith(_PNG_SIGNATURE):
+        return None
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind = png[pos + 4 : pos + 8]
+        if kind == _CLEAN_CHUNK:
+            data = png[pos + 8 : pos + 8 + length]
+            crc = png[pos + 8 + length : pos + 12 + length]
+            ok = len(data) == length and crc == struct.pack(">I", zlib.crc32(kind + data))
+            return data if ok else None
+        if kind == b"IEND":
+            return None
+        pos += 12 + length
+    return None
 
 
 class _ClipOverlay:
@@ -382,8 +438,8 @@ def _render_card(request: EditRequest, sources: list[bytes]) -> tuple[bytes, int
     else:
         width, height = _card_size(picture.width, picture.height)
     base = cover_fit(picture, width, height)
-    # Dimmed so the caption reads and the card is never mistaken for a real edit; gently, because a
-    # chained story feeds each card into the next scene and the dimming compounds.
+    # Dimmed so the caption reads and the card is never mistaken for a real edit. The clip fades
+    # into the undimmed picture (see _fade_card), so the dimming does not compound along a chain.
     card = base.point(lambda value: round(value * 0.88))
 
     size = round(_caption_size(width, height) * 1.1)
@@ -436,7 +492,7 @@ def _render_card(request: EditRequest, sources: list[bytes]) -> tuple[bytes, int
         x -= pad
 
     card = Image.alpha_composite(card.convert("RGBA"), overlay).convert("RGB")
-    return encode_png(card), width, height
+    return _with_clean_picture(encode_png(card), encode_png(base)), width, height
 
 
 def _card_size(width: int, height: int) -> tuple[int, int]:
