@@ -261,6 +261,13 @@ def test_a_damaged_clean_picture_chunk_is_ignored() -> None:
     assert _mad(last[TOP], clean_end[TOP]) > 10
 
 
+def test_a_noisy_card_too_big_to_carry_its_clean_picture_stays_a_plain_card() -> None:
+    noise = np.random.default_rng(1).integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    card = _edit(width=256, height=144, images=[MediaInput.from_bytes(encode_png(noise))])
+    data = card.image.decode()
+    assert b"vkCl" not in data and len(data) <= 144 * (256 * 3 + 1)
+
+
 def test_edit_card_without_size_keeps_input_size_snapped_to_16() -> None:
     result = _edit()  # the input is 400×300
     assert (result.width, result.height) == (400, 288)

@@ -9,10 +9,11 @@ stitching) before anyone pays for a GPU second. It does not imitate the models; 
 * ``animate`` returns a **camera move** over the input frame (an eased push-in, pan or tilt) with
   the motion prompt as a caption, a "PREVIEW" badge and a frame counter burned into every frame.
 
-A card carries the undimmed picture it was drawn over, in a private PNG chunk (``vkCl``, ignored by
-every decoder). Animating a card fades the card out into that picture during the clip, so the
-clip's last frame, the next scene's input, is clean. Without it, every downstream scene would open
-on a cropped remnant of the card, and the dimming would compound along a chain.
+A card carries the undimmed picture it was drawn over, in a private PNG chunk (``vkCl``, ignored
+by every decoder), when both fit in the size of an uncompressed frame. Animating a card fades the
+card out into that picture during the clip, so the clip's last frame, the next scene's input, is
+clean. Without it, every downstream scene would open on a cropped remnant of the card, and the
+dimming would compound along a chain.
 
 Like Wan, a clip starts on its input picture: frame 0 is the input cover-fitted to the clip size.
 The moves only ever zoom *into* the picture, never out of it: frame 0 shows the whole input, and a
@@ -492,7 +493,13 @@ def _render_card(request: EditRequest, sources: list[bytes]) -> tuple[bytes, int
         x -= pad
 
     card = Image.alpha_composite(card.convert("RGBA"), overlay).convert("RGB")
-    return _with_clean_picture(encode_png(card), encode_png(base)), width, height
+    card_png = encode_png(card)
+    with_clean = _with_clean_picture(card_png, encode_png(base))
+    # The pipeline bounds a frame it makes by an incompressible PNG of its size (its payload
+    # checks rely on that); a photo-like card that cannot carry its clean picture within that
+    # stays a plain card, animated as any picture.
+    fits = len(with_clean) <= height * (width * 3 + 1)
+    return (with_clean if fits else card_png), width, height
 
 
 def _card_size(width: int, height: int) -> tuple[int, int]:
