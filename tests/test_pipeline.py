@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import videokit
 from tests.conftest import RecordingBackend
+from videokit.backends.base import JobContext
 from videokit.media.probe import probe_video
-from videokit.pipeline.events import Event, SceneCached, SceneDone
+from videokit.pipeline.events import Event, RenderDone, SceneCached, SceneDone
+from videokit.protocol import AnimateRequest, AnimateResult
 
 STORY = """
 title: Branches
@@ -171,6 +174,39 @@ def test_only_keeps_the_other_scenes_on_the_contact_sheet(
     assert partial == full
     with Image.open(partial) as image:
         assert image.size == size  # every scene still has its row, not just c's
+
+
+@dataclass
+class RedeployedBackend(RecordingBackend):
+    """Reports the model its endpoint serves, as a worker does; "redeployed" by setting it."""
+
+    model: str = "wan2.2-a14b@lightning"
+
+    async def animate(self, request: AnimateRequest, ctx: JobContext) -> AnimateResult:
+        result = await super().animate(request, ctx)
+        return result.model_copy(update={"model": self.model})
+
+
+def test_cached_results_another_model_made_are_named_after_a_redeploy(
+    write_story: Callable[..., Path],
+) -> None:
+    story = write_story(STORY)
+    backend = RedeployedBackend()
+    assert render(story, backend).warnings == []
+    # The endpoint now serves another model; only scene alt changed, so only it runs.
+    backend.model = "wan2.2-a14b@standard"
+    write_story(STORY.replace("motion: another path", "motion: another path, slower"))
+    events: list[Event] = []
+    result = render(story, backend, on_event=events.append)
+    assert result.rendered == ["alt"]
+    (warning,) = result.warnings
+    assert "now serves wan2.2-a14b@standard" in warning
+    assert "scene(s) a, b, c, d were made by wan2.2-a14b@lightning" in warning
+    assert "--force" in warning
+    done = [e for e in events if isinstance(e, RenderDone)]
+    assert done[0].warnings == result.warnings
+    # Nothing ran this time: nothing to compare with, and nothing is said.
+    assert render(story, backend).warnings == []
 
 
 def test_only_unknown_scene_is_a_story_error(write_story: Callable[..., Path]) -> None:

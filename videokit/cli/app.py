@@ -295,7 +295,9 @@ def render(
             )
         result = _run_with_display(pipeline, as_json=as_json, quiet=quiet)
         if as_json:
-            return
+            return  # the warnings are in the render_done line
+        for warning in result.warnings:
+            _stderr().print(f"[yellow]warning:[/] {escape(warning)}")
         if result.final_video is not None:
             print(result.final_video)
         else:

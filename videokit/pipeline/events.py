@@ -141,6 +141,9 @@ class RenderDone(_Event):
     cost_usd: float
     rendered: list[str]
     cached: list[str]
+    # Things worth a look although the render succeeded (e.g. cached results an endpoint's
+    # current model did not make).
+    warnings: list[str] = []
 
 
 Event = Annotated[

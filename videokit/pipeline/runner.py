@@ -114,6 +114,8 @@ class RenderResult:
     fps: int
     seconds: float
     cost_usd: float
+    # Worth a look although the render succeeded; the CLI prints them (see _model_warnings).
+    warnings: list[str] = field(default_factory=list)
 
     def open_video(self) -> AbstractContextManager[Any]:
         """The final video as a frame-exact moviepy ``VideoFileClip`` (with its audio)::
@@ -382,6 +384,8 @@ class _Render:
             for stage in ("edit", "animate")
         }
         self._warmed = False
+        # (scene, stage, the model that made its result, whether it came from the cache)
+        self._models: list[tuple[str, Stage, str | None, bool]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Future[bytes]] = {}
         self._edited: dict[str, asyncio.Future[bytes]] = {}
@@ -479,6 +483,7 @@ class _Render:
         seconds = time.monotonic() - started
         self.manifest.seconds = round(seconds, 3)
         self.save()
+        warnings = self._model_warnings()
         result = RenderResult(
             workdir=self.workdir,
             final_video=final,
@@ -489,6 +494,7 @@ class _Render:
             fps=plan.fps,
             seconds=seconds,
             cost_usd=self.total_cost,
+            warnings=warnings,
         )
         self.emit(
             RenderDone(
@@ -499,10 +505,43 @@ class _Render:
                 cost_usd=round(self.total_cost, 6),
                 rendered=result.rendered,
                 cached=result.cached,
+                warnings=warnings,
             )
         )
         self._raise_handler_error()
         return result
+
+    def _model_warnings(self) -> list[str]:
+        """Cached results made by another model than the one the endpoint serves now.
+
+        A backend's identity (part of every cache key) names the endpoint, not the model behind
+        it, which this side cannot know before a job reports it: redeploying an endpoint with
+        another model (or mode) leaves earlier results cached under the same keys. When a job of
+        this render reports a model that a reused result does not, say which scenes to redo.
+        """
+        warnings: list[str] = []
+        for stage in ("edit", "animate"):
+            served = sorted(
+                {m for _, st, m, cached in self._models if st == stage and not cached and m}
+            )
+            if not served:
+                continue
+            stale = [
+                (scene_id, model)
+                for scene_id, st, model, cached in self._models
+                if st == stage and cached and model is not None and model not in served
+            ]
+            if not stale:
+                continue
+            scenes = sorted(scene_id for scene_id, _ in stale)
+            made_by = sorted({model for _, model in stale})
+            warnings.append(
+                f"the {stage} endpoint now serves {' and '.join(served)}, but the cached "
+                f"{stage} results of scene(s) {', '.join(scenes)} were made by "
+                f"{' and '.join(made_by)}; render with --force (or --force --only "
+                f"{' --only '.join(scenes)}) to remake them with the current model"
+            )
+        return warnings
 
     def _forget_removed_scenes(self) -> None:
         """Drop scenes the story no longer has from the manifest and ``scenes/`` (not the cache)."""
@@ -652,6 +691,7 @@ class _Render:
                     ),
                 )
                 self.save()
+                self._models.append((scene.id, stage, entry.meta.get("model"), True))
                 self.emit(SceneCached(scene=scene.id, stage=stage))
                 return entry, 0.0, True
         if stage == "edit" and not self._warmed:
@@ -724,6 +764,7 @@ class _Render:
             "attempts": [a.model_dump(mode="json") for a in stage_record.attempts],
         }
         entry = await asyncio.to_thread(self.cache.put, stage, key, files, meta)
+        self._models.append((scene.id, stage, result.model, False))
         stage_record.status = "done"
         stage_record.seconds = round(seconds, 3)
         stage_record.outputs = {name: str(entry.file(name)) for name in files}
