@@ -14,7 +14,7 @@ from tests.conftest import RecordingBackend
 from videokit.backends.base import JobContext
 from videokit.media.probe import probe_video
 from videokit.pipeline.events import Event, RenderDone, SceneCached, SceneDone
-from videokit.protocol import AnimateRequest, AnimateResult
+from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
 STORY = """
 title: Branches
@@ -186,6 +186,11 @@ class RedeployedBackend(RecordingBackend):
         result = await super().animate(request, ctx)
         return result.model_copy(update={"model": self.model})
 
+    async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
+        # Like the Qwen worker: the Lightning LoRA, and so the model name, follows the steps.
+        result = await super().edit(request, ctx)
+        return result.model_copy(update={"model": f"qwen-edit/lightning-{request.steps}"})
+
 
 def test_cached_results_another_model_made_are_named_after_a_redeploy(
     write_story: Callable[..., Path],
@@ -207,6 +212,19 @@ def test_cached_results_another_model_made_are_named_after_a_redeploy(
     assert done[0].warnings == result.warnings
     # Nothing ran this time: nothing to compare with, and nothing is said.
     assert render(story, backend).warnings == []
+
+
+def test_a_model_name_that_follows_the_step_count_is_not_a_redeploy(
+    write_story: Callable[..., Path],
+) -> None:
+    story = write_story(STORY)
+    backend = RedeployedBackend()
+    render(story, backend)
+    # A new scene edits with 4 steps (lightning-4) while b's cached 8-step edit says lightning-8.
+    extra = "  - {id: e, from: reference, edit: {prompt: at dawn, steps: 4}, motion: sunrise}\n"
+    write_story(STORY.replace("timeline:", extra + "timeline:"))
+    result = render(story, backend)
+    assert result.rendered == ["e"] and result.warnings == []
 
 
 def test_only_unknown_scene_is_a_story_error(write_story: Callable[..., Path]) -> None:

@@ -384,8 +384,8 @@ class _Render:
             for stage in ("edit", "animate")
         }
         self._warmed = False
-        # (scene, stage, the model that made its result, whether it came from the cache)
-        self._models: list[tuple[str, Stage, str | None, bool]] = []
+        # (scene, stage, steps, the model that made its result, whether it came from the cache)
+        self._models: list[tuple[str, Stage, int, str | None, bool]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Future[bytes]] = {}
         self._edited: dict[str, asyncio.Future[bytes]] = {}
@@ -520,21 +520,17 @@ class _Render:
         this render reports a model that a reused result does not, say which scenes to redo.
         """
         warnings: list[str] = []
-        for stage in ("edit", "animate"):
-            served = sorted(
-                {m for _, st, m, cached in self._models if st == stage and not cached and m}
-            )
-            if not served:
-                continue
-            stale = [
-                (scene_id, model)
-                for scene_id, st, model, cached in self._models
-                if st == stage and cached and model is not None and model not in served
-            ]
-            if not stale:
+        # A worker's model name can depend on the step count (Qwen's Lightning LoRA is chosen by
+        # it: .../lightning-4 or .../lightning-8), so results are compared per step count.
+        groups = sorted({(stage, steps) for _, stage, steps, _, _ in self._models})
+        for stage, steps in groups:
+            mine = [(s, m, c) for s, st, n, m, c in self._models if (st, n) == (stage, steps)]
+            served = sorted({m for _, m, cached in mine if not cached and m})
+            stale = [(s, m) for s, m, cached in mine if cached and m and m not in served]
+            if not served or not stale:
                 continue
             scenes = sorted(scene_id for scene_id, _ in stale)
-            made_by = sorted({model for _, model in stale})
+            made_by = sorted({model for _, model in stale if model})
             warnings.append(
                 f"the {stage} endpoint now serves {' and '.join(served)}, but the cached "
                 f"{stage} results of scene(s) {', '.join(scenes)} were made by "
@@ -691,7 +687,7 @@ class _Render:
                     ),
                 )
                 self.save()
-                self._models.append((scene.id, stage, entry.meta.get("model"), True))
+                self._models.append((scene.id, stage, request.steps, entry.meta.get("model"), True))
                 self.emit(SceneCached(scene=scene.id, stage=stage))
                 return entry, 0.0, True
         if stage == "edit" and not self._warmed:
@@ -764,7 +760,7 @@ class _Render:
             "attempts": [a.model_dump(mode="json") for a in stage_record.attempts],
         }
         entry = await asyncio.to_thread(self.cache.put, stage, key, files, meta)
-        self._models.append((scene.id, stage, result.model, False))
+        self._models.append((scene.id, stage, request.steps, result.model, False))
         stage_record.status = "done"
         stage_record.seconds = round(seconds, 3)
         stage_record.outputs = {name: str(entry.file(name)) for name in files}
