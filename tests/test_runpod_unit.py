@@ -354,6 +354,22 @@ def test_a_stuck_job_still_queued_after_an_unanswered_cancel_is_not_submitted_tw
     assert attempt.status == "IN_QUEUE" and "not confirmed" in (attempt.error or "")
 
 
+def test_a_cancel_that_cannot_connect_is_not_followed_by_a_status_read() -> None:
+    # Nothing reached the endpoint, so a status read would fail the same way: do not wait for it.
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    fake.hooks["cancel"] = unreachable
+    ctx = JobContext(scene="s", stage="animate")
+    with pytest.raises(JobTimeoutError, match="could not be cancelled"):
+        run(backend(fake, FakeClock(), queue_timeout_s=60), ctx)
+    routes = [route_of(path) for _, path in fake.calls]
+    first_cancel = routes.index("cancel")
+    assert set(routes[first_cancel:]) == {"cancel"}, routes[first_cancel:]
+
+
 def test_a_stuck_warm_up_whose_cancel_is_not_confirmed_says_so() -> None:
     fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
     fake.hooks["cancel"] = lambda r: httpx.Response(403, json={"error": "forbidden"})

@@ -1341,6 +1341,10 @@ class RunPodBackend:
                 timeout=cfg.cancel_timeout_s + 0.5,  # a wall-clock bound, whatever our clock says
             )
         except Exception as exc:  # transport, timeout, or anything else: not confirmed (yet)
+            if isinstance(exc, httpx.TransportError) and not _maybe_sent(exc):
+                # It never reached the endpoint (cannot connect): neither would a status read,
+                # and Ctrl-C should not wait for it to fail too.
+                return False, _describe(exc), None
             unconfirmed = _describe(exc)
         else:
             if response.status_code == 404:
