@@ -270,6 +270,23 @@ def test_two_story_files_with_one_name_do_not_share_the_default_work_directory(
     assert again.returncode == 0, again.stderr
 
 
+def test_library_warnings_print_like_the_clis_own(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from videokit.cli import app
+
+    logger = logging.getLogger("videokit")
+    before = list(logger.handlers)
+    try:
+        app._show_library_warnings()
+        app._show_library_warnings()  # once per process, however many commands run
+        logging.getLogger("videokit.runpod").warning("could not cancel animate job %s", "j-1")
+        logging.getLogger("videokit.runpod").info("job %s retried in place", "j-1")
+    finally:
+        logger.handlers[:] = before
+    assert capsys.readouterr().err == "warning: could not cancel animate job j-1\n"
+
+
 class _RunPodRecorder(http.server.BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
 

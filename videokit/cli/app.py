@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -135,6 +136,23 @@ OutOpt = Annotated[
 # environment (NO_COLOR, COLUMNS, ...) as they are then.
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LibraryWarnings(logging.Handler):
+    """videokit's own log warnings (a cancel that could not be confirmed, a storage problem),
+    printed like the CLI's other warnings instead of as Python's bare last-resort lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _stderr().print(f"[yellow]warning:[/] {escape(record.getMessage())}")
+        except Exception:
+            self.handleError(record)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("videokit")
+    if not any(isinstance(handler, _LibraryWarnings) for handler in logger.handlers):
+        logger.addHandler(_LibraryWarnings(logging.WARNING))
 
 
 def _stdout() -> Console:
@@ -281,6 +299,7 @@ def render(
     ```
     """
     with _errors(as_json):
+        _show_library_warnings()
         pipeline = Pipeline(
             story, backend=backend, out=out, force=force, only=only, concurrency=concurrency
         )
@@ -384,6 +403,7 @@ def plan(
     ```
     """
     with _errors(as_json):
+        _show_library_warnings()
         pipeline = Pipeline(story, backend=backend, out=out)
         story_plan = pipeline.plan()
         _warn(story_plan)
