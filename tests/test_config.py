@@ -127,6 +127,7 @@ def test_the_config_file_sets_everything_but_secrets(tmp_path: Path) -> None:
         endpoint = "http://box:8002/v2/animate"
         gpu = "MY_POOL"
         bill_delay = true
+        mode = "standard"
         [prices]
         MY_POOL = 0.002
         """,
@@ -144,6 +145,7 @@ def test_the_config_file_sets_everything_but_secrets(tmp_path: Path) -> None:
     assert costs.cost("edit", 10.0, delay_s=5.0) == pytest.approx(
         10 * GPU_PRICE_PER_SECOND["AMPERE_80"]
     )
+    assert costs.modes == {"animate": "standard"}
     # VIDEOKIT_CONFIG points at it too.
     named = Settings.resolve(env={"VIDEOKIT_CONFIG": str(config)}, dotenv=None)
     assert named.gpu == {"edit": "AMPERE_80", "animate": "MY_POOL"}
@@ -261,6 +263,7 @@ def test_a_missing_config_file_named_explicitly_is_an_error(tmp_path: Path) -> N
         ("VIDEOKIT_CONCURRENCY", "0", "VIDEOKIT_CONCURRENCY must be a whole number"),
         ("VIDEOKIT_EDIT_GPU", "A100", "VIDEOKIT_EDIT_GPU: unknown GPU pool 'A100'"),
         ("VIDEOKIT_ANIMATE_BILL_DELAY", "sometimes", "VIDEOKIT_ANIMATE_BILL_DELAY must be true"),
+        ("VIDEOKIT_EDIT_MODE", "turbo", "VIDEOKIT_EDIT_MODE must be one of lightning, standard"),
         ("VIDEOKIT_GPU_PRICES", "{ADA_24: 1}", "VIDEOKIT_GPU_PRICES is not valid JSON"),
         ("VIDEOKIT_GPU_PRICES", '{"ADA_24": -1}', "the price of 'ADA_24'"),
     ],
@@ -285,6 +288,29 @@ def test_gpu_prices_merge_over_the_defaults_and_unknown_pools_list_the_known_one
     with pytest.raises(ConfigError) as caught:
         Settings.resolve(env={"VIDEOKIT_ANIMATE_GPU": "B200_180"}, dotenv=None)
     assert all(pool in caught.value.message for pool in GPU_PRICE_PER_SECOND)
+
+
+def test_a_standard_mode_endpoint_is_estimated_with_the_reference_settings() -> None:
+    from videokit.costs import STANDARD_ANIMATE_STEPS, STANDARD_EDIT_STEPS
+    from videokit.protocol import AnimateRequest, EditRequest, MediaInput
+    from videokit.worker import qwen, wan
+
+    # The worker's own constants: what a standard-mode worker really substitutes.
+    assert STANDARD_EDIT_STEPS == qwen.STANDARD_STEPS
+    assert wan.MODELS["a14b"].standard_steps == STANDARD_ANIMATE_STEPS
+    image = MediaInput(base64="iVBORw0KGgo=")
+    animate = AnimateRequest(image=image, prompt="p", width=832, height=480, frames=81, seed=1)
+    edit = EditRequest(images=[image], prompt="p", width=1024, height=1024, seed=1)
+    lightning = Settings.resolve(env={}, dotenv=None).cost_model()
+    standard = Settings.resolve(
+        env={"VIDEOKIT_EDIT_MODE": "standard", "VIDEOKIT_ANIMATE_MODE": "Standard"}, dotenv=None
+    ).cost_model()
+    # Untouched Lightning defaults: 40 steps with CFG (two passes a step) instead of 4 or 8.
+    assert standard.estimate_seconds(animate) / lightning.estimate_seconds(animate) > 10
+    assert standard.estimate_seconds(edit) / lightning.estimate_seconds(edit) > 5
+    # A request that chose its own steps runs as sent, in either mode.
+    chosen = animate.model_copy(update={"steps": 6})
+    assert standard.estimate_seconds(chosen) == lightning.estimate_seconds(chosen)
 
 
 def videokit_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

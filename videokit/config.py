@@ -22,6 +22,8 @@ Environment variables (also read from ``.env``; real variables win)::
     VIDEOKIT_ANIMATE_GPU
     VIDEOKIT_EDIT_BILL_DELAY        also bill delayTime (cold starts), see videokit.costs
     VIDEOKIT_ANIMATE_BILL_DELAY
+    VIDEOKIT_EDIT_MODE              lightning (default) | standard: the mode the endpoint's
+    VIDEOKIT_ANIMATE_MODE           worker runs in, for estimates (the client cannot ask it)
     VIDEOKIT_GPU_PRICES             JSON object pool -> USD per second, merged over the defaults
     VIDEOKIT_QUEUE_TIMEOUT          seconds a job may wait IN_QUEUE before it is resubmitted
     VIDEOKIT_EXECUTION_TIMEOUT      seconds a job may run (sent as policy.executionTimeout)
@@ -49,6 +51,7 @@ The config file (TOML) holds the same settings, never a secret::
     endpoint = "def456uvw"
     gpu = "HOPPER_141"
     bill_delay = true
+    mode = "standard"           # the worker runs VIDEOKIT_WAN_MODE=standard
 
     [prices]                    # USD per second, merged over the defaults
     HOPPER_141 = 0.00149
@@ -222,7 +225,8 @@ _TOP_KEYS = (
     "prices",
     *_STAGES,
 )
-_STAGE_KEYS = ("endpoint", "gpu", "bill_delay")
+_STAGE_KEYS = ("endpoint", "gpu", "bill_delay", "mode")
+WORKER_MODES = ("lightning", "standard")
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,7 @@ class ConfigFile:
                 "endpoint": _text,
                 "gpu": _text,
                 "bill_delay": _boolean_strict,
+                "mode": _mode,
             }
             stages[stage] = {
                 key: check(where(f"{stage}.{key}"), table[key])
@@ -298,6 +303,17 @@ class ConfigFile:
             }
         prices = _prices(where("prices"), data["prices"]) if "prices" in data else {}
         return cls(path=path, values=values, stages=stages, prices=prices)
+
+
+def _mode(where: str, value: object) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text in WORKER_MODES:
+        return str(text)
+    raise ConfigError(
+        f"{where} must be one of {', '.join(WORKER_MODES)}, got {value!r}",
+        hint=f"set {where} to the mode the endpoint's worker runs in (VIDEOKIT_QWEN_MODE / "
+        "VIDEOKIT_WAN_MODE on the worker; lightning unless you changed it)",
+    )
 
 
 def _boolean_strict(where: str, value: object) -> bool:
@@ -367,6 +383,8 @@ class Settings:
     gpu: Mapping[str, str] = field(default_factory=dict)
     prices: Mapping[str, float] = field(default_factory=lambda: dict(GPU_PRICE_PER_SECOND))
     bill_delay: Mapping[str, bool] = field(default_factory=dict)
+    # Per stage, the mode its endpoint's worker runs in (lightning unless set): estimates only.
+    modes: Mapping[str, str] = field(default_factory=dict)
     queue_timeout_s: float | None = None
     execution_timeout_s: float | None = None
     ttl_s: float | None = None
@@ -384,6 +402,7 @@ class Settings:
             gpu={stage: self.gpu.get(stage, DEFAULT_GPU[stage]) for stage in _STAGES},
             prices=dict(self.prices),
             bill_delay=dict(self.bill_delay),
+            modes=dict(self.modes),
         )
 
     @classmethod
@@ -492,6 +511,7 @@ class Settings:
 
         gpu: dict[str, str] = {}
         bill_delay: dict[str, bool] = {}
+        modes: dict[str, str] = {}
         for stage in _STAGES:
             variable = f"VIDEOKIT_{stage.upper()}_GPU"
             if env_value(variable) is not None:
@@ -504,6 +524,11 @@ class Settings:
                 bill_delay[stage] = _boolean(variable, environ[variable])
             elif stage_value(stage, "bill_delay") is not None:
                 bill_delay[stage] = stage_value(stage, "bill_delay")
+            variable = f"VIDEOKIT_{stage.upper()}_MODE"
+            if env_value(variable) is not None:
+                modes[stage] = _mode(variable, environ[variable])
+            elif stage_value(stage, "mode") is not None:
+                modes[stage] = stage_value(stage, "mode")
 
         return cls(
             backend=backend,
@@ -517,6 +542,7 @@ class Settings:
             gpu=gpu,
             prices=prices,
             bill_delay=bill_delay,
+            modes=modes,
             queue_timeout_s=queue,
             execution_timeout_s=execution,
             ttl_s=ttl,

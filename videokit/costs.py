@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, EditRequest
 
-__all__ = ["DEFAULT_GPU", "GPU_PRICE_PER_SECOND", "CostModel", "check_gpu"]
+__all__ = [
+    "DEFAULT_GPU",
+    "GPU_PRICE_PER_SECOND",
+    "STANDARD_ANIMATE_STEPS",
+    "STANDARD_EDIT_STEPS",
+    "CostModel",
+    "check_gpu",
+]
 
 GPU_PRICE_PER_SECOND: dict[str, float] = {
     "AMPERE_16": 0.00016,
@@ -49,6 +56,11 @@ _WAN_STEP_S = 4.9  # one denoising step at the reference volume, no CFG, H100 (d
 _WAN_FIXED_S = 8.0  # text encoding + VAE encode/decode at the reference volume
 _QWEN_STEP_S = 0.22  # one step at 1 MP, no CFG, H100
 _QWEN_FIXED_S = 1.5
+# What a standard-mode worker runs for a request left at the protocol's Lightning defaults: the
+# models' reference settings (Qwen-Image-Edit 40 steps, true CFG 4; Wan2.2-I2V-A14B 40 steps,
+# guidance 3.5), see videokit.worker.qwen and videokit.worker.wan; a test keeps them equal.
+STANDARD_EDIT_STEPS = 40
+STANDARD_ANIMATE_STEPS = 40
 
 
 def check_gpu(pool: str, prices: Mapping[str, float], *, where: str) -> str:
@@ -69,6 +81,9 @@ class CostModel:
     gpu: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_GPU))
     prices: dict[str, float] = field(default_factory=lambda: dict(GPU_PRICE_PER_SECOND))
     bill_delay: dict[str, bool] = field(default_factory=dict)
+    # "standard" for an endpoint whose worker runs the model's reference settings (see
+    # estimate_seconds); anything else is the default Lightning mode.
+    modes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for stage, pool in self.gpu.items():
@@ -86,10 +101,31 @@ class CostModel:
         return max(0.0, billed) * self.price_per_second(stage)
 
     def estimate_seconds(self, request: EditRequest | AnimateRequest) -> float:
+        """How long ``request`` should run on its stage's endpoint (H100-class, diffusers).
+
+        A standard-mode endpoint runs a request left at the Lightning defaults with the model's
+        reference settings (many more steps, with CFG), so it is estimated as that.
+        """
         if isinstance(request, AnimateRequest):
             scale = request.width * request.height * request.frames / _WAN_REF_VOLUME
-            cfg = 2.0 if request.guidance_scale > 1.0 else 1.0
-            return _WAN_FIXED_S * scale + request.steps * _WAN_STEP_S * scale * cfg
+            steps, cfg = request.steps, 2.0 if request.guidance_scale > 1.0 else 1.0
+            if self.modes.get("animate") == "standard" and _untouched(request):
+                steps, cfg = STANDARD_ANIMATE_STEPS, 2.0
+            return _WAN_FIXED_S * scale + steps * _WAN_STEP_S * scale * cfg
         pixels = (request.width or 1024) * (request.height or 1024) / 1_048_576
+        steps = request.steps
         cfg = 2.0 if request.true_cfg_scale > 1.0 and request.negative_prompt.strip() else 1.0
-        return _QWEN_FIXED_S + request.steps * _QWEN_STEP_S * pixels * cfg
+        if self.modes.get("edit") == "standard" and _untouched(request):
+            steps, cfg = STANDARD_EDIT_STEPS, 2.0
+        return _QWEN_FIXED_S + steps * _QWEN_STEP_S * pixels * cfg
+
+
+def _untouched(request: EditRequest | AnimateRequest) -> bool:
+    """Whether the request's steps and guidance are the protocol's (Lightning) defaults."""
+    fields = type(request).model_fields
+    names = (
+        ("steps", "guidance_scale", "guidance_scale_2")
+        if isinstance(request, AnimateRequest)
+        else ("steps", "true_cfg_scale")
+    )
+    return all(getattr(request, name) == fields[name].default for name in names)

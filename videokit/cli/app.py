@@ -529,7 +529,15 @@ def _print_plan(plan: StoryPlan, guess: Any, backend: str, workdir: Path, costs:
     jobs = f"{guess.jobs('edit')} edit + {guess.jobs('animate')} animate jobs to run"
     hits = f"{guess.cached('edit')} edit + {guess.cached('animate')} animate cached"
     console.print(f"jobs: {jobs}; {hits}")
-    gpus = ", ".join(f"{stage} on {costs.gpu[stage]}" for stage in ("edit", "animate"))
+    gpus = ", ".join(
+        f"{stage} on {costs.gpu[stage]}"
+        + (
+            f" in {costs.modes[stage]} mode"
+            if costs.modes.get(stage, "lightning") != "lightning"
+            else ""
+        )
+        for stage in ("edit", "animate")
+    )
     if backend == "preview":
         console.print(
             f"cost: free on the preview backend; on RunPod ({gpus}) all "
