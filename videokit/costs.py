@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from videokit.errors import ConfigError
-from videokit.protocol import AnimateRequest, EditRequest
+from videokit.protocol import AnimateRequest, EditRequest, uses_lightning_defaults
 
 __all__ = [
     "DEFAULT_GPU",
@@ -109,23 +109,12 @@ class CostModel:
         if isinstance(request, AnimateRequest):
             scale = request.width * request.height * request.frames / _WAN_REF_VOLUME
             steps, cfg = request.steps, 2.0 if request.guidance_scale > 1.0 else 1.0
-            if self.modes.get("animate") == "standard" and _untouched(request):
+            if self.modes.get("animate") == "standard" and uses_lightning_defaults(request):
                 steps, cfg = STANDARD_ANIMATE_STEPS, 2.0
             return _WAN_FIXED_S * scale + steps * _WAN_STEP_S * scale * cfg
         pixels = (request.width or 1024) * (request.height or 1024) / 1_048_576
         steps = request.steps
         cfg = 2.0 if request.true_cfg_scale > 1.0 and request.negative_prompt.strip() else 1.0
-        if self.modes.get("edit") == "standard" and _untouched(request):
+        if self.modes.get("edit") == "standard" and uses_lightning_defaults(request):
             steps, cfg = STANDARD_EDIT_STEPS, 2.0
         return _QWEN_FIXED_S + steps * _QWEN_STEP_S * pixels * cfg
-
-
-def _untouched(request: EditRequest | AnimateRequest) -> bool:
-    """Whether the request's steps and guidance are the protocol's (Lightning) defaults."""
-    fields = type(request).model_fields
-    names = (
-        ("steps", "guidance_scale", "guidance_scale_2")
-        if isinstance(request, AnimateRequest)
-        else ("steps", "true_cfg_scale")
-    )
-    return all(getattr(request, name) == fields[name].default for name in names)

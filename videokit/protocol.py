@@ -34,6 +34,7 @@ __all__ = [
     "OutputTarget",
     "is_valid_frame_count",
     "nearest_frame_count",
+    "uses_lightning_defaults",
 ]
 
 PROTOCOL_VERSION = 1
@@ -288,3 +289,16 @@ class AnimateResult(_Wire):
     inference_ms: int = Field(ge=0)
     model: str
     peak_memory_bytes: int | None = None
+
+
+def uses_lightning_defaults(request: EditRequest | AnimateRequest) -> bool:
+    """Whether the request left its steps and guidance at these models' defaults, which are the
+    Lightning settings: a standard-mode worker reads that as "not chosen" and runs the model's
+    reference settings instead (the client's estimates assume the same)."""
+    names = (
+        ("steps", "guidance_scale", "guidance_scale_2")
+        if isinstance(request, AnimateRequest)
+        else ("steps", "true_cfg_scale")
+    )
+    fields = type(request).model_fields
+    return all(getattr(request, name) == fields[name].default for name in names)

@@ -130,6 +130,7 @@ from videokit.protocol import (
     EditRequest,
     EditResult,
     MediaOutput,
+    uses_lightning_defaults,
 )
 from videokit.worker.common import (
     DTYPE_NAMES,
@@ -280,12 +281,6 @@ LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
 STANDARD_STEPS = 40
 STANDARD_CFG = 4.0
 STANDARD_NEGATIVE_PROMPT = " "
-# The protocol's defaults for (steps, true_cfg_scale): read from the wire model itself, so that
-# standard mode recognises "not chosen" exactly as the client leaves it.
-_REQUEST_DEFAULTS: tuple[object, object] = (
-    EditRequest.model_fields["steps"].default,
-    EditRequest.model_fields["true_cfg_scale"].default,
-)
 
 _MODES: tuple[Mode, ...] = ("lightning", "standard")
 _OFFLOADS: tuple[Offload, ...] = ("none", "model")
@@ -976,7 +971,7 @@ class QwenEngine:
         notes: list[str] = []
         negative = request.negative_prompt if request.negative_prompt.strip() else None
         if self.settings.mode == "standard":
-            if (request.steps, request.true_cfg_scale) == _REQUEST_DEFAULTS:
+            if uses_lightning_defaults(request):
                 notes += ["steps_reference", "cfg_reference"]
                 if negative is None:
                     negative = STANDARD_NEGATIVE_PROMPT

@@ -129,6 +129,7 @@ from videokit.protocol import (
     MediaOutput,
     is_valid_frame_count,
     nearest_frame_count,
+    uses_lightning_defaults,
 )
 from videokit.worker.common import (
     DTYPE_NAMES,
@@ -219,13 +220,6 @@ REFERENCE_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
     "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
     "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
-)
-# The protocol's defaults for (steps, guidance_scale, guidance_scale_2): read from the wire model
-# itself, so that standard mode recognises "not chosen" exactly as the client leaves it.
-_REQUEST_DEFAULTS: tuple[object, object, object] = (
-    AnimateRequest.model_fields["steps"].default,
-    AnimateRequest.model_fields["guidance_scale"].default,
-    AnimateRequest.model_fields["guidance_scale_2"].default,
 )
 # Where VIDEOKIT_ALLOW_HUB=1 fetches the canonical LoRA pair from (ComfyUI's repackaging).
 _LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
@@ -1055,8 +1049,7 @@ class WanEngine:
                 notes=["guidance_ignored_lightning"] if chosen else [],
             )
         negative = request.negative_prompt if request.negative_prompt.strip() else None
-        knobs = (request.steps, request.guidance_scale, request.guidance_scale_2)
-        if knobs != _REQUEST_DEFAULTS:
+        if not uses_lightning_defaults(request):
             guidance = request.guidance_scale
             guidance_2 = (
                 request.guidance_scale_2 if request.guidance_scale_2 is not None else guidance
