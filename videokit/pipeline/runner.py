@@ -71,7 +71,7 @@ from videokit.pipeline.requests import (
 )
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 from videokit.story.loader import load_story
-from videokit.story.model import Scene, Story
+from videokit.story.model import Scene, Story, slugify
 from videokit.story.plan import ScenePlan, StoryPlan, plan_story, unwritable_reason
 
 __all__ = ["Pipeline", "RenderResult", "SceneOutput"]
@@ -226,7 +226,7 @@ class Pipeline:
         mine = str(source.resolve())
         if owner is None or owner == mine:
             return
-        suggested = workdir.with_name(f"{_parent_slug(source)}-{workdir.name}")
+        suggested = workdir.with_name(f"{slugify(source.resolve().parent.name)}-{workdir.name}")
         raise ConfigError(
             f"the default work directory {workdir} holds the render of another story file, "
             f"{owner}; rendering {mine} there would replace its scenes and final video",
@@ -290,11 +290,6 @@ class Pipeline:
                 # A backend we created holds connections bound to this event loop: close it here.
                 self._created = None
                 await backend.aclose()
-
-
-def _parent_slug(source: Path) -> str:
-    name = source.resolve().parent.name
-    return "".join(c if c.isalnum() or c in "_-" else "-" for c in name).strip("-") or "story"
 
 
 def _run_in_thread(main: Callable[[], Coroutine[Any, Any, RenderResult]]) -> RenderResult:

@@ -44,6 +44,7 @@ __all__ = [
     "Scene",
     "Story",
     "Transition",
+    "slugify",
 ]
 
 SCENE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -287,6 +288,12 @@ class Endpoints(_Model):
     )
 
 
+def slugify(text: str) -> str:
+    """``text`` as a file name: runs of anything but ASCII letters, digits, ``_`` and ``-``
+    become ``-`` (never empty: ``story``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "story"
+
+
 class Story(_Model):
     """A whole story. Build it in Python or load it with :func:`videokit.load_story`."""
 
@@ -332,9 +339,7 @@ class Story(_Model):
 
     def slug(self) -> str:
         """A filesystem-friendly name for the work directory."""
-        if self._source is not None:
-            return re.sub(r"[^A-Za-z0-9_-]+", "-", self._source.stem).strip("-") or "story"
-        return re.sub(r"[^A-Za-z0-9_-]+", "-", self.title.lower()).strip("-") or "story"
+        return slugify(self._source.stem if self._source is not None else self.title.lower())
 
     def with_origin(
         self,
