@@ -529,14 +529,11 @@ def _print_plan(plan: StoryPlan, guess: Any, backend: str, workdir: Path, costs:
     jobs = f"{guess.jobs('edit')} edit + {guess.jobs('animate')} animate jobs to run"
     hits = f"{guess.cached('edit')} edit + {guess.cached('animate')} animate cached"
     console.print(f"jobs: {jobs}; {hits}")
+    modes = {
+        stage: f" in {mode} mode" for stage, mode in costs.modes.items() if mode != "lightning"
+    }
     gpus = ", ".join(
-        f"{stage} on {costs.gpu[stage]}"
-        + (
-            f" in {costs.modes[stage]} mode"
-            if costs.modes.get(stage, "lightning") != "lightning"
-            else ""
-        )
-        for stage in ("edit", "animate")
+        f"{stage} on {costs.gpu[stage]}{modes.get(stage, '')}" for stage in ("edit", "animate")
     )
     if backend == "preview":
         console.print(
