@@ -4,8 +4,8 @@
   layouts, ``--bake 0``, and a whole download against a stand-in ``huggingface_hub``;
 * the table in ``workers/models.py`` against the engines' own tables and file checks: a directory
   laid out from it is one the engines load from;
-* each Dockerfile: parsed; every file it copies or runs exists and is in the build context; the
-  pins match the versions installed here (what the engines are tested with); no secret in an
+* each Dockerfile: parsed; every file it copies or runs exists and is in the build context; it
+  installs the versions of requirements/lock.txt (what CI tests with); no secret in an
   ARG/ENV; its bake step and its CMD are executed (``--test_input`` with the preview engine, and
   the tiny one: the real pipeline classes with tiny weights);
 * ``.github/workflows/workers.yml`` points at those Dockerfiles.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import importlib.metadata
 import importlib.util
 import io
 import json
@@ -509,28 +508,67 @@ def test_every_script_a_run_or_cmd_names_exists(stage: str) -> None:
     assert json.loads(entry.args) == ["/usr/bin/tini", "--"]
 
 
-PINNED = ("diffusers", "transformers", "accelerate", "peft", "safetensors", "huggingface-hub",
-          "hf-xet", "ftfy", "sentencepiece", "runpod")  # fmt: skip
+LOCK = ROOT / "requirements" / "lock.txt"
+# What the images install besides videokit itself: the GPU stack the engines are tested with.
+IMAGE_PACKAGES = ("diffusers", "transformers", "accelerate", "peft", "safetensors",
+                  "huggingface-hub", "hf-xet", "ftfy", "sentencepiece")  # fmt: skip
+
+
+def locked_versions() -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", LOCK.read_text(), re.MULTILINE)
+    return {name.lower(): version for name, version in pins}
+
+
+def pip_installs(instructions: list[Instruction]) -> list[list[str]]:
+    """Every `pip install ...` in the RUN steps, as argument lists (after `install`)."""
+    found = []
+    for ins in instructions:
+        if ins.keyword != "RUN":
+            continue
+        for command in ins.args.split("&&"):
+            words = shlex.split(command)
+            if words[:2] == ["pip", "install"]:
+                found.append(words[2:])
+    return found
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_pins_are_the_tested_versions(stage: str) -> None:
-    text = " ".join(ins.args for ins in dockerfile(stage) if ins.keyword == "RUN")
-    pins = dict(re.findall(r"\b([A-Za-z0-9_.-]+)==([0-9][0-9A-Za-z.+-]*)", text))
-    torch = importlib.metadata.version("torch").split("+")[0] if _installed("torch") else None
-    assert "torch" in pins
-    if torch is not None:
-        assert pins["torch"].split("+")[0] == torch  # the same release, built for CUDA
-    for name in PINNED:
-        assert name in pins, f"{name} is not pinned"
-        if _installed(name):
-            assert pins[name] == importlib.metadata.version(name), name
-    # The pins satisfy the project's own gpu extra (pip would otherwise fail or replace them).
-    requires = importlib.metadata.requires("videokit") or []
-    for requirement in requires:
-        match = re.match(r"([A-Za-z0-9_.-]+)==([^;\s]+)", requirement)
-        if match and match.group(1) in pins:
-            assert pins[match.group(1)] == match.group(2), requirement
+def test_the_image_installs_the_locked_versions(stage: str, tmp_path: Path) -> None:
+    """The images take their versions from requirements/lock.txt, the lock CI installs: every
+    pip install is constrained by it, except torch's, which is the lock's release built for CUDA."""
+    instructions = dockerfile(stage)
+    locked = locked_versions()
+    copies = [ins.args.split() for ins in instructions if ins.keyword == "COPY"]
+    assert ["requirements/lock.txt", "/opt/videokit-lock.txt"] in copies
+    # The step that makes the constraints file, run here on the real lock.
+    text = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
+    (make_constraints,) = re.findall(r"grep [^&]*/opt/videokit-constraints\.txt", text)
+    script = make_constraints.replace("/opt/videokit-lock.txt", str(LOCK)).replace(
+        "/opt/videokit-constraints.txt", str(tmp_path / "constraints.txt")
+    )
+    subprocess.run(["sh", "-c", script], check=True)
+    constraints = (tmp_path / "constraints.txt").read_text()
+    assert not re.search(r"^torch==", constraints, re.MULTILINE)
+    assert constraints == re.sub(r"^torch==.*\n", "", LOCK.read_text(), flags=re.MULTILINE)
+
+    installs = pip_installs(instructions)
+    torch_installs = [args for args in installs if any(a.startswith("torch==") for a in args)]
+    assert len(torch_installs) == 1
+    (torch_pin,) = [a for a in torch_installs[0] if a.startswith("torch==")]
+    assert torch_pin.removeprefix("torch==").split("+")[0] == locked["torch"].split("+")[0]
+    named: set[str] = set()
+    for args in installs:
+        if args is torch_installs[0]:
+            continue
+        assert args[:2] == ["--constraint", "/opt/videokit-constraints.txt"], args
+        for arg in args[2:]:
+            if arg.startswith("/tmp/videokit-src"):
+                assert arg == "/tmp/videokit-src[gpu]"
+                continue
+            assert "==" not in arg, f"{arg}: versions come from the lock, not the Dockerfile"
+            assert arg.lower() in locked, f"{arg} is not in requirements/lock.txt"
+            named.add(arg.lower())
+    assert named == set(IMAGE_PACKAGES)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -547,7 +585,7 @@ def test_the_cuda_version_agrees_between_image_torch_and_deploy_spec(stage: str)
     cuda = f"{image[1]}.{image[2]}"
     tag = "cu" + cuda.replace(".", "")
     text = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
-    torch_installs = [cmd for cmd in text.split("&&") if re.search(r"\btorch==", cmd)]
+    torch_installs = [cmd for cmd in text.split("&&") if re.search(r"pip install .*\btorch==", cmd)]
     assert len(torch_installs) == 1, torch_installs
     (torch_install,) = torch_installs
     assert re.search(rf"\btorch==\d+\.\d+\.\d+\+{tag}\b", torch_install), torch_install
@@ -579,14 +617,6 @@ def test_the_image_installs_videokit_with_the_extras_it_has(stage: str) -> None:
     readme = " ".join((WORKERS / "README.md").read_text().split())
     assert 'pip install ".[gpu]"' in readme
     assert "its `worker` and `gpu` extras" not in readme
-
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("stage", STAGES)
