@@ -44,9 +44,9 @@ from videokit.media.probe import probe_video, read_frames
 from videokit.protocol import AnimateRequest, AnimateResult, MediaInput
 from videokit.storage import S3Storage, StorageConfig
 from videokit.worker import tiny_wan, wan
-from videokit.worker.compat import JobInputError
 from videokit.worker.engines import load_engine as load_registered_engine
-from videokit.worker.handler import WorkerOOMError, make_handler
+from videokit.worker.errors import JobInputError, WorkerOOMError
+from videokit.worker.handler import make_handler
 
 EXPECTED_TIMESTEPS = [1000.0, 937.5, 833.333, 625.0]
 STOCK_TIMESTEPS = [1000.0, 909.707, 717.317, 24.414]

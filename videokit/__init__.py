@@ -11,8 +11,7 @@ renders an animatic of the same story.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from videokit._version import __version__
 from videokit.backends.base import Backend, JobContext
 from videokit.errors import (
     ConfigError,

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from videokit import __version__
+from videokit._version import __version__
 from videokit.backends import create_backend
 from videokit.backends.base import Backend, JobContext, Stage
 from videokit.config import Settings

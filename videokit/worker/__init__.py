@@ -14,15 +14,15 @@ is the engine registry and :mod:`~videokit.worker.handler` ties them together.
 from __future__ import annotations
 
 from videokit.worker.compat import (
-    JobInputError,
     OutputStyle,
     Warmup,
     format_output,
     parse_job_input,
 )
 from videokit.worker.engines import ENGINES, Engine, EngineSpec, engine_from_env, load_engine
+from videokit.worker.errors import JobInputError, WorkerOOMError, is_cuda_oom
 from videokit.worker.fetch import FetchRefused, fetch_url
-from videokit.worker.handler import Handler, WorkerOOMError, is_cuda_oom, make_handler, run_local
+from videokit.worker.handler import Handler, make_handler, run_local
 
 __all__ = [
     "ENGINES",

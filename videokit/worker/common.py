@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from videokit.errors import ConfigError
 from videokit.protocol import MediaInput
-from videokit.worker.compat import JobInputError
+from videokit.worker.errors import JobInputError
 
 if TYPE_CHECKING:
     import torch

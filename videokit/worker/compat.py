@@ -40,7 +40,6 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ValidationError
 
 from videokit.backends.base import Stage
-from videokit.errors import VideoKitError
 from videokit.protocol import (
     MAX_SEED,
     AnimateRequest,
@@ -49,10 +48,10 @@ from videokit.protocol import (
     EditResult,
     MediaOutput,
 )
+from videokit.worker.errors import JobInputError
 
 __all__ = [
     "SEED000_NEGATIVE_PROMPT",
-    "JobInputError",
     "OutputStyle",
     "Warmup",
     "format_output",
@@ -76,17 +75,6 @@ SEED000_NEGATIVE_PROMPT: Final = (
 # from the caller and are cut to _MAX_NAME_CHARS, so a hostile document cannot inflate the message.
 _MAX_PROBLEMS = 6
 _MAX_NAME_CHARS = 40
-
-
-class JobInputError(VideoKitError):
-    """The job's input is invalid; retrying the same input will fail the same way.
-
-    The message always starts with ``invalid input:`` so clients (and people reading a FAILED job)
-    can tell a caller mistake from a worker failure without parsing anything else.
-    """
-
-    def __init__(self, problem: str, *, hint: str | None = None) -> None:
-        super().__init__(f"invalid input: {problem}", hint=hint)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ A job goes through:
    address, see :func:`~videokit.worker.fetch.pinned_client`) and returned as URLs, not base64;
 5. :func:`~videokit.worker.compat.format_output` in the caller's style.
 
-Errors: a bad input raises :class:`~videokit.worker.compat.JobInputError` ("invalid input: ...");
+Errors: a bad input raises :class:`~videokit.worker.errors.JobInputError` ("invalid input: ...");
 CUDA running out of memory raises :class:`WorkerOOMError` ("CUDA out of memory: ...") so clients
 can retry it as transient; anything else propagates unchanged (RunPod marks the job FAILED with
 the message). Messages never contain the payload, base64 or a URL's query string, and validation
@@ -59,7 +59,6 @@ from videokit.protocol import (
 from videokit.storage import upload_presigned
 from videokit.worker.common import decode_media, json_line, log_to_stderr, ms_since
 from videokit.worker.compat import (
-    JobInputError,
     OutputStyle,
     Warmup,
     format_output,
@@ -67,6 +66,7 @@ from videokit.worker.compat import (
     parse_job_input,
 )
 from videokit.worker.engines import Engine
+from videokit.worker.errors import OOM_TEXT, JobInputError, WorkerOOMError, is_cuda_oom
 from videokit.worker.fetch import (
     DEFAULT_MAX_BYTES,
     FetchRefused,
@@ -81,34 +81,7 @@ __all__ = ["Handler", "WorkerOOMError", "is_cuda_oom", "make_handler", "run_loca
 #: What :func:`make_handler` returns: RunPod's job dict (``{"id", "input"}``) → job output.
 Handler = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
-_OOM_TEXT = "CUDA out of memory"
 _MAX_LOGGED_ERROR = 300
-
-
-class WorkerOOMError(VideoKitError):
-    """The GPU ran out of memory. Transient: the same job may fit on a retry or a larger GPU."""
-
-    transient = True
-
-
-def is_cuda_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is CUDA running out of memory.
-
-    Recognises ``torch.cuda.OutOfMemoryError`` by name, so torch is never imported here (the
-    preview engine has no torch), and any error whose message says "CUDA out of memory" (what
-    older torch and many wrappers raise as a plain RuntimeError).
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        for cls in type(current).__mro__:
-            if cls.__name__ == "OutOfMemoryError" and cls.__module__.startswith("torch"):
-                return True
-        if _OOM_TEXT in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def make_handler(
@@ -332,7 +305,7 @@ class _Worker:
                 raise
             _release_cuda_memory()
             raise WorkerOOMError(
-                f"{_OOM_TEXT}: {_oom_detail(exc)}",
+                f"{OOM_TEXT}: {_oom_detail(exc)}",
                 hint="transient: retry the job; it fits more often with fewer frames, a smaller "
                 "size, or on a GPU with more memory",
             ) from exc
@@ -379,9 +352,9 @@ def _targets(request: EditRequest | AnimateRequest) -> dict[str, OutputTarget]:
 
 def _oom_detail(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if _OOM_TEXT in text:
+    if OOM_TEXT in text:
         # torch says "CUDA out of memory. Tried to allocate ..."; keep what follows the phrase.
-        text = text.split(_OOM_TEXT, 1)[1].lstrip(" .:") or "no details"
+        text = text.split(OOM_TEXT, 1)[1].lstrip(" .:") or "no details"
     return text[:_MAX_LOGGED_ERROR]
 
 

@@ -162,7 +162,7 @@ from videokit.worker.common import (
     threadsafe_progress,
     torch_dtype,
 )
-from videokit.worker.compat import JobInputError
+from videokit.worker.errors import JobInputError, is_cuda_oom
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -1168,8 +1168,6 @@ class QwenEngine:
 
 
 def _status_of(exc: BaseException) -> str:
-    from videokit.worker.handler import is_cuda_oom
-
     if isinstance(exc, JobInputError):
         return "invalid_input"
     return "oom" if is_cuda_oom(exc) else "error"

@@ -158,7 +158,7 @@ from videokit.worker.common import (
     threadsafe_progress,
     torch_dtype,
 )
-from videokit.worker.compat import JobInputError
+from videokit.worker.errors import JobInputError, is_cuda_oom
 
 __all__ = [
     "BOUNDARY_RATIO",
@@ -1208,8 +1208,6 @@ class WanEngine:
 
 
 def _status_of(exc: BaseException) -> str:
-    from videokit.worker.handler import is_cuda_oom
-
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     if isinstance(exc, JobInputError):

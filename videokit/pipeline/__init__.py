@@ -1,0 +1,1 @@
+"""Rendering a planned story: the async runner, cache, manifest, events and forecasts."""
