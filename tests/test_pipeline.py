@@ -154,7 +154,9 @@ def test_force_and_only(write_story: Callable[..., Path], recording: RecordingBa
     recording.calls.clear()
     result = render(story, recording, only=["c"])
     assert recording.calls == [("animate", "c")]
-    assert result.final_video is None  # a partial render does not restitch the film
+    # Every other scene is still current (from the cache), so the film is stitched again.
+    assert result.final_video is not None and result.stale == []
+    assert result.rendered == ["c"]
     recording.calls.clear()
     render(story, recording, force=True)
     assert sorted(recording.scenes()) == ["a", "alt", "b", "b", "c", "d"]

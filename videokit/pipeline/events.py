@@ -141,6 +141,8 @@ class RenderDone(_Event):
     cost_usd: float
     rendered: list[str]
     cached: list[str]
+    # With --only: scenes left as an earlier render made them (their input changed).
+    stale: list[str] = []
     # Things worth a look although the render succeeded (e.g. cached results an endpoint's
     # current model did not make).
     warnings: list[str] = []

@@ -14,7 +14,7 @@ from typing import Literal
 from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel
 from videokit.pipeline.cache import CacheStore, cache_key
-from videokit.pipeline.requests import animate_request, edit_request
+from videokit.pipeline.requests import animate_request, edit_request, starting_frame
 from videokit.protocol import AnimateRequest, EditRequest
 from videokit.story.plan import ScenePlan, StoryPlan
 
@@ -74,11 +74,8 @@ def forecast(
         source = scene.source
         image: bytes | None
         reason: str | None = None
-        if source.kind == "reference":
-            image = plan.references[0].read_bytes()
-        elif source.kind == "file":
-            assert source.path is not None
-            image = source.path.read_bytes()
+        if source.kind in ("reference", "file"):
+            image = starting_frame(plan, scene)
         else:
             assert source.scene is not None
             image = (last if source.kind == "scene" else edited)[source.scene]

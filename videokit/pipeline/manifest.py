@@ -3,7 +3,7 @@
 It records, per scene, the input hash, seed and parameters, the cache key of each stage, remote job
 ids (recorded *before* waiting on a job, so a resumed render can re-attach instead of paying again),
 every attempt with its cost, timings and outputs. It never holds secrets: only request parameters
-(without media) go in.
+(without media) go in. Every path in it is relative to the work directory.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MANIFEST_VERSION",
     "AttemptRecord",
     "FinalRecord",
     "Manifest",
+    "RunRecord",
     "SceneRecord",
     "StageRecord",
     "StageStatus",
 ]
 
-MANIFEST_VERSION = 2
+# 3: paths relative to the work dir, the final video's hash, the latest run and who ran each job.
+MANIFEST_VERSION = 3
 
 
 class AttemptRecord(BaseModel):
@@ -65,6 +68,8 @@ class StageRecord(BaseModel):
     cost_usd: float = 0.0
     outputs: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
+    # The run (RunRecord.id) whose job made this stage's result; None when it came from the cache.
+    run_id: str | None = None
 
 
 class SceneRecord(BaseModel):
@@ -86,6 +91,10 @@ class SceneRecord(BaseModel):
 class FinalRecord(BaseModel):
     path: str
     key: str
+    # The file's SHA-256 as written: videokit replaces a final video only if it is still this one
+    # (or the one it was replacing, while the new one is renamed into place).
+    sha256: str | None = None
+    replaces: str | None = None
     frames: int
     fps: float
     width: int
@@ -95,11 +104,29 @@ class FinalRecord(BaseModel):
     formula: str
 
 
+class RunRecord(BaseModel):
+    """The latest render of this work dir, and what it was asked to redo.
+
+    ``forced`` lists the scenes it rendered ignoring the cache (``--force``: all; ``--only``: those
+    named). A run that did not finish (killed, interrupted, or with failed scenes) leaves
+    ``finished`` false; the same command run again continues it: stages this run already paid for
+    are not forced again.
+    """
+
+    id: str
+    forced: list[str] = Field(default_factory=list)
+    finished: bool = False
+    started: str = ""
+
+
 class Manifest(BaseModel):
     version: int = MANIFEST_VERSION
     videokit: str = ""
     title: str = ""
+    # The story file, relative to the work dir; or, for a story built in Python, ``origin``.
     story: str | None = None
+    origin: str | None = None
+    run: RunRecord | None = None
     backend: str = ""
     updated: str = ""
     scenes: dict[str, SceneRecord] = Field(default_factory=dict)

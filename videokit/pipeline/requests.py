@@ -12,12 +12,21 @@ from videokit.backends.base import Stage
 from videokit.protocol import AnimateRequest, EditRequest, MediaInput
 from videokit.story.plan import ScenePlan, StoryPlan
 
-__all__ = ["animate_request", "edit_request", "payload_bounds", "request_params"]
+__all__ = ["animate_request", "edit_request", "payload_bounds", "request_params", "starting_frame"]
 
 # Room for everything in a job body but media and prompts: field names, numbers, the policy.
 _ENVELOPE_BYTES = 4096
 # JSON may spell one character of a prompt as a 12-byte surrogate pair escape.
 _JSON_BYTES_PER_CHAR = 12
+
+
+def starting_frame(plan: StoryPlan, scene: ScenePlan) -> bytes:
+    """The first frame of a scene that starts from the reference or an image file."""
+    source = scene.source
+    if source.kind == "reference":
+        return plan.references[0].read_bytes()
+    assert source.kind == "file" and source.path is not None
+    return source.path.read_bytes()
 
 
 def edit_request(scene: ScenePlan, image: bytes) -> EditRequest:
