@@ -144,6 +144,14 @@ def _evaluate(formula: str) -> tuple[int, int]:
 
 IMAGES = ("shots/p0.png", "shots/p1.png")
 CROSSFADE_S = 0.25  # 4 frames at 16 fps: fits in any clip of 9 frames or more
+#: The frames' aspect ratio (832x480), so that no starting image is cropped (and warned about).
+IMAGE_SIZE = (416, 240)
+
+
+@pytest.fixture
+def story_dir(tmp_path: Path) -> Path:
+    make_image(tmp_path / "ref.png", IMAGE_SIZE)
+    return tmp_path
 
 
 @settings(
@@ -155,7 +163,7 @@ def test_planning_random_stories(story_dir: Path, data: st.DataObject) -> None:
     crossfades and timelines: the plan mirrors the story, or says exactly what is wrong."""
     for name in IMAGES:
         if not (story_dir / name).exists():
-            make_image(story_dir / name)
+            make_image(story_dir / name, IMAGE_SIZE)
     n = data.draw(st.integers(min_value=1, max_value=9))
     ids = [f"c{i}" for i in range(n)]
     kinds = ["default", "reference", "scene", "edit", "image"]

@@ -529,11 +529,15 @@ CASES = [
             "  - {id: a, motion: m, frames: 9, transition: {crossfade: 2}}",
             "  - {id: b, motion: m, frames: 9}",
         ),
-        ["do not fit"],
+        [
+            "the crossfade of 2 s into 'b' does not fit: 'a' is 0.562 s (9 frames at 16 fps); "
+            "'b' is 0.562 s (9 frames at 16 fps)",
+            "at most 0.5 s here",
+        ],
         line=4,
         field="scenes[0].transition",
         scene="a",
-        count=2,
+        absent=["scene 'b'"],
     ),
     Case(
         "timeline-unknown",
@@ -698,7 +702,8 @@ def test_every_field_has_its_own_hint() -> None:
     """No field falls back to another's hint ("a list of scenes..." for an animate setting)."""
     from pydantic import BaseModel
 
-    from videokit.story.loader import _HINTS, _model_in
+    from videokit.story.field_hints import FIELD_HINTS
+    from videokit.story.field_paths import model_in
     from videokit.story.model import Story
 
     seen: set[str] = set()
@@ -709,11 +714,11 @@ def test_every_field_has_its_own_hint() -> None:
             continue
         seen.add(model.__name__)
         for name, info in model.model_fields.items():
-            assert (model.__name__, info.alias or name) in _HINTS, (model.__name__, name)
-            inner = _model_in(info.annotation)
+            assert (model.__name__, info.alias or name) in FIELD_HINTS, (model.__name__, name)
+            inner = model_in(info.annotation)
             if inner is not None:
                 pending.append(inner)
-    assert {model for model, _ in _HINTS} == seen
+    assert {model for model, _ in FIELD_HINTS} == seen
 
 
 def test_several_problems_are_reported_together(tmp_path: Path) -> None:

@@ -41,6 +41,14 @@ from videokit.story.plan import unwritable_reason
 WriteStory = Callable[..., Path]
 
 
+@pytest.fixture
+def story_dir(tmp_path: Path) -> Path:
+    # The frames' aspect ratio (832x480): a reference that would be cropped draws a warning, and
+    # these tests count warnings (tests/test_fit.py tests that one).
+    make_image(tmp_path / "ref.png", (416, 240))
+    return tmp_path
+
+
 def test_a_partial_animate_override_keeps_the_other_defaults(write_story: WriteStory) -> None:
     plan = plan_story(
         load_story(

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,13 +32,18 @@ from videokit.errors import VideoKitError
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "FIT_MODES",
     "MAX_IMAGE_PIXELS",
+    "CropLoss",
     "ImageInfo",
     "ImageRejected",
     "ImageSource",
     "cover_fit",
+    "crop_loss",
     "decode_png_array",
     "encode_png",
+    "fit_image",
+    "fit_png",
     "inspect_image",
     "load_rgb",
 ]
@@ -50,6 +55,9 @@ MAX_IMAGE_PIXELS = 40_000_000
 #: Pillow format names accepted as input. Pillow reads many more (PCX, SGI, FITS, ...); those are
 #: refused: nobody feeds them to a video model, and each decoder is code an attacker can reach.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+#: How an image whose aspect ratio is not the frame's becomes a frame (see :func:`fit_image`).
+FIT_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
 
 #: A path to an image file, or its bytes.
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -162,12 +170,93 @@ def cover_fit(img: Image.Image, width: int, height: int) -> Image.Image:
         raise ValueError(f"target size must be positive, got {width}x{height}")
     src_w, src_h = img.size
     scale = max(width / src_w, height / src_h)
-    box_w, box_h = width / scale, height / scale
+    # min(): width / scale can come out a hair over the source's side in floating point.
+    box_w, box_h = min(src_w, width / scale), min(src_h, height / scale)
     left, top = (src_w - box_w) / 2, (src_h - box_h) / 2
     box = (left, top, left + box_w, top + box_h)
     # reducing_gap: shrink big photos by an integer factor first (fast box filter), then Lanczos;
     # at gap 3 the result is indistinguishable from a full Lanczos pass and several times faster.
     return img.resize((width, height), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+
+
+def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """``img`` as an RGB image of exactly ``width``×``height``, by ``mode`` (:data:`FIT_MODES`).
+
+    ``crop`` scales to cover and cuts the overflow evenly (:func:`cover_fit`); ``pad`` scales to
+    fit inside and centres the picture on black bars; ``stretch`` resizes to the exact size,
+    distorting the picture. An image already of that size comes back unchanged (as RGB).
+    Transparency is flattened onto white, as :func:`load_rgb` does.
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f"unknown fit mode {mode!r}; use one of {', '.join(FIT_MODES)}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"target size must be positive, got {width}x{height}")
+    rgb = _to_rgb(img)
+    if rgb.size == (width, height):
+        return rgb.copy() if rgb is img else rgb
+    if mode == "crop":
+        return cover_fit(rgb, width, height)
+    if mode == "stretch":
+        return rgb.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    src_w, src_h = rgb.size
+    scale = min(width / src_w, height / src_h)
+    inner = (
+        min(width, max(1, round(src_w * scale))),
+        min(height, max(1, round(src_h * scale))),
+    )
+    picture = rgb.resize(inner, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(picture, ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
+
+
+def fit_png(
+    data: bytes, width: int, height: int, mode: str, *, max_pixels: int = MAX_IMAGE_PIXELS
+) -> bytes:
+    """``data`` (an encoded image) fitted to ``width``×``height`` by ``mode``, as PNG bytes.
+
+    An image that already is exactly that size, upright, is returned as is, byte for byte (so a
+    correctly sized input keeps its cache key); anything else is decoded, fitted with
+    :func:`fit_image` and written with :func:`encode_png`, so the result is deterministic.
+    Raises :class:`ImageRejected` for data that is not an acceptable image.
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f"unknown fit mode {mode!r}; use one of {', '.join(FIT_MODES)}")
+    with io.BytesIO(data) as fh:
+        img = _open_checked(fh, max_pixels=max_pixels, label="image data")
+        with _rejecting("image data"):
+            # An EXIF rotation makes the picture's upright size differ from the header's.
+            upright = img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+        exact = upright and img.size == (width, height)
+        img.close()
+    if exact:
+        return data
+    return encode_png(fit_image(load_rgb(data, max_pixels=max_pixels), width, height, mode))
+
+
+class CropLoss(NamedTuple):
+    """What ``crop`` cuts from a ``src_w``×``src_h`` image to make a frame (:func:`crop_loss`)."""
+
+    #: "top and bottom", "left and right", or "" when the aspect ratios match.
+    sides: str
+    #: Source pixels cut from each of the two sides.
+    pixels: int
+    #: Share of the picture's area that is cut, 0 to 1.
+    fraction: float
+
+
+def crop_loss(src_w: int, src_h: int, width: int, height: int) -> CropLoss:
+    """What :func:`cover_fit` (``fit: crop``) cuts from a ``src_w``×``src_h`` image to make a
+    ``width``×``height`` frame: the sides it cuts, the source pixels from each, the share lost."""
+    if min(src_w, src_h, width, height) <= 0:
+        raise ValueError(f"sizes must be positive, got {src_w}x{src_h} and {width}x{height}")
+    if src_w * height == src_h * width:
+        return CropLoss("", 0, 0.0)
+    if src_w * height > src_h * width:  # wider than the frame: the sides go
+        kept = src_h * width / height
+        return CropLoss("left and right", round((src_w - kept) / 2), 1 - kept / src_w)
+    kept = src_w * height / width
+    return CropLoss("top and bottom", round((src_h - kept) / 2), 1 - kept / src_h)
 
 
 def encode_png(image: Image.Image | npt.NDArray[np.uint8]) -> bytes:
@@ -236,6 +325,8 @@ def _rejecting(label: str) -> Iterator[None]:
             hint="re-export or re-download the file",
         ) from exc
 
+
+_EXIF_ORIENTATION = 0x0112
 
 _SHRINK_HINT = "downscale the image (videokit never needs more than a few megapixels)"
 

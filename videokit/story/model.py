@@ -20,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -40,6 +41,7 @@ __all__ = [
     "Edit",
     "EditSettings",
     "Endpoints",
+    "Fit",
     "Output",
     "Scene",
     "Story",
@@ -58,6 +60,9 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Frames = Annotated[int, Field(ge=MIN_FRAMES, le=MAX_FRAMES)]
 Duration = Annotated[float, Field(gt=0, le=60)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
+#: How a starting image whose aspect ratio is not the frame's becomes a frame
+#: (videokit.media.images.FIT_MODES).
+Fit = Literal["crop", "pad", "stretch"]
 
 
 class _Model(BaseModel):
@@ -161,6 +166,12 @@ class Defaults(_ClipLength):
     )
     animate: AnimateSettings = Field(default_factory=AnimateSettings)
     edit: EditSettings = Field(default_factory=EditSettings)
+    fit: Fit = Field(
+        default="crop",
+        description="How a starting image whose aspect ratio differs from width x height "
+        "becomes a frame: crop = scale to cover and cut the overflow (default), pad = scale to "
+        "fit and add black bars, stretch = distort to fill.",
+    )
 
     @field_validator("width", "height")
     @classmethod
@@ -242,6 +253,11 @@ class Scene(_ClipLength):
     transition: Transition = Field(
         default="cut", description="Into the next clip on the timeline: 'cut' or {crossfade: s}."
     )
+    fit: Fit | None = Field(
+        default=None,
+        description="How this scene's starting image (the reference or an image path in 'from') "
+        "becomes a frame when its aspect ratio differs (default: defaults.fit).",
+    )
 
     @field_validator("motion")
     @classmethod
@@ -288,6 +304,11 @@ class Endpoints(_Model):
     )
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    # The "" default stands for "derived"; an editor offering "" would offer an invalid title.
+    schema.pop("default", None)
+
+
 def slugify(text: str) -> str:
     """``text`` as a file name: runs of anything but ASCII letters, digits, ``_`` and ``-``
     become ``-`` (never empty: ``story``)."""
@@ -297,7 +318,16 @@ def slugify(text: str) -> str:
 class Story(_Model):
     """A whole story. Build it in Python or load it with :func:`videokit.load_story`."""
 
-    title: str = Field(min_length=1, max_length=200)
+    # Optional, yet always a str once validated: the default "" is never validated (so it does
+    # not trip min_length, while a title given as "" does) and is replaced by _default_title; the
+    # loader names an untitled story after its file instead.
+    title: str = Field(
+        default="",
+        min_length=1,
+        max_length=200,
+        description="The story's name (default: the story file's name, else the first scene's id).",
+        json_schema_extra=_no_default,
+    )
     reference: PathLike | list[PathLike] = Field(
         description="The starting image, or a list of images: the first is the starting frame; "
         "the others are passed to every edit as extra reference images (after the edit's own "
@@ -315,6 +345,18 @@ class Story(_Model):
     _source: Path | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
     _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_title(self) -> Story:
+        if not self.title:
+            self.set_default_title(self.scenes[0].id)
+        return self
+
+    def set_default_title(self, title: str) -> None:
+        """Name a story whose data gives no title; ``title`` stays out of ``model_fields_set``,
+        so a dump with ``exclude_unset`` still says the user wrote none."""
+        # Through __dict__: attribute assignment would mark the field as set.
+        self.__dict__["title"] = title[:200] or "story"
 
     @field_validator("reference")
     @classmethod
