@@ -16,11 +16,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import make_image
+from tests.endpoints import serve_workers
 from videokit.backends.base import JobContext
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod import (
@@ -905,6 +908,144 @@ def test_polling_learns_the_job_length_and_stays_cheap() -> None:
     assert max(latencies[1:]) < 0.25  # with history: within a short poll of completion
     first = polls.count("job-1")
     assert first < 70 and len(polls) - first <= 20  # ~logarithmic (2 s cap), then a few a job
+
+
+# -- job state (ctx.on_status) ---------------------------------------------------------------------
+
+
+def health(**workers: int) -> Hook:
+    """A `health` route answering with these worker counts (RunPod's names)."""
+    return lambda r: httpx.Response(200, json={"jobs": {"inQueue": 1}, "workers": workers})
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected"),
+    [
+        ({"initializing": 1}, "cold_start"),  # a worker is booting for it
+        ({}, "cold_start"),  # no worker up at all: one has to start
+        ({"idle": 1}, "queued"),  # a warm worker will take it
+        ({"ready": 1}, "queued"),
+        ({"running": 2}, "queued"),  # every worker busy, none booting: its turn will come
+        ({"running": 2, "initializing": 1}, "cold_start"),  # scaling up for it
+        (None, "queued"),  # health unreadable (404 here): what the endpoint said, no more
+    ],
+    ids=["initializing", "no-workers", "idle", "ready", "busy", "scaling-up", "unreadable"],
+)
+def test_a_queued_job_is_queued_or_a_cold_start_from_the_endpoints_health(
+    workers: dict[str, int] | None, expected: str
+) -> None:
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] * 4 + [{"status": "IN_PROGRESS"}, done()])
+    if workers is not None:
+        fake.hooks["health"] = health(**workers)
+    seen: list[str] = []
+    ctx = JobContext(scene="s", stage="animate", on_status=seen.append)
+    result = run(backend(fake, FakeClock()), ctx)
+    assert result.frames == 9
+    assert seen == [expected, "running"]  # on changes only: four queued polls, one report
+    assert len(fake.routes("health")) == 1  # the queued polls were within 15 s: one read
+
+
+def test_health_is_read_rarely_while_queued_and_polling_stays_as_it_was() -> None:
+    # A minute in the queue: first a cold start, then a worker busy with someone else's job.
+    def script(clock: FakeClock, on_status: bool) -> tuple[FakeRunPod, list[str]]:
+        fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
+
+        def status(request: httpx.Request) -> httpx.Response:
+            job_id = request.url.path.rsplit("/", 1)[-1]
+            if clock.now < 60:
+                return httpx.Response(200, json={"id": job_id, "status": "IN_QUEUE"})
+            if clock.now < 70:
+                return httpx.Response(200, json={"id": job_id, "status": "IN_PROGRESS"})
+            return httpx.Response(200, json={"id": job_id, **done(10_000, 60_000)})
+
+        def workers(request: httpx.Request) -> httpx.Response:
+            counts = {"initializing": 1} if clock.now < 30 else {"running": 1}
+            return httpx.Response(200, json={"workers": counts})
+
+        fake.hooks["status"] = status
+        fake.hooks["health"] = workers
+        seen: list[str] = []
+        ctx = JobContext(scene="s", stage="animate")
+        if on_status:
+            ctx.on_status = seen.append
+        run(backend(fake, clock), ctx)
+        return fake, seen
+
+    watched, seen = script(FakeClock(), on_status=True)
+    unwatched, _ = script(FakeClock(), on_status=False)
+    assert seen == ["cold_start", "queued", "running"]
+    reads = len(watched.routes("health"))
+    assert 2 <= reads <= 60 / 15 + 1, reads  # re-read while it waits, at most every 15 s
+    assert watched.routes("status") == unwatched.routes("status")  # not one poll more
+    assert unwatched.routes("health") == []  # nobody listens: no health read at all
+
+
+def test_each_attempt_reports_its_states_anew() -> None:
+    # A transient failure retried in place: the same job id goes back to the queue.
+    fake = FakeRunPod(
+        lambda n: (
+            [{"status": "IN_PROGRESS"}, {"status": "FAILED", "error": "worker lost"}]
+            if n == 0
+            else [{"status": "IN_QUEUE"}, {"status": "IN_PROGRESS"}, done()]
+        )
+    )
+    fake.hooks["health"] = health(idle=1)
+    seen: list[str] = []
+    run(backend(fake, FakeClock()), JobContext(scene="s", stage="animate", on_status=seen.append))
+    assert seen == ["running", "queued", "running"]
+    assert fake.routes("retry") == ["job-1"]
+
+
+def test_a_reattached_job_already_running_says_so_and_a_streamed_one_too() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    fake.jobs["old-job"] = [{"status": "IN_PROGRESS"}, done()]
+    seen: list[str] = []
+    ctx = JobContext(scene="s", stage="animate", resume_job_id="old-job", on_status=seen.append)
+    run(backend(fake, FakeClock()), ctx)
+    assert seen == ["running"] and fake.routes("health") == []
+
+    streamed = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}, {"status": "IN_PROGRESS"}, done()])
+    streamed.hooks["health"] = health(initializing=1)
+    seen = []
+    ctx = JobContext(scene="s", stage="animate", on_status=seen.append)
+    run(backend(streamed, FakeClock(), endpoint=Endpoint("ep", stream=True)), ctx)
+    assert seen == ["cold_start", "running"]
+
+
+def test_on_a_real_server_a_job_behind_a_busy_worker_is_queued_then_running(
+    tmp_path: Path,
+) -> None:
+    image = make_image(tmp_path / "frame.png", (128, 128)).read_bytes()
+    request = AnimateRequest(
+        image=MediaInput.from_bytes(image), prompt="drift", seed=3, width=128, height=128, frames=5
+    )
+    # One worker, jobs of 0.4 s at least: of two jobs submitted together, one waits its turn.
+    with serve_workers(min_job_seconds={"animate": 0.4}, concurrency={"animate": 1}) as servers:
+        config = RunPodConfig(
+            api_key=None, endpoints={"animate": Endpoint(servers.urls["animate"])}, warmup=False
+        )
+        b = RunPodBackend(config, retry=RetryPolicy(attempts=3))
+        seen: dict[str, list[str]] = {"first": [], "second": []}
+
+        async def go() -> None:
+            try:
+                await asyncio.gather(
+                    *(
+                        b.animate(
+                            request, JobContext(scene=s, stage="animate", on_status=log.append)
+                        )
+                        for s, log in seen.items()
+                    )
+                )
+            finally:
+                await b.aclose()
+
+        asyncio.run(go())
+    assert all(states and states[-1] == "running" for states in seen.values()), seen
+    assert ["queued", "running"] in seen.values(), seen
+    # `videokit serve` has its workers up all the time: never a cold start.
+    assert not any("cold_start" in states for states in seen.values())
+    assert 1 <= b.stats.requests["health"] <= 2
 
 
 # -- one backend, several event loops (Pipeline.run() twice, Jupyter) ------------------------------

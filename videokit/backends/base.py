@@ -14,9 +14,12 @@ from typing import Literal, Protocol, runtime_checkable
 
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
-__all__ = ["Backend", "JobAttempt", "JobContext", "Stage"]
+__all__ = ["Backend", "JobAttempt", "JobContext", "JobState", "Stage"]
 
 Stage = Literal["edit", "animate"]
+# Where a remote job is, as far as its backend can tell: waiting its turn for a worker, waiting for
+# a worker to boot (a cold start: no worker was up to take it), or being run by a worker.
+JobState = Literal["queued", "cold_start", "running"]
 
 
 @dataclass
@@ -42,12 +45,20 @@ def _ignore_progress(fraction: float, message: str | None) -> None:
     return None
 
 
+def _ignore_status(state: JobState) -> None:
+    return None
+
+
 @dataclass
 class JobContext:
     """What the pipeline hands a backend for one job.
 
     ``resume_job_id`` is the id of a job this scene submitted in an earlier run that never reported
     back; a remote backend should re-attach to it rather than submit again.
+
+    ``on_status`` is called when a job the backend watches changes state (see :data:`JobState`),
+    only on changes; a backend that cannot tell queued from running may say ``"running"`` once
+    the job starts.
     """
 
     scene: str
@@ -55,7 +66,13 @@ class JobContext:
     resume_job_id: str | None = None
     on_submitted: Callable[[str], Awaitable[None]] = _ignore_submitted
     on_progress: Callable[[float, str | None], None] = _ignore_progress
+    on_status: Callable[[JobState], None] = _ignore_status
     attempts: list[JobAttempt] = field(default_factory=list)
+
+    @property
+    def watches_status(self) -> bool:
+        """Whether anyone listens to ``on_status``: a backend may skip requests only it needs."""
+        return self.on_status is not _ignore_status
 
 
 @runtime_checkable

@@ -129,6 +129,7 @@ class PreviewBackend:
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
         """Draw the storyboard card: the input, dimmed, captioned with the edit prompt."""
         sources = [_inline_bytes(image, f"images[{i}]") for i, image in enumerate(request.images)]
+        ctx.on_status("running")  # in process: no queue, no cold start
         ctx.on_progress(0.0, "drawing storyboard card")
         started = time.perf_counter()
         png, width, height = await _in_thread(
@@ -148,6 +149,7 @@ class PreviewBackend:
     async def animate(self, request: AnimateRequest, ctx: JobContext) -> AnimateResult:
         """Render the camera-move clip: exactly ``request.output_frames`` frames."""
         source = _inline_bytes(request.image, "image")
+        ctx.on_status("running")  # in process: no queue, no cold start
         ctx.on_progress(0.0, "rendering animatic")
         started = time.perf_counter()
         video, last_png = await _in_thread(
@@ -454,10 +456,16 @@ def _render_card(request: EditRequest, sources: list[bytes]) -> tuple[bytes, int
     # Reference thumbnails sit at the right of the panel; the prompt wraps in the room left of them.
     refs = [load_rgb(data) for data in sources[1:]]
     thumb_h = max(24, round(height * 0.18))
-    thumbs = [_thumbnail(ref, thumb_h) for ref in refs]
+    panel_w = width - 2 * margin
+    # As many thumbnails as leave the prompt half the panel (a small card may show none).
+    thumbs: list[Image.Image] = []
+    for ref in refs:
+        thumb = _thumbnail(ref, thumb_h)
+        if sum(t.width + pad for t in thumbs) + thumb.width + pad > panel_w // 2:
+            break
+        thumbs.append(thumb)
     thumbs_w = sum(t.width for t in thumbs) + pad * len(thumbs)
 
-    panel_w = width - 2 * margin
     text_w = max(size * 4, panel_w - 2 * pad - thumbs_w)
     # The prompt may be long (up to 2000 characters): cap the panel at about 40 % of the card.
     max_lines = max(1, (round(height * 0.4) - badge_h - 3 * pad) // line_h)

@@ -49,6 +49,13 @@ used it; a client left open by a loop that has ended is dropped with a warning.
 Generator handlers may stream progress: chunks like ``{"progress": 0.4, "message": "denoising"}``
 are surfaced through ``ctx.on_progress`` when the endpoint has ``stream=True`` (polls then go to
 ``stream/{id}`` instead of ``status/{id}``, no extra requests).
+
+What the polls see is surfaced through ``ctx.on_status``, on changes only: IN_PROGRESS is
+``running``; IN_QUEUE is ``queued``, or ``cold_start`` when the endpoint has no worker up to take
+the job (from its ``health``, read at most every 15 s per stage and only while a job of that
+stage waits in the queue; see :func:`_state_in_queue`). With a learned job length the first poll
+comes near the job's expected end, so nothing is reported before it: no poll is added for the
+display's sake.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from videokit.backends.base import Backend, JobAttempt, JobContext, Stage
+from videokit.backends.base import Backend, JobAttempt, JobContext, JobState, Stage
 from videokit.backends.retry import RetryPolicy, is_retryable_status
 from videokit.config import Secret
 from videokit.costs import CostModel
@@ -112,6 +119,11 @@ RUN_PAYLOAD_LIMIT = 10_000_000
 RUNSYNC_PAYLOAD_LIMIT = 20_000_000
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 _ALIVE_STATES = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
+# While a job waits IN_QUEUE, the endpoint's health says whether that is a queue or a cold start.
+# Read at most this often per stage (a cold start lasts about a minute: a few reads at most), and
+# each read is bounded, so it never holds up polling for long.
+_HEALTH_MAX_AGE_S = 15.0
+_HEALTH_TIMEOUT_S = 2.0
 _TRANSIENT_MARKERS = (
     "cuda out of memory",
     "outofmemoryerror",
@@ -254,6 +266,10 @@ class EndpointHealth:
     retried: int = 0
     idle: int = 0
     running: int = 0
+    # RunPod's own API also counts workers that are booting and workers ready for a job; a
+    # `videokit serve` has neither (its workers are always up) and leaves them 0.
+    initializing: int = 0
+    ready: int = 0
 
     @property
     def workers(self) -> int:
@@ -278,6 +294,8 @@ class EndpointHealth:
             retried=count(jobs, "retried"),
             idle=count(workers, "idle"),
             running=count(workers, "running"),
+            initializing=count(workers, "initializing"),
+            ready=count(workers, "ready"),
         )
 
 
@@ -342,6 +360,8 @@ class _LoopState:
     loop: asyncio.AbstractEventLoop
     client: httpx.AsyncClient
     learned: dict[Stage, asyncio.Event] = field(default_factory=dict)
+    # One health read at a time per stage: jobs that see IN_QUEUE together share it.
+    health_locks: dict[Stage, asyncio.Lock] = field(default_factory=dict)
     # Closes the client when the loop shuts down (see _closed_with_the_loop).
     closer: AsyncGenerator[None, None] | None = None
 
@@ -368,6 +388,7 @@ class _Watch:
     running_since: float | None = None
     last_state: str | None = None
     alive_seen: bool = False  # seen IN_QUEUE / IN_PROGRESS by this render
+    reported: JobState | None = None  # what ctx.on_status was last told about this attempt
 
     def observe(self, state: str, now: float) -> None:
         self.last_state = state
@@ -417,6 +438,8 @@ class RunPodBackend:
         self._expected_s: dict[Stage, float] = {}
         self._expected_exec_s: dict[Stage, float] = {}
         self._watches: dict[str, _Watch] = {}
+        # Per stage: when its health was last read (our clock), and what it said (None: unknown).
+        self._health: dict[Stage, tuple[float, EndpointHealth | None]] = {}
         self._transport = transport
         # Per event loop: every `Pipeline.run()` has its own, and so may a Jupyter cell.
         self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
@@ -992,7 +1015,12 @@ class RunPodBackend:
             if state == "IN_QUEUE":
                 if elapsed > cfg.queue_timeout_s:
                     raise _StuckInQueue(job_id)
+                if ctx.watches_status:  # a health read only someone who listens needs
+                    self._report(watch, ctx, await self._queue_state(stage))
+                    now = self._clock()  # the read took a moment: the schedule below counts it
+                    elapsed = now - watch.since
             else:
+                self._report(watch, ctx, "running")
                 if first_run:
                     ctx.on_progress(0.0, "running")
                 if now > watch.deadline(cfg):
@@ -1020,6 +1048,33 @@ class RunPodBackend:
                     cap = max(cfg.poll_min_s, 0.1 * elapsed)
                 interval = min(cfg.poll_max_s, interval * 1.4, cap)
             await self._nap(stage, delay, informed=expected is not None)
+
+    def _report(self, watch: _Watch, ctx: JobContext, state: JobState) -> None:
+        """Tell ``ctx.on_status`` where the job is, when that changed."""
+        if state != watch.reported:
+            watch.reported = state
+            ctx.on_status(state)
+
+    async def _queue_state(self, stage: Stage) -> JobState:
+        """Whether a job of ``stage`` seen IN_QUEUE waits its turn or a cold start.
+
+        Decided from the endpoint's ``health``, read again only when the last read is older than
+        ``_HEALTH_MAX_AGE_S``, one read at a time per stage (see :func:`_state_in_queue` for
+        the rule). A read that fails leaves the job ``queued``: health is for display, and a failure
+        here must not fail (or delay further) the job.
+        """
+        lock = self._loop_state().health_locks.setdefault(stage, asyncio.Lock())
+        async with lock:
+            seen = self._health.get(stage)
+            if seen is None or self._clock() - seen[0] >= _HEALTH_MAX_AGE_S:
+                health: EndpointHealth | None
+                try:
+                    health = await self.health(stage, timeout_s=_HEALTH_TIMEOUT_S)
+                except EndpointError as exc:
+                    log.debug("health of the %s endpoint unreadable: %s", stage, exc.message)
+                    health = None
+                seen = self._health[stage] = (self._clock(), health)
+        return _state_in_queue(seen[1])
 
     async def _wait_slowly(self, endpoint: Endpoint, watch: _Watch) -> dict[str, Any]:
         """Poll a job nobody waits for (a warm-up) at slowly growing intervals, same deadlines."""
@@ -1406,6 +1461,21 @@ def endpoint_notes(backend: Backend, stages: Iterable[Stage]) -> list[str]:
             await backend.aclose()
 
     return asyncio.run(gather()) if wanted else []
+
+
+def _state_in_queue(health: EndpointHealth | None) -> JobState:
+    """What a job waiting IN_QUEUE waits for, from its endpoint's health.
+
+    A worker idle or ready will take it: ``queued`` (a moment's wait). No worker idle or ready, and
+    one booting or none up at all: a worker has to start before it runs, ``cold_start`` (typically
+    45-90 s on RunPod). Every worker busy and none booting: ``queued`` behind other jobs. Unknown
+    health (unreadable): ``queued``, which is what the endpoint said.
+    """
+    if health is None or health.idle or health.ready:
+        return "queued"
+    if health.initializing or not health.running:
+        return "cold_start"
+    return "queued"
 
 
 def _stuck_error(

@@ -12,10 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from videokit.backends.base import JobState
+
 __all__ = [
     "CostUpdated",
     "Event",
     "EventHandler",
+    "JobStatus",
     "JobSubmitted",
     "RenderDone",
     "RenderStarted",
@@ -64,6 +67,17 @@ class JobSubmitted(_Event):
     stage: Literal["edit", "animate"]
     job_id: str
     resumed: bool = False
+
+
+class JobStatus(_Event):
+    """A remote job changed state: ``queued`` (waiting its turn), ``cold_start`` (waiting for a
+    worker to boot), ``running``. Sent on changes only; ``job_id`` is None for in-process jobs."""
+
+    type: Literal["job_status"] = "job_status"
+    scene: str
+    stage: Literal["edit", "animate"]
+    status: JobState
+    job_id: str | None = None
 
 
 class SceneProgress(_Event):
@@ -153,6 +167,7 @@ Event = Annotated[
     | SceneQueued
     | SceneStarted
     | JobSubmitted
+    | JobStatus
     | SceneProgress
     | SceneCached
     | SceneDone

@@ -18,6 +18,7 @@ from videokit.backends.base import Backend, JobContext, Stage
 from videokit.pipeline.cache import CacheEntry, cache_key
 from videokit.pipeline.events import (
     CostUpdated,
+    JobStatus,
     JobSubmitted,
     SceneCached,
     SceneProgress,
@@ -192,6 +193,10 @@ class StageRunner:
             resume_job_id=resume,
             on_submitted=submitted,
             on_progress=progress,
+            # The job id is on the record by the time a backend watches the job.
+            on_status=lambda state: ledger.emit(
+                JobStatus(scene=scene.id, stage=stage, status=state, job_id=stage_record.job_id)
+            ),
         )
         async with self._slots[stage]:
             ledger.emit(SceneStarted(scene=scene.id, stage=stage))
