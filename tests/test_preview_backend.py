@@ -362,3 +362,15 @@ def test_encode_png_is_lossless_and_carries_no_metadata() -> None:
         kinds.append(data[pos + 4 : pos + 8])
         pos += 12 + length
     assert set(kinds) == {b"IHDR", b"IDAT", b"IEND"}
+
+
+def test_cover_fit_survives_a_scale_that_rounds_past_the_source() -> None:
+    # 1700x1400 onto 27x22: 27 / (27 / 1700) is a hair over 1700 in floating point, which made
+    # the resampling box start at -1e-13 and Pillow refuse it (a big edit reference on a small
+    # preview card failed the job).
+    from PIL import Image
+
+    from videokit.media.images import cover_fit
+
+    fitted = cover_fit(Image.new("RGB", (1700, 1400), (9, 99, 199)), 27, 22)
+    assert fitted.size == (27, 22) and fitted.getpixel((13, 11)) == (9, 99, 199)

@@ -416,11 +416,16 @@ def big_reference(root: Path) -> Path:
     noise = rng.integers(0, 256, size=(1400, 1700, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "big.png", compress_level=1)  # ~7 MB, incompressible
     assert (root / "big.png").stat().st_size > 6_000_000
+    make_image(root / "ref.png", (128, 128))
+    # A starting image is fitted to the frame size before it is sent; an edit's extra reference
+    # images go as they are, so that is where a big file reaches the wire.
     story = root / "big.yaml"
     story.write_text(
-        "title: Big\nreference: big.png\n"
+        "title: Big\nreference: ref.png\n"
         "defaults: {width: 128, height: 128, frames: 5, fps: 8}\n"
-        "scenes:\n  - {id: one, motion: drift}\n  - {id: two, from: reference, motion: zoom}\n"
+        "scenes:\n"
+        "  - {id: one, motion: drift, edit: {prompt: in this style, images: [big.png]}}\n"
+        "  - {id: two, from: reference, motion: zoom, edit: {prompt: again, images: [big.png]}}\n"
     )
     return story
 
@@ -442,20 +447,23 @@ def test_inputs_over_the_payload_limit_travel_through_storage(
         backend = runpod_backend(servers)
         backend.storage = S3Storage(config, client=s3_server.client)
         result = videokit.Pipeline(story, backend=backend, out=tmp_path / "out").run()
-        bodies = servers.counters["animate"].bodies
+        bodies = servers.counters["edit"].bodies
     run_bodies = [b for b in bodies if b'"prompt"' in b]
+    assert len(run_bodies) == 2
     assert run_bodies and all(len(b) < 100_000 for b in run_bodies)  # a URL, not 9 MB of base64
     assert all(b"X-Amz-Signature" in b for b in run_bodies)
     listed = s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix="videokit/inputs/")
-    assert len(listed.get("Contents", [])) == 1  # the same bytes, uploaded once
+    # Both jobs send the same two images (the reference frame and big.png): each uploaded once.
+    assert len(listed.get("Contents", [])) == 2
     assert result.final_video is not None and result.scenes["one"].frames == 5
 
 
 def test_inputs_over_the_payload_limit_without_storage_are_refused_before_any_job(
     tmp_path: Path,
 ) -> None:
-    # The first scene is small and would go through; the second starts from an image whose
-    # base64 is over RunPod's 10 MB. Checked per job only, the first would be paid for already.
+    # The first scene is small and would go through; the second's edit takes an extra image
+    # whose base64 is over RunPod's 10 MB (extra images are sent as they are; a starting image
+    # would be fitted to the frame). Checked per job only, the first would be paid for already.
     from PIL import Image
 
     make_image(tmp_path / "ref.png", (320, 180))
@@ -466,7 +474,8 @@ def test_inputs_over_the_payload_limit_without_storage_are_refused_before_any_jo
     story.write_text(
         "title: Huge\nreference: ref.png\n"
         "defaults: {width: 128, height: 128, frames: 5, fps: 8}\n"
-        "scenes:\n  - {id: small, motion: drift}\n  - {id: huge, from: huge.png, motion: zoom}\n"
+        "scenes:\n  - {id: small, motion: drift}\n"
+        "  - {id: huge, motion: zoom, edit: {prompt: like this, images: [huge.png]}}\n"
     )
     with serve_workers() as servers:
         backend = runpod_backend(servers, warmup=False)
@@ -474,7 +483,7 @@ def test_inputs_over_the_payload_limit_without_storage_are_refused_before_any_jo
             videokit.Pipeline(story, backend=backend, out=tmp_path / "out").run()
         runs = {stage: c.runs for stage, c in servers.counters.items()}
     message = str(caught.value)
-    assert "animate" in message and "MB" in message and "VIDEOKIT_S3_BUCKET" in message
+    assert "edit" in message and "MB" in message and "VIDEOKIT_S3_BUCKET" in message
     assert runs == {"edit": 0, "animate": 0}  # refused up front, nothing paid
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from videokit.backends.base import Stage
+from videokit.media.images import fit_png
 from videokit.protocol import AnimateRequest, EditRequest, MediaInput
 from videokit.story.plan import ScenePlan, StoryPlan
 
@@ -21,12 +22,19 @@ _JSON_BYTES_PER_CHAR = 12
 
 
 def starting_frame(plan: StoryPlan, scene: ScenePlan) -> bytes:
-    """The first frame of a scene that starts from the reference or an image file."""
+    """The first frame of a scene that starts from the reference or an image file: the image
+    fitted to the frame size by the scene's ``fit`` (its own bytes when it already is that size,
+    so a correctly sized image keeps its cache keys)."""
+    path = _starting_image(plan, scene)
+    return fit_png(path.read_bytes(), scene.width, scene.height, scene.fit)
+
+
+def _starting_image(plan: StoryPlan, scene: ScenePlan) -> Path:
     source = scene.source
     if source.kind == "reference":
-        return plan.references[0].read_bytes()
+        return plan.references[0]
     assert source.kind == "file" and source.path is not None
-    return source.path.read_bytes()
+    return source.path
 
 
 def edit_request(scene: ScenePlan, image: bytes) -> EditRequest:
@@ -80,14 +88,12 @@ def payload_bounds(plan: StoryPlan) -> dict[Stage, int]:
         bounds[stage] = max(bounds.get(stage, 0), size)
 
     for scene in plan.scenes.values():
-        source = scene.source
-        if source.kind == "reference":
-            first = _base64_size(plan.references[0].stat().st_size)
-        elif source.kind == "file":
-            assert source.path is not None
-            first = _base64_size(source.path.stat().st_size)
-        else:
-            first = made_frame
+        first = made_frame
+        if scene.source.kind in ("reference", "file"):
+            image = _starting_image(plan, scene)
+            if plan.image_sizes.get(image) == (scene.width, scene.height):
+                # Sent as it is, unless an EXIF rotation makes it a fitted PNG after all.
+                first = max(first, _base64_size(image.stat().st_size))
         animated = first
         if scene.edit is not None:
             edit = scene.edit
