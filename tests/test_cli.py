@@ -160,7 +160,7 @@ def test_importing_the_cli_reads_no_terminal() -> None:
 TINY = """\
 title: tiny
 reference: ref.png
-defaults: {width: 128, height: 128, frames: 5}
+defaults: {width: 128, height: 128, frames: 5, fit: crop}
 scenes:
   - {id: a, motion: the camera drifts}
   - {id: b, motion: it turns, edit: now at night}
@@ -270,21 +270,38 @@ def test_two_story_files_with_one_name_do_not_share_the_default_work_directory(
     assert again.returncode == 0, again.stderr
 
 
-def test_library_warnings_print_like_the_clis_own(capsys: pytest.CaptureFixture[str]) -> None:
+def test_library_log_lines_print_like_the_clis_own_by_verbosity(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import logging
 
-    from videokit.cli import app
+    from videokit.cli.output import configure_logging
 
     logger = logging.getLogger("videokit")
-    before = list(logger.handlers)
+    handlers, level = list(logger.handlers), logger.level
+    runpod = logging.getLogger("videokit.runpod")
     try:
-        app._show_library_warnings()
-        app._show_library_warnings()  # once per process, however many commands run
-        logging.getLogger("videokit.runpod").warning("could not cancel animate job %s", "j-1")
-        logging.getLogger("videokit.runpod").info("job %s retried in place", "j-1")
+        configure_logging()
+        configure_logging()  # once per process, however many commands run
+        runpod.warning("could not cancel animate job %s", "j-1")
+        runpod.info("job %s retried in place", "j-1")
+        assert capsys.readouterr().err == "warning: could not cancel animate job j-1\n"
+        configure_logging(verbose=1)
+        runpod.info("job %s retried in place", "j-1")
+        runpod.debug("poll %s", "j-1")
+        assert capsys.readouterr().err == "info: job j-1 retried in place\n"
+        configure_logging(verbose=2)
+        runpod.debug("poll %s", "j-1")
+        assert capsys.readouterr().err == "debug: poll j-1\n"
+        configure_logging(quiet=True)
+        runpod.warning("could not cancel animate job %s", "j-1")
+        runpod.error("storage is gone")
+        assert capsys.readouterr().err == "error: storage is gone\n"
     finally:
-        logger.handlers[:] = before
-    assert capsys.readouterr().err == "warning: could not cancel animate job j-1\n"
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        configure_logging()
+        logger.handlers[:] = handlers
 
 
 class _RunPodRecorder(http.server.BaseHTTPRequestHandler):

@@ -7,37 +7,73 @@ renders an animatic of the same story.
     import videokit
     result = videokit.Pipeline("story.yaml").run()
     print(result.final_video)
+
+The public names load on first use (PEP 562), so ``import videokit.cli.app`` (the ``videokit``
+command) does not pay for the pipeline, pydantic models and media code it may never need.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from videokit._version import __version__
-from videokit.backends.base import Backend, JobContext
-from videokit.errors import (
-    ConfigError,
-    EndpointError,
-    FFmpegError,
-    JobCancelledError,
-    JobFailedError,
-    JobTimeoutError,
-    RenderError,
-    StoryError,
-    VideoKitError,
-)
-from videokit.pipeline.runner import Pipeline, RenderResult, SceneOutput
-from videokit.story import (
-    AnimateSettings,
-    Crossfade,
-    Defaults,
-    Edit,
-    EditSettings,
-    Output,
-    Scene,
-    Story,
-    StoryPlan,
-    load_story,
-    plan_story,
-)
+
+if TYPE_CHECKING:
+    from videokit.backends.base import Backend, JobContext
+    from videokit.errors import (
+        ConfigError,
+        EndpointError,
+        FFmpegError,
+        JobCancelledError,
+        JobFailedError,
+        JobTimeoutError,
+        RenderError,
+        StoryError,
+        VideoKitError,
+    )
+    from videokit.pipeline.runner import Pipeline, RenderResult, SceneOutput
+    from videokit.story import (
+        AnimateSettings,
+        Crossfade,
+        Defaults,
+        Edit,
+        EditSettings,
+        Output,
+        Scene,
+        Story,
+        StoryPlan,
+        load_story,
+        plan_story,
+    )
+
+_WHERE = {
+    "Backend": "videokit.backends.base",
+    "JobContext": "videokit.backends.base",
+    "ConfigError": "videokit.errors",
+    "EndpointError": "videokit.errors",
+    "FFmpegError": "videokit.errors",
+    "JobCancelledError": "videokit.errors",
+    "JobFailedError": "videokit.errors",
+    "JobTimeoutError": "videokit.errors",
+    "RenderError": "videokit.errors",
+    "StoryError": "videokit.errors",
+    "VideoKitError": "videokit.errors",
+    "Pipeline": "videokit.pipeline.runner",
+    "RenderResult": "videokit.pipeline.runner",
+    "SceneOutput": "videokit.pipeline.runner",
+    "AnimateSettings": "videokit.story",
+    "Crossfade": "videokit.story",
+    "Defaults": "videokit.story",
+    "Edit": "videokit.story",
+    "EditSettings": "videokit.story",
+    "Output": "videokit.story",
+    "Scene": "videokit.story",
+    "Story": "videokit.story",
+    "StoryPlan": "videokit.story",
+    "load_story": "videokit.story",
+    "plan_story": "videokit.story",
+}
 
 __all__ = [
     "AnimateSettings",
@@ -67,3 +103,16 @@ __all__ = [
     "load_story",
     "plan_story",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'videokit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -455,11 +455,13 @@ def serve(
     result_retention_s: float = 1800.0,
     endpoint_id: str | None = None,
     log_level: str = "info",
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``handler`` on ``host:port`` until interrupted (uvicorn, one process).
 
     One process on purpose: the job table lives in memory, so several uvicorn workers would
-    each have their own queue and a status request could land on the wrong one.
+    each have their own queue and a status request could land on the wrong one. ``on_ready`` is
+    called once the port is listening (the CLI prints the line that points a client here).
     """
     _configure_logging(log_level)
     if api_key is None and not _is_loopback(host):
@@ -485,7 +487,7 @@ def serve(
         "on" if api_key else "off",
         faults.describe() if faults is not None else "off",
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -495,6 +497,18 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    _Server(config, on_ready).run()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_ready is not None:
+            self._on_ready()
 
 
 def _configure_logging(level: str) -> None:

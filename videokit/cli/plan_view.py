@@ -1,0 +1,141 @@
+"""What ``videokit plan`` shows: the scene graph, jobs, cache hits, frames and cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from videokit.cli.output import stdout
+from videokit.costs import CostModel
+from videokit.pipeline.forecast import Forecast
+from videokit.story.plan import StoryPlan
+
+__all__ = ["plan_json", "print_plan"]
+
+
+def plan_json(plan: StoryPlan, guess: Forecast, backend: str, workdir: Path) -> dict[str, Any]:
+    return {
+        "type": "plan",
+        "story": plan.story.title,
+        "backend": backend,
+        "workdir": str(workdir),
+        "size": [plan.width, plan.height],
+        "fps": plan.fps,
+        "timeline": [
+            {
+                "scene": e.scene,
+                "frames": e.frames,
+                "drop_head": e.drop_head,
+                "crossfade": e.crossfade,
+            }
+            for e in plan.timeline
+        ],
+        "branches": list(plan.branches),
+        "longest_chain": plan.graph.longest_chain(),
+        "warnings": list(plan.warnings),
+        "final_frames": plan.final_frames,
+        "formula": plan.frame_formula(),
+        "scenes": {
+            sid: {
+                "from": s.source.describe(),
+                "frames": s.frames,
+                "frames_note": s.frames_note,
+                "seed": s.seed,
+                "seed_derived": s.seed_derived,
+                "edit": guess.scenes[sid].edit,
+                "animate": guess.scenes[sid].animate,
+                "reason": guess.scenes[sid].reason,
+                "gpu_seconds": round(guess.scenes[sid].gpu_seconds, 1),
+                "cost_usd": round(guess.scenes[sid].cost_usd, 4),
+            }
+            for sid, s in plan.scenes.items()
+        },
+        "jobs": {"edit": guess.jobs("edit"), "animate": guess.jobs("animate")},
+        "cached": {"edit": guess.cached("edit"), "animate": guess.cached("animate")},
+        "gpu_seconds": round(guess.gpu_seconds, 1),
+        "cost_usd": round(guess.cost_usd, 4),
+        "all_jobs_gpu_seconds": round(guess.full_gpu_seconds, 1),
+        "all_jobs_cost_usd": round(guess.full_cost_usd, 4),
+        "cost_basis": "RunPod serverless GPU (see videokit.costs)",
+    }
+
+
+def print_plan(
+    plan: StoryPlan, guess: Forecast, backend: str, workdir: Path, costs: CostModel
+) -> None:
+    console = stdout()
+    console.print(
+        f"[bold]{escape(plan.story.title)}[/]  {plan.width}x{plan.height} @ {plan.fps} fps"
+    )
+    console.print(f"work dir: {workdir}    backend: {backend}")
+    tree = Tree("[bold]scene graph[/] (each scene starts from its parent's frame)")
+    nodes: dict[str | None, Any] = {None: tree}
+    for scene_id in plan.graph.topological():
+        scene = plan.scenes[scene_id]
+        parent_key = scene.source.scene
+        parent = nodes.get(parent_key, tree)
+        label = f"[bold]{scene_id}[/]"
+        if scene.source.kind in ("reference", "file"):
+            label += f"  from {escape(scene.source.describe())}"
+        elif scene.source.kind == "scene_edit":
+            label += "  from its edited frame"
+        if scene.edit is not None:
+            label += "  [magenta]edit[/]"
+        if scene_id in plan.branches:
+            label += "  [dim](branch, not on the timeline)[/]"
+        nodes[scene_id] = parent.add(label)
+    console.print(tree)
+    chain = plan.graph.longest_chain()
+    if len(chain) > 1:
+        console.print(
+            f"longest chain: {' → '.join(chain)} ({len(chain)} scenes that must run one after "
+            "another; the others run alongside)"
+        )
+
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("scene", "frames", "seed", "edit", "animate", "est. GPU s", "est. $"):
+        right = column.startswith(("est", "frames", "seed"))
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    marks = {"cached": "[green]cached[/]", "render": "[yellow]render[/]", "none": "-"}
+    for scene_id, scene in plan.scenes.items():
+        g = guess.scenes[scene_id]
+        seed = f"{scene.seed}" + ("*" if scene.seed_derived else " ")
+        table.add_row(
+            scene_id,
+            str(scene.frames),
+            seed,
+            marks[g.edit],
+            marks[g.animate],
+            f"{g.gpu_seconds:.0f}",
+            f"{g.cost_usd:.3f}",
+        )
+    console.print(table)
+    if any(s.seed_derived for s in plan.scenes.values()):
+        console.print("  * seed derived from the story seed and the scene id")
+    for scene in plan.scenes.values():
+        if scene.frames_note:
+            console.print(f"  {scene.id}: duration {scene.frames_note}")
+    console.print(f"final video: {plan.frame_formula()}")
+    jobs = f"{guess.jobs('edit')} edit + {guess.jobs('animate')} animate jobs to run"
+    hits = f"{guess.cached('edit')} edit + {guess.cached('animate')} animate cached"
+    console.print(f"jobs: {jobs}; {hits}")
+    modes = {
+        stage: f" in {mode} mode" for stage, mode in costs.modes.items() if mode != "lightning"
+    }
+    gpus = ", ".join(
+        f"{stage} on {costs.gpu[stage]}{modes.get(stage, '')}" for stage in ("edit", "animate")
+    )
+    if backend == "preview":
+        console.print(
+            f"cost: free on the preview backend; on RunPod ({gpus}) all "
+            f"{sum(plan.job_count().values())} jobs would take ~{guess.full_gpu_seconds:.0f} "
+            f"GPU-s, ~${guess.full_cost_usd:.3f}"
+        )
+    else:
+        console.print(
+            f"estimate: ~{guess.gpu_seconds:.0f} GPU-s, ~${guess.cost_usd:.3f} on RunPod ({gpus})"
+        )
