@@ -3,7 +3,6 @@ NO_COLOR, one style for every error, a fast start, and `serve` saying where it l
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -14,24 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.test_cli import videokit
 from videokit._version import __version__
 
 COMMANDS = ("render", "validate", "plan", "serve", "deploy", "schema")
 # Any SGR sequence that sets a colour (30-37, 38;..., 90-97, and their backgrounds).
 COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])[0-9;]*m")
-
-
-def videokit(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "videokit", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "120", **(env or {})},
-    )
 
 
 def test_version() -> None:
@@ -204,5 +191,7 @@ def test_render_into_a_pipe_prints_a_line_per_state_change_and_a_summary(tmp_pat
     summary = [line for line in lines if line.startswith("done in ")]
     assert len(summary) == 1, lines
     assert "2 scenes rendered, 0 cached" in summary[0]
-    assert "film out/pipe/final.mp4" in summary[0] and "manifest out/pipe/manifest.json" in summary[0]
+    assert (
+        "film out/pipe/final.mp4" in summary[0] and "manifest out/pipe/manifest.json" in summary[0]
+    )
     assert lines[-1] == str(tmp_path / "out" / "pipe" / "final.mp4")  # the result, on stdout

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 
 import videokit
 from tests.conftest import RecordingBackend, make_image
+from tests.test_cli import videokit as videokit_cli
 from videokit.errors import ConfigError, StoryError
 
 TINY = """\
@@ -26,17 +25,6 @@ scenes:
   - {id: a, motion: the camera drifts}
   - {id: b, motion: it turns}
 """
-
-
-def videokit_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "videokit", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 @pytest.fixture
