@@ -21,13 +21,8 @@ from tests.conftest import make_image
 from tests.endpoints import serve_workers
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
-from videokit.cli.progress import (
-    JsonLines,
-    LiveProgress,
-    PlainProgress,
-    short_job_id,
-    summary_line,
-)
+from videokit.cli.live_progress import LiveProgress
+from videokit.cli.progress import JsonLines, PlainProgress, short_job_id, summary_line
 from videokit.pipeline.events import (
     CostUpdated,
     Event,

@@ -166,7 +166,7 @@ def _run_with_display(pipeline: Pipeline, *, as_json: bool, quiet: bool) -> Rend
 
         pipeline.on_event = PlainProgress(sys.stderr)
         return pipeline.run()
-    from videokit.cli.progress import LiveProgress
+    from videokit.cli.live_progress import LiveProgress
 
     with LiveProgress(err) as display:
         pipeline.on_event = display
