@@ -2,10 +2,10 @@
 JSON lines for programs, and one summary line at the end of a render.
 
 Which one to use is the CLI's call: :class:`~videokit.cli.live_progress.LiveProgress` (its own
-module) when stderr is a terminal, :class:`PlainProgress` when it is not (CI, ``nohup``, ``| tee``), :class:`JsonLines` for
-``--json``. The two human ones take a ``clock`` (``time.monotonic`` by default) so what they show
-can be checked at chosen moments, and print :func:`summary_line` when the render is done unless
-told not to (``summary=False``).
+module) when stderr is a terminal, :class:`PlainProgress` when it is not (CI, ``nohup``,
+``| tee``), :class:`JsonLines` for ``--json``. The two human ones take a ``clock``
+(``time.monotonic`` by default) so what they show can be checked at chosen moments, and print
+:func:`summary_line` when the render is done unless told not to (``summary=False``).
 """
 
 from __future__ import annotations

@@ -287,13 +287,19 @@ class Render:
             if scene.edit is not None:
                 stage = "edit"
                 request = edit_request(scene, image)
-                outcome = await self.stages.run(scene, "edit", request, forced=forced)
+                outcome = await self.stages.run(
+                    scene, "edit", request, forced=forced, announce=not current_only
+                )
                 edit_entry, edit_cost, edit_cached = outcome.entry, outcome.cost_usd, outcome.cached
                 image = edit_entry.file("image.png").read_bytes()
             self._edited[scene.id].set_result(image)
             stage = "animate"
             outcome = await self.stages.run(
-                scene, "animate", animate_request(scene, image), forced=forced
+                scene,
+                "animate",
+                animate_request(scene, image),
+                forced=forced,
+                announce=not current_only,
             )
             # Release the scenes that start from this one before the bookkeeping below.
             self._last[scene.id].set_result(outcome.entry.file("last.png").read_bytes())

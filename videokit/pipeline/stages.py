@@ -30,20 +30,12 @@ from videokit.pipeline.requests import request_params
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 from videokit.story.plan import ScenePlan
 
-__all__ = ["ModelSeen", "NotCurrent", "StageOutcome", "StageRunner"]
+__all__ = ["ModelSeen", "StageOutcome", "StageRunner"]
 
 log = logging.getLogger("videokit.pipeline")
 
 # Attempt states in which a job may still be queued or running on the endpoint.
 _MAY_STILL_RUN = frozenset({"submitted", "IN_QUEUE", "IN_PROGRESS", "RUNNING"})
-
-
-class NotCurrent(Exception):
-    """A stage asked for from the cache only (``only``'s other scenes) has no cached result."""
-
-    def __init__(self, scene: str) -> None:
-        super().__init__(scene)
-        self.scene = scene
 
 
 @dataclass(frozen=True)
@@ -98,9 +90,10 @@ class StageRunner:
         request: EditRequest | AnimateRequest,
         *,
         forced: bool,
-        cache_only: bool = False,
+        announce: bool = True,
     ) -> StageOutcome:
-        """The stage's result from the cache, else from a job (unless ``cache_only``)."""
+        """The stage's result from the cache, else from a job. ``announce``: emit SceneCached
+        for a cached result (not for scenes ``only`` merely brings up to date)."""
         ledger = self.ledger
         identity = self.backend.identity(stage)
         key = cache_key(identity, request)
@@ -139,10 +132,9 @@ class StageRunner:
                 ledger.save()
                 model = entry.meta.get("model")
                 self.models.append(ModelSeen(scene.id, stage, request.steps, model, cached=True))
-                ledger.emit(SceneCached(scene=scene.id, stage=stage))
+                if announce:
+                    ledger.emit(SceneCached(scene=scene.id, stage=stage))
                 return StageOutcome(entry, 0.0, cached=True)
-        if cache_only:
-            raise NotCurrent(scene.id)
         if stage == "edit" and not self._warmed:
             # The first edit to run: wake the animate endpoint now so its cold start overlaps it.
             self._warmed = True
