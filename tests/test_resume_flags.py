@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.endpoints import Servers, serve_workers
-from tests.test_runpod import count, read_until, until, write_story
+from tests.test_runpod import count, default_sigint, read_until, until, write_story
 
 
 def render(story: Path, servers: Servers, out: Path, *flags: str) -> subprocess.Popen[str]:
@@ -34,6 +34,7 @@ def render(story: Path, servers: Servers, out: Path, *flags: str) -> subprocess.
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
 
 
@@ -62,7 +63,8 @@ def test_a_killed_force_render_run_again_pays_for_no_job_it_finished(tmp_path: P
 
         killed = render(story, servers, out, "--force")
         events = read_until(killed, count("scene_done", 2))
-        until(lambda: bool(in_flight(out)), 5, "the next jobs were submitted")
+        # Both slots taken by recorded jobs: no submission can be half done at the kill.
+        until(lambda: len(in_flight(out)) == 2, 5, "the next two jobs were submitted")
         killed.kill()
         killed.wait(timeout=10)
         finished = {e["scene"] for e in events if e["type"] == "scene_done"}
@@ -93,7 +95,7 @@ def test_an_interrupted_force_render_says_how_to_resume_and_resuming_repays_noth
         before = servers.counters["animate"].runs
         interrupted = render(story, servers, out, "--force")
         events = read_until(interrupted, count("scene_done", 2))
-        until(lambda: bool(in_flight(out)), 5, "the next jobs were submitted")
+        until(lambda: len(in_flight(out)) == 2, 5, "the next two jobs were submitted")
         interrupted.send_signal(signal.SIGINT)
         _, stderr = interrupted.communicate(timeout=30)
         assert interrupted.returncode == 130, stderr

@@ -250,7 +250,20 @@ def render_process(story: Path, servers: Servers, out: Path, **extra: str) -> su
         **extra,
     }
     cmd = [sys.executable, "-m", "videokit", "render", str(story), "--out", str(out), "--json"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=default_sigint,
+    )
+
+
+def default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started as a background job (`cmd &` in a
+    script) ignores SIGINT, and its children would inherit that and never see the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_until(
