@@ -68,7 +68,6 @@ class Render:
         output: Path,
         needed: Collection[str],
         forced: Collection[str],
-        only: bool,
         concurrency: int | None,
         on_event: EventHandler | None,
     ) -> None:
@@ -78,7 +77,6 @@ class Render:
         self.output = output
         self.needed = set(needed)
         self.forced = set(forced)
-        self.only = only
         self.on_event = on_event
         manifest = Manifest.load(workdir.manifest_path)
         self.ledger = Ledger(

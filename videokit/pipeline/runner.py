@@ -186,7 +186,6 @@ class Pipeline:
                     output=self.output_path(),
                     needed=needed,
                     forced=forced,
-                    only=self.only is not None,
                     concurrency=self.settings.concurrency,
                     on_event=self.on_event,
                 )
