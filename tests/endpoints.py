@@ -28,6 +28,8 @@ class Counting:
     # Ids of the warm-up jobs whose `run` reply reached the client.
     warmup_ids: list[str] = field(default_factory=list)
     cancels: list[tuple[str, float]] = field(default_factory=list)
+    # The HTTP status of every `run` reply sent (a gateway 502/504 may hide a created job).
+    run_statuses: list[int] = field(default_factory=list)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,6 +58,8 @@ class Counting:
             await self.app(scope, recv, snd)
         finally:
             self.bodies.append(body)
+            if path.endswith("/run") and status:
+                self.run_statuses.append(status[0])
             # A dropped reply ends in an exception here, after the job was created: count it too.
             if path.endswith("/run") and (not status or status[0] == 200):
                 if b'"warmup"' in body:

@@ -34,7 +34,8 @@ from tests.s3server import S3Server, s3_server  # noqa: F401
 from videokit.backends.base import JobContext
 from videokit.backends.preview import PreviewBackend
 from videokit.backends.retry import RetryPolicy
-from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig, endpoint_notes
+from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
+from videokit.cli.endpoint_notes import endpoint_notes
 from videokit.costs import GPU_PRICE_PER_SECOND
 from videokit.errors import ConfigError, EndpointError
 from videokit.media.probe import read_frames
@@ -197,7 +198,10 @@ def test_render_completes_under_20_percent_faults_of_every_kind_and_accounts_for
         assert recorded == Counter({job_id: server[job_id] for job_id in recorded}), stage
         orphans = set(server) - set(recorded)
         unknown = [a for a in attempts if a["status"] == "UNKNOWN" and a["job_id"] == "unknown"]
-        assert len(unknown) == len(orphans), (stage, unknown, orphans)
+        # A 502/504 reply to `run` may come from a gateway after the job was created: each is an
+        # UNKNOWN attempt too (here the server created none).
+        gateway = sum(code in (502, 504) for code in servers.counters[stage].run_statuses)
+        assert len(unknown) == len(orphans) + gateway, (stage, unknown, orphans, gateway)
     for record in manifest["scenes"].values():
         for stage in ("edit", "animate"):
             if record.get(stage):

@@ -581,19 +581,33 @@ def test_status_reads_honour_retry_after() -> None:
     assert any(20 <= s <= 20.3 for s in clock.sleeps), clock.sleeps
 
 
-def test_status_unreadable_until_the_deadline_cancels_the_job_before_raising() -> None:
+def test_status_unreadable_until_the_queue_deadline_is_cancelled_and_resubmitted() -> None:
+    """A job whose status cannot be read until its queue deadline is handled as one stuck in
+    the queue: cancelled, and submitted again once the cancel is confirmed (not the end of the
+    scene)."""
+    clock = FakeClock()
+    fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}] if n == 0 else [done()])
+    fake.after_cancel = {"status": "CANCELLED"}
+    fake.hooks["status"] = lambda r: server_error(502) if r.url.path.endswith("job-1") else None
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, clock, queue_timeout_s=120), ctx)
+    assert 120 <= clock.now < 140  # job-1 was read for its whole queue deadline
+    assert fake.routes("cancel") == ["job-1"]
+    first, second = ctx.attempts
+    assert first.status == "CANCELLED" and first.error and "status unreadable" in first.error
+    assert second.job_id == "job-2" and second.status == "COMPLETED"
+
+
+def test_status_never_readable_fails_after_every_submission_was_cancelled() -> None:
     clock = FakeClock()
     fake = FakeRunPod(lambda n: [{"status": "IN_QUEUE"}])
     fake.after_cancel = {"status": "CANCELLED"}
     fake.hooks["status"] = lambda r: server_error(502)
     ctx = JobContext(scene="s", stage="animate")
-    with pytest.raises(EndpointError, match="could not read the status of job job-1") as caught:
-        run(backend(fake, clock, queue_timeout_s=120), ctx)
-    assert 120 <= clock.now < 130  # retried for the whole queue deadline
-    assert caught.value.job_id == "job-1"
-    assert fake.routes("cancel") == ["job-1"]
-    [attempt] = ctx.attempts
-    assert attempt.status == "CANCELLED" and attempt.error and "status" in attempt.error
+    with pytest.raises(JobFailedError, match="status unreadable"):
+        run(backend(fake, clock, queue_timeout_s=120, job_attempts=2), ctx)
+    assert fake.routes("cancel") == ["job-1", "job-2"]
+    assert [a.status for a in ctx.attempts] == ["CANCELLED", "CANCELLED"]
 
 
 # -- cancelling ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, EditRequest, uses_lightning_defaults
@@ -35,6 +36,7 @@ __all__ = [
     "STANDARD_ANIMATE_STEPS",
     "STANDARD_EDIT_STEPS",
     "CostModel",
+    "OutputPrice",
     "check_gpu",
 ]
 
@@ -75,6 +77,24 @@ def check_gpu(pool: str, prices: Mapping[str, float], *, where: str) -> str:
 
 
 @dataclass(frozen=True)
+class OutputPrice:
+    """A price per output, as endpoints billed that way charge (RunPod Public Endpoints): USD per
+    image, or per second of video. ``source`` says where the figure was read, and when."""
+
+    usd: float
+    per: Literal["image", "second"]
+    source: str = ""
+
+    def of(self, request: EditRequest | AnimateRequest) -> float:
+        if self.per == "second" and isinstance(request, AnimateRequest):
+            return self.usd * (request.frames - 1) / request.fps
+        return self.usd
+
+    def describe(self) -> str:
+        return f"${self.usd:g} per {self.per}"
+
+
+@dataclass(frozen=True)
 class CostModel:
     """Per stage, the GPU pool it runs on, the price table, and whether delayTime is billed."""
 
@@ -84,6 +104,8 @@ class CostModel:
     # "standard" for an endpoint whose worker runs the model's reference settings (see
     # estimate_seconds); anything else is the default Lightning mode.
     modes: dict[str, str] = field(default_factory=dict)
+    # Stages whose endpoint bills per output, not per GPU second.
+    output_prices: dict[str, OutputPrice] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for stage, pool in self.gpu.items():
@@ -99,6 +121,14 @@ class CostModel:
         """What a job of ``stage`` that ran ``seconds`` (and waited ``delay_s``) is billed."""
         billed = seconds + (delay_s if self.bill_delay.get(stage, False) else 0.0)
         return max(0.0, billed) * self.price_per_second(stage)
+
+    def estimate_cost(self, stage: str, request: EditRequest | AnimateRequest) -> float:
+        """What one job of ``request`` should cost: its per-output price where the stage's
+        endpoint bills that way, else its estimated run time at the GPU's rate."""
+        price = self.output_prices.get(stage)
+        if price is not None:
+            return price.of(request)
+        return self.cost(stage, self.estimate_seconds(request))
 
     def estimate_seconds(self, request: EditRequest | AnimateRequest) -> float:
         """How long ``request`` should run on its stage's endpoint (H100-class, diffusers).

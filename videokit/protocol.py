@@ -281,6 +281,9 @@ class AnimateRequest(_Wire):
 class AnimateResult(_Wire):
     video: MediaOutput
     last_frame: MediaOutput
+    # "decoded": the endpoint returned only the clip, and the client decoded its last frame from
+    # the compressed video (so the next scene starts from a frame that went through the codec).
+    last_frame_source: Literal["worker", "decoded"] = "worker"
     seed: int
     frames: int
     fps: int

@@ -247,7 +247,7 @@ def plan(
     configure_logging(quiet=quiet, verbose=verbose)
     with errors(as_json):
         from videokit.backends.base import Stage
-        from videokit.backends.runpod import endpoint_notes
+        from videokit.cli.endpoint_notes import endpoint_notes
         from videokit.cli.output import stdout
         from videokit.cli.plan_view import plan_json, print_plan
         from videokit.pipeline.forecast import forecast
