@@ -729,6 +729,91 @@ def test_a_lost_run_reply_is_an_unknown_attempt_with_an_estimated_cost() -> None
     assert unknown.cost_estimated and unknown.cost_usd == pytest.approx(estimate * PRICE)
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_on_run_is_an_unknown_attempt(status: int) -> None:
+    """A 502/504 may come from a gateway after the endpoint created the job."""
+    fake = FakeRunPod(lambda n: [done()])
+    failed: list[int] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response | None:
+        if not failed:
+            failed.append(status)
+            return server_error(status)
+        return None
+
+    fake.hooks["run"] = gateway
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    unknown, completed = ctx.attempts
+    assert (unknown.job_id, unknown.status, completed.status) == ("unknown", "UNKNOWN", "COMPLETED")
+    assert unknown.cost_estimated and unknown.error and f"HTTP {status}" in unknown.error
+
+
+def test_a_503_on_run_is_not_an_unknown_job() -> None:
+    fake = FakeRunPod(lambda n: [done()])
+    failed: list[int] = []
+
+    def busy(request: httpx.Request) -> httpx.Response | None:
+        if not failed:
+            failed.append(503)
+            return server_error(503)
+        return None
+
+    fake.hooks["run"] = busy
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, FakeClock()), ctx)
+    assert [a.status for a in ctx.attempts] == ["COMPLETED"]
+
+
+def test_an_unknown_attempt_is_priced_at_the_learned_run_time_not_the_model_estimate() -> None:
+    # The first job teaches the stage's run time (2 s); a later lost `run` reply is priced at it,
+    # not at the cost model's estimate for a full-size job.
+    fake = FakeRunPod(lambda n: [done(2000, 0)])
+    b = backend(fake, FakeClock())
+    dropped: list[bool] = []
+
+    def drop_second(request: httpx.Request) -> httpx.Response | None:
+        if fake.created == 1 and not dropped:
+            dropped.append(True)
+            fake.create(request)
+            raise httpx.ReadTimeout("reply lost")
+        return None
+
+    fake.hooks["run"] = drop_second
+
+    async def two() -> JobContext:
+        await b.animate(REQUEST, JobContext(scene="a", stage="animate"))
+        ctx = JobContext(scene="b", stage="animate")
+        await b.animate(REQUEST, ctx)
+        await b.aclose()
+        return ctx
+
+    ctx = asyncio.run(two())
+    unknown = ctx.attempts[0]
+    assert unknown.status == "UNKNOWN" and unknown.cost_estimated
+    assert unknown.cost_usd == pytest.approx(2.0 * PRICE)
+
+
+def test_a_lost_job_never_seen_running_is_priced_at_what_it_could_have_run() -> None:
+    # Submitted, then found gone (its result expired while the client slept): it may have run
+    # for up to the time it existed, and no longer than such a job runs. Never $0, and marked.
+    clock = FakeClock()
+    fake = FakeRunPod(lambda n: [{"status": "404"}] if n == 0 else [done()])
+
+    def late(request: httpx.Request) -> httpx.Response | None:
+        clock.now += 50.0  # the first read comes 50 s after the submission
+        return None
+
+    fake.hooks["status"] = late
+    ctx = JobContext(scene="s", stage="animate")
+    run(backend(fake, clock), ctx)
+    lost = ctx.attempts[0]
+    assert lost.status == "LOST" and lost.cost_estimated
+    estimate = CostModel().estimate_seconds(REQUEST)
+    assert lost.cost_usd == pytest.approx(min(50.0, estimate) * PRICE)
+    assert lost.cost_usd > 0
+
+
 def test_the_last_lost_run_reply_is_recorded_too() -> None:
     # `run` gives up after its last try; that try may have created a job as much as the others.
     fake = FakeRunPod(lambda n: [done()])
