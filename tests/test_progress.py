@@ -422,6 +422,12 @@ def test_the_summary_line_says_what_the_render_did_and_where_things_are(tmp_path
     assert f"film {out / 'final.mp4'}" in summary_line(done, cwd=elsewhere)  # outside: absolute
 
 
+def test_the_summary_line_says_how_much_of_the_spend_is_an_estimate() -> None:
+    done = done_event(cost_usd=0.95, cost_estimated_usd=0.3)
+    assert "$0.9500 spent ($0.3000 of it estimated)" in summary_line(done)
+    assert "estimated" not in summary_line(done_event(cost_usd=0.95))
+
+
 def test_the_summary_line_names_stale_scenes_and_a_film_not_stitched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,7 +95,10 @@ def summary_line(done: RenderDone, *, cwd: Path | None = None) -> str:
     if done.contact_sheet:
         where.append(f"contact sheet {shown_path(done.contact_sheet, here)}")
     where.append(f"manifest {shown_path(done.manifest, here)}")
-    head = f"done in {duration(done.seconds)}: {', '.join(counts)}, {usd(done.cost_usd)} spent"
+    spent = f"{usd(done.cost_usd)} spent"
+    if done.cost_estimated_usd:
+        spent += f" ({usd(done.cost_estimated_usd)} of it estimated)"
+    head = f"done in {duration(done.seconds)}: {', '.join(counts)}, {spent}"
     return " · ".join([head, *where])
 
 

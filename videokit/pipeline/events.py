@@ -155,6 +155,8 @@ class RenderDone(_Event):
     cost_usd: float
     rendered: list[str]
     cached: list[str]
+    # The part of cost_usd that is the client's estimate (the endpoint reported no figures).
+    cost_estimated_usd: float = 0.0
     # With --only: scenes left as an earlier render made them (their input changed).
     stale: list[str] = []
     # Things worth a look although the render succeeded (e.g. cached results an endpoint's

@@ -27,11 +27,15 @@ class Ledger:
     run_id: str
     #: What this render has spent so far (warm-ups included), in USD.
     spent: float = 0.0
+    #: The part of ``spent`` that is the client's estimate, not the endpoint's figures.
+    estimated: float = 0.0
 
     def save(self, *, durable: bool = False) -> None:
         """Write the manifest; ``durable`` also fsyncs (when a job id is recorded)."""
         self.manifest.save(self.workdir.manifest_path, durable=durable)
 
-    def spend(self, cost: float) -> None:
+    def spend(self, cost: float, *, estimated: float = 0.0) -> None:
         self.spent += cost
+        self.estimated += estimated
         self.manifest.run_cost_usd = round(self.spent, 6)
+        self.manifest.run_cost_estimated_usd = round(self.estimated, 6)

@@ -139,6 +139,8 @@ class Manifest(BaseModel):
     cost_usd: float = 0.0
     # ...and what the latest render spent, warm-ups included.
     run_cost_usd: float = 0.0
+    # The part of it that is the client's estimate (attempts the endpoint gave no figures for).
+    run_cost_estimated_usd: float = 0.0
     seconds: float | None = None
 
     @classmethod

@@ -145,6 +145,7 @@ class Render:
         manifest.timeline = [e.scene for e in plan.timeline]
         manifest.warmup = []
         manifest.run_cost_usd = 0.0
+        manifest.run_cost_estimated_usd = 0.0
         manifest.run = RunRecord(
             id=ledger.run_id,
             forced=sorted(self.forced),
@@ -215,6 +216,7 @@ class Render:
                 manifest=str(result.manifest),
                 seconds=round(seconds, 3),
                 cost_usd=round(ledger.spent, 6),
+                cost_estimated_usd=round(ledger.estimated, 6),
                 rendered=result.rendered,
                 cached=result.cached,
                 stale=result.stale,

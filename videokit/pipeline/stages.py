@@ -203,7 +203,9 @@ class StageRunner:
                 stage_record.status = _status_after(exc, ctx)
                 if not isinstance(exc, asyncio.CancelledError):
                     stage_record.error = str(exc)
-                ledger.spend(_record_attempts(stage_record, earlier, ctx))
+                ledger.spend(
+                    _record_attempts(stage_record, earlier, ctx), estimated=_estimated(ctx)
+                )
                 raise
             seconds = time.monotonic() - started
         cost = _record_attempts(stage_record, earlier, ctx)
@@ -226,7 +228,7 @@ class StageRunner:
         stage_record.run_id = ledger.run_id
         stage_record.seconds = round(seconds, 3)
         stage_record.outputs = {name: ledger.workdir.relative(entry.file(name)) for name in files}
-        ledger.spend(cost)
+        ledger.spend(cost, estimated=_estimated(ctx))
         ledger.save()
         if cost:
             ledger.emit(
@@ -252,8 +254,13 @@ class StageRunner:
             log.info("warm-up of the %s endpoint failed: %s", stage, exc)
         finally:
             ledger.manifest.warmup = [AttemptRecord(**asdict(a)) for a in ctx.attempts]
-            ledger.spend(sum(a.cost_usd for a in ctx.attempts))
+            ledger.spend(sum(a.cost_usd for a in ctx.attempts), estimated=_estimated(ctx))
             ledger.save()
+
+
+def _estimated(ctx: JobContext) -> float:
+    """What of this render's attempts' cost is the client's estimate, not the endpoint's."""
+    return round(sum(a.cost_usd for a in ctx.attempts if a.cost_estimated), 6)
 
 
 def _record_attempts(
