@@ -21,6 +21,15 @@ from videokit._version import __version__
 
 if TYPE_CHECKING:
     from videokit.backends.base import Backend, JobContext
+    from videokit.backends.preview import PreviewBackend
+    from videokit.backends.runpod import (
+        Endpoint,
+        JobHandle,
+        JobStatus,
+        RunPodBackend,
+        RunPodConfig,
+    )
+    from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
     from videokit.errors import (
         ConfigError,
         EndpointError,
@@ -50,6 +59,16 @@ if TYPE_CHECKING:
 _WHERE = {
     "Backend": "videokit.backends.base",
     "JobContext": "videokit.backends.base",
+    "PreviewBackend": "videokit.backends.preview",
+    "Endpoint": "videokit.backends.runpod",
+    "JobHandle": "videokit.backends.runpod",
+    "JobStatus": "videokit.backends.runpod",
+    "RunPodBackend": "videokit.backends.runpod",
+    "RunPodConfig": "videokit.backends.runpod",
+    "AnimateRequest": "videokit.protocol",
+    "AnimateResult": "videokit.protocol",
+    "EditRequest": "videokit.protocol",
+    "EditResult": "videokit.protocol",
     "ConfigError": "videokit.errors",
     "EndpointError": "videokit.errors",
     "FFmpegError": "videokit.errors",
@@ -76,23 +95,33 @@ _WHERE = {
 }
 
 __all__ = [
+    "AnimateRequest",
+    "AnimateResult",
     "AnimateSettings",
     "Backend",
     "ConfigError",
     "Crossfade",
     "Defaults",
     "Edit",
+    "EditRequest",
+    "EditResult",
     "EditSettings",
+    "Endpoint",
     "EndpointError",
     "FFmpegError",
     "JobCancelledError",
     "JobContext",
     "JobFailedError",
+    "JobHandle",
+    "JobStatus",
     "JobTimeoutError",
     "Output",
     "Pipeline",
+    "PreviewBackend",
     "RenderError",
     "RenderResult",
+    "RunPodBackend",
+    "RunPodConfig",
     "Scene",
     "SceneOutput",
     "Story",
