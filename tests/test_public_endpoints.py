@@ -234,6 +234,8 @@ def test_render_makes_a_film_whose_frame_count_is_the_plans(
     # Four 5 s clips at $0.06 a second and one edit at $0.02, all as the endpoint billed them.
     assert manifest["run_cost_usd"] == pytest.approx(4 * 0.30 + 0.02)
     assert manifest["run_cost_estimated_usd"] == 0.0
+    # Each chained frame went through the codec: the manifest says so.
+    assert {r["animate"]["last_frame"] for r in manifest["scenes"].values()} == {"decoded"}
     assert "rp-test-key" not in json.dumps(manifest) + rendered.stdout + rendered.stderr
     assert set(public.authorization) == {None}
     assert Image.open(out / "contact_sheet.png").size[0] > 0

@@ -70,6 +70,9 @@ class StageRecord(BaseModel):
     error: str | None = None
     # The run (RunRecord.id) whose job made this stage's result; None when it came from the cache.
     run_id: str | None = None
+    # Animate only: where last.png (the next scene's first frame) came from: the worker's own
+    # frame, or "decoded" from the compressed clip (endpoints that return only a video).
+    last_frame: Literal["worker", "decoded"] | None = None
 
 
 class SceneRecord(BaseModel):

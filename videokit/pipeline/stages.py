@@ -127,6 +127,7 @@ class StageRunner:
                             for name in entry.meta["files"]
                         },
                         run_id=previous.run_id if same_job and previous is not None else None,
+                        last_frame=entry.meta.get("last_frame_source"),
                     ),
                 )
                 ledger.save()
@@ -217,6 +218,7 @@ class StageRunner:
             "inference_ms": result.inference_ms,
             "job_id": stage_record.job_id,
             "frames": getattr(result, "frames", None),
+            "last_frame_source": getattr(result, "last_frame_source", None),
             "params": request_params(request),
             # What this result cost to make, so a later render that reuses it can say so.
             "cost_usd": stage_record.cost_usd,
@@ -227,6 +229,8 @@ class StageRunner:
         stage_record.status = "done"
         stage_record.run_id = ledger.run_id
         stage_record.seconds = round(seconds, 3)
+        if isinstance(result, AnimateResult):
+            stage_record.last_frame = result.last_frame_source
         stage_record.outputs = {name: ledger.workdir.relative(entry.file(name)) for name in files}
         ledger.spend(cost, estimated=_estimated(ctx))
         ledger.save()
