@@ -151,3 +151,27 @@ def test_the_schedule_reads_slower_once_a_job_overruns() -> None:
         now += schedule.delay(now, elapsed=now, expected=5.0)
     # 100 s, expected 5: at most the burst, 2/s for 5 s, then 1/s.
     assert reads <= budget.burst + 2 * 5 + 1 * 95 + 1
+
+
+def test_a_handle_streams_progress_then_reads_the_result(tmp_path: Path) -> None:
+    from tests.test_runpod import streaming
+
+    request = animate_request(tmp_path)
+    with serve_workers(handlers={"animate": streaming}) as servers:
+        endpoint = Endpoint(servers.urls["animate"], stream=True)
+        backend = RunPodBackend(RunPodConfig(api_key=None, endpoints={"animate": endpoint}))
+
+        async def main() -> tuple[list[object], JobStatus, object]:
+            try:
+                handle = await backend.submit("animate", request)
+                chunks = [chunk async for chunk in handle.stream(timeout_s=30)]
+                status = await handle.status()
+                return chunks, status, await backend.result(handle, request, status)
+            finally:
+                await backend.aclose()
+
+        chunks, status, result = asyncio.run(main())
+    assert {"progress": 0.25, "message": "denoising"} in chunks
+    assert {"progress": 0.75} in chunks
+    assert status.state == "COMPLETED" and status.execution_ms is not None
+    assert getattr(result, "frames", None) == request.frames

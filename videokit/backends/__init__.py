@@ -1,4 +1,8 @@
-"""Backends: where edit and animate jobs run. ``preview`` is the embedded CPU animatic."""
+"""Backends: where edit and animate jobs run. ``preview`` is the embedded CPU animatic.
+
+:func:`capabilities_for` says what a backend's endpoints can render without creating it (no
+network, no key checks), so ``validate`` and ``plan`` can hold a story against it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,23 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from videokit.backends.base import Backend, JobAttempt, JobContext, Stage
+from videokit.capabilities import AnimateCapabilities, Capabilities, EditCapabilities
 from videokit.config import Settings
 from videokit.errors import ConfigError
 
 if TYPE_CHECKING:
     from videokit.backends.runpod import Endpoint
 
-__all__ = ["BACKENDS", "Backend", "JobAttempt", "JobContext", "Stage", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "JobAttempt",
+    "JobContext",
+    "Stage",
+    "capabilities_for",
+    "capabilities_of",
+    "create_backend",
+]
 
 BACKENDS = ("preview", "runpod")
 
@@ -29,6 +43,53 @@ def create_backend(name: str | None, settings: Settings) -> Backend:
     raise ConfigError(
         f"unknown backend '{name}'",
         hint=f"choose one of: {', '.join(BACKENDS)} (set with --backend or VIDEOKIT_BACKEND)",
+    )
+
+
+def capabilities_for(name: str | None, settings: Settings) -> Capabilities:
+    """What the backend called ``name`` (default: the settings' choice, else ``preview``) can
+    render, from its configuration alone: on ``runpod``, each stage whose endpoint id is a known
+    RunPod Public Endpoint of that stage brings that endpoint's capabilities (and images then
+    travel by URL). Anything else renders what the wire protocol allows: ``Capabilities()``."""
+    name = name or settings.backend or "preview"
+    if name != "runpod":
+        return Capabilities()
+    from videokit.backends.kinds import kind_name, public_model
+
+    found: dict[Stage, EditCapabilities | AnimateCapabilities] = {}
+    pairs: tuple[tuple[Stage, str | None], ...] = (
+        ("edit", settings.edit_endpoint),
+        ("animate", settings.animate_endpoint),
+    )
+    for stage, endpoint_id in pairs:
+        if not endpoint_id or kind_name(endpoint_id) != "runpod-public":
+            continue
+        model = public_model(endpoint_id)
+        if model is not None and model.stage == stage:
+            found[stage] = model.capabilities
+    edit, animate = found.get("edit"), found.get("animate")
+    return Capabilities(
+        edit=edit if isinstance(edit, EditCapabilities) else None,
+        animate=animate if isinstance(animate, AnimateCapabilities) else None,
+        inputs_by_url=bool(found),
+    )
+
+
+def capabilities_of(backend: Backend) -> Capabilities:
+    """What a backend object can render: from its ``capabilities(stage)`` method where it has one
+    (:class:`~videokit.backends.runpod.RunPodBackend`), else ``Capabilities()``."""
+    method = getattr(backend, "capabilities", None)
+    if not callable(method):
+        return Capabilities()
+    edit, animate = method("edit"), method("animate")
+    kinds = getattr(backend, "kinds", None)
+    by_url = isinstance(kinds, Mapping) and any(
+        getattr(kind, "inputs_by_url", False) is True for kind in kinds.values()
+    )
+    return Capabilities(
+        edit=edit if isinstance(edit, EditCapabilities) else None,
+        animate=animate if isinstance(animate, AnimateCapabilities) else None,
+        inputs_by_url=by_url,
     )
 
 

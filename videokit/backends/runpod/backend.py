@@ -38,6 +38,7 @@ from videokit.backends.runpod.config import (
 from videokit.backends.runpod.handle import JobHandle
 from videokit.backends.runpod.jobs import (
     S3_HINT,
+    IncompleteResult,
     JobPolicy,
     StuckInQueue,
     Watch,
@@ -285,11 +286,16 @@ class RunPodBackend:
         self, handle: JobHandle, request: EditRequest | AnimateRequest, status: JobStatus
     ) -> EditResult | AnimateResult:
         """The result of a COMPLETED job, as its API kind returns it (media downloaded)."""
-        if status.state != "COMPLETED" or not isinstance(status.output, dict):
+        if status.state != "COMPLETED":
             raise EndpointError(
-                f"job {handle.job_id} has no result ({status.state})", job_id=handle.job_id
+                f"job {handle.job_id} has no result: it is {status.state}"
+                + (f" ({status.error})" if status.error else ""),
+                job_id=handle.job_id,
             )
-        return await self.kinds[handle.stage].result(request, status.output, status.execution_ms)
+        try:
+            return await self.policy.result_of(self.kinds[handle.stage], request, status)
+        except IncompleteResult as exc:
+            raise EndpointError(f"job {handle.job_id}: {exc}", job_id=handle.job_id) from None
 
     # -- more of RunPod's API ---------------------------------------------------------------------
     async def health(self, stage: Stage, *, timeout_s: float = 5.0) -> EndpointHealth:

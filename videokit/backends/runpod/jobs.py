@@ -213,7 +213,7 @@ class JobPolicy(Following, Accounting):
             self.account(stage, attempt, final, watch, request)
             if final.state == "COMPLETED":
                 try:
-                    result = await self._result(kind, request, final)
+                    result = await self.result_of(kind, request, final)
                 except IncompleteResult as exc:
                     attempt.error = str(exc)
                     failures.append(str(exc))
@@ -271,7 +271,8 @@ class JobPolicy(Following, Accounting):
             "(VIDEOKIT_JOB_ATTEMPTS sets how many submissions a job gets)",
         )
 
-    async def _result(self, kind: ApiKind, request: Request, final: JobStatus) -> Result:
+    async def result_of(self, kind: ApiKind, request: Request, final: JobStatus) -> Result:
+        """The result of a COMPLETED job; IncompleteResult when it has none to give."""
         output = final.output
         if isinstance(output, list):
             # A generator handler's aggregated stream: progress chunks, then the result.
