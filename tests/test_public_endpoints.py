@@ -239,3 +239,22 @@ def test_render_makes_a_film_whose_frame_count_is_the_plans(
     assert "rp-test-key" not in json.dumps(manifest) + rendered.stdout + rendered.stderr
     assert set(public.authorization) == {None}
     assert Image.open(out / "contact_sheet.png").size[0] > 0
+
+
+def test_a_configured_output_price_is_what_estimates_bill(tmp_path: Path) -> None:
+    from videokit.backends import create_backend
+    from videokit.config import Settings
+
+    env = {
+        "VIDEOKIT_EDIT_ENDPOINT": QWEN_EDIT_2511,
+        "VIDEOKIT_ANIMATE_ENDPOINT": WAN_I2V,
+        "RUNPOD_API_KEY": "k",
+        "VIDEOKIT_OUTPUT_PRICES": '{"wan-2-2-i2v-720": 0.05}',
+    }
+    (tmp_path / "videokit.toml").write_text("")
+    settings = Settings.resolve(env=env, dotenv=None, config_file=tmp_path / "videokit.toml")
+    backend = create_backend(None, settings)
+    assert isinstance(backend, RunPodBackend)
+    price = backend.kinds["animate"].price
+    assert price is not None and price.usd == 0.05 and price.per == "second"
+    assert backend.kinds["edit"].price is not None and backend.kinds["edit"].price.usd == 0.02

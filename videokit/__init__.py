@@ -29,7 +29,6 @@ if TYPE_CHECKING:
         RunPodBackend,
         RunPodConfig,
     )
-    from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
     from videokit.errors import (
         ConfigError,
         EndpointError,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
         VideoKitError,
     )
     from videokit.pipeline.runner import Pipeline, RenderResult, SceneOutput
+    from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
     from videokit.story import (
         AnimateSettings,
         Crossfade,

@@ -25,6 +25,8 @@ Environment variables (also read from ``.env``; real variables win)::
     VIDEOKIT_EDIT_MODE              lightning (default) | standard: the mode the endpoint's
     VIDEOKIT_ANIMATE_MODE           worker runs in, for estimates (the client cannot ask it)
     VIDEOKIT_GPU_PRICES             JSON object pool -> USD per second, merged over the defaults
+    VIDEOKIT_OUTPUT_PRICES          JSON object public endpoint id -> USD per output (image, or
+                                    second of video, as videokit.backends.kinds.catalogue bills it)
     VIDEOKIT_QUEUE_TIMEOUT          seconds a job may wait IN_QUEUE before it is resubmitted
     VIDEOKIT_EXECUTION_TIMEOUT      seconds a job may run (sent as policy.executionTimeout)
     VIDEOKIT_TTL                    seconds a job lives at all (sent as policy.ttl)
@@ -55,31 +57,39 @@ The config file (TOML) holds the same settings, never a secret::
 
     [prices]                    # USD per second, merged over the defaults
     HOPPER_141 = 0.00149
+
+    [output_prices]             # RunPod Public Endpoints: USD per image / per second of video
+    "wan-2-2-i2v-720" = 0.05
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 import os
-import re
-import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from videokit.costs import DEFAULT_GPU, GPU_PRICE_PER_SECOND, CostModel, check_gpu
+from videokit.config_file import (
+    CONFIG_FILE,
+    STAGES,
+    ConfigFile,
+    boolean,
+    find_config,
+    gpu_prices,
+    output_prices,
+    positive_int,
+    seconds,
+    worker_mode,
+)
+from videokit.costs import DEFAULT_GPU, GPU_PRICE_PER_SECOND, CostModel, OutputPrice, check_gpu
 from videokit.errors import ConfigError
 
 if TYPE_CHECKING:
     from videokit.story.model import Story
 
 __all__ = ["CONFIG_FILE", "ConfigFile", "Secret", "Settings", "read_dotenv"]
-
-CONFIG_FILE = "videokit.toml"
-_STAGES = ("edit", "animate")
 
 
 class Secret:
@@ -130,237 +140,6 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-# -- value checks (``where`` names the variable or the file key, for the message) ----------------
-
-
-def _positive_int(where: str, value: object) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            number = None
-    if number is None or number < 1:
-        raise ConfigError(
-            f"{where} must be a whole number of at least 1, got {value!r}",
-            hint=f"fix {where}",
-        )
-    return number
-
-
-def _seconds(where: str, value: object) -> float:
-    number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number) or number <= 0:
-        raise ConfigError(
-            f"{where} must be a positive number of seconds, got {value!r}",
-            hint=f"fix {where}, e.g. 600 for ten minutes",
-        )
-    return number
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def _boolean(where: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigError(
-        f"{where} must be true or false, got {value!r}",
-        hint=f"fix {where}: use 1/0, true/false, yes/no or on/off",
-    )
-
-
-def _text(where: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where} must be a non-empty string, got {value!r}", hint=f"fix {where}")
-    return value.strip()
-
-
-def _prices(where: str, value: object) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"{where} must map GPU pools to USD per second, got {type(value).__name__}",
-            hint='e.g. {"ADA_80_PRO": 0.00116}',
-        )
-    table: dict[str, float] = {}
-    for pool, price in value.items():
-        ok = isinstance(price, int | float) and not isinstance(price, bool)
-        if not isinstance(pool, str) or not pool or not ok or not math.isfinite(price) or price < 0:
-            raise ConfigError(
-                f"{where}: the price of {pool!r} must be a number of USD per second >= 0, "
-                f"got {price!r}",
-                hint='e.g. {"ADA_80_PRO": 0.00116} (RunPod lists prices per second)',
-            )
-        table[pool] = float(price)
-    return table
-
-
-# -- the config file ------------------------------------------------------------------------------
-
-_SECRET_NAME = re.compile(
-    r"(api_?key|secret|password|passwd|token|access_?key|access_?id|credential)", re.I
-)
-_TOP_KEYS = (
-    "backend",
-    "out",
-    "base_url",
-    "concurrency",
-    "queue_timeout",
-    "execution_timeout",
-    "ttl",
-    "job_attempts",
-    "warmup",
-    "prices",
-    *_STAGES,
-)
-_STAGE_KEYS = ("endpoint", "gpu", "bill_delay", "mode")
-WORKER_MODES = ("lightning", "standard")
-
-
-@dataclass(frozen=True)
-class ConfigFile:
-    """The settings of a ``videokit.toml``, checked; ``where(key)`` says where a value came from."""
-
-    path: Path
-    values: Mapping[str, Any] = field(default_factory=dict)
-    stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    prices: Mapping[str, float] = field(default_factory=dict)
-
-    def where(self, key: str) -> str:
-        return f"{self.path}: {key}"
-
-    def get(self, key: str) -> Any:
-        return self.values.get(key)
-
-    def stage(self, stage: str, key: str) -> Any:
-        return self.stages.get(stage, {}).get(key)
-
-    @classmethod
-    def load(cls, path: Path) -> ConfigFile:
-        """Read and check ``path``; every problem is a ConfigError naming the file and key."""
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the config file {path}: {exc.strerror or exc}",
-                hint="fix VIDEOKIT_CONFIG, or create the file",
-            ) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"{path} is not valid TOML: {exc}", hint="see the example in videokit.config"
-            ) from None
-        _refuse_secrets(path, data, "")
-        _refuse_unknown(path, data, _TOP_KEYS, "")
-
-        def where(key: str) -> str:
-            return f"{path}: {key}"
-
-        checks: dict[str, Callable[[str, object], Any]] = {
-            "backend": _text,
-            "out": _text,
-            "base_url": _text,
-            "concurrency": _positive_int,
-            "queue_timeout": _seconds,
-            "execution_timeout": _seconds,
-            "ttl": _seconds,
-            "job_attempts": _positive_int,
-            "warmup": _boolean_strict,
-        }
-        values = {key: check(where(key), data[key]) for key, check in checks.items() if key in data}
-        stages: dict[str, dict[str, Any]] = {}
-        for stage in _STAGES:
-            table = data.get(stage)
-            if table is None:
-                continue
-            if not isinstance(table, dict):
-                raise ConfigError(
-                    f"{where(stage)} must be a table ([{stage}]), got {type(table).__name__}",
-                    hint=f'write [{stage}] then endpoint = "..." on the next line',
-                )
-            _refuse_unknown(path, table, _STAGE_KEYS, f"{stage}.")
-            stage_checks: dict[str, Callable[[str, object], Any]] = {
-                "endpoint": _text,
-                "gpu": _text,
-                "bill_delay": _boolean_strict,
-                "mode": _mode,
-            }
-            stages[stage] = {
-                key: check(where(f"{stage}.{key}"), table[key])
-                for key, check in stage_checks.items()
-                if key in table
-            }
-        prices = _prices(where("prices"), data["prices"]) if "prices" in data else {}
-        return cls(path=path, values=values, stages=stages, prices=prices)
-
-
-def _mode(where: str, value: object) -> str:
-    text = value.strip().lower() if isinstance(value, str) else value
-    if text in WORKER_MODES:
-        return str(text)
-    raise ConfigError(
-        f"{where} must be one of {', '.join(WORKER_MODES)}, got {value!r}",
-        hint=f"set {where} to the mode the endpoint's worker runs in (VIDEOKIT_QWEN_MODE / "
-        "VIDEOKIT_WAN_MODE on the worker; lightning unless you changed it)",
-    )
-
-
-def _boolean_strict(where: str, value: object) -> bool:
-    # TOML has real booleans: a string "false" there is a mistake worth reporting.
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{where} must be true or false, got {value!r}", hint=f"fix {where}")
-
-
-def _refuse_secrets(path: Path, data: Mapping[str, Any], prefix: str) -> None:
-    for key, value in data.items():
-        if _SECRET_NAME.search(str(key)):
-            raise ConfigError(
-                f"{path}: '{prefix}{key}' is refused: a config file holds no secrets (it is "
-                "meant to be shared and committed)",
-                hint="put the RunPod API key in RUNPOD_API_KEY and a `videokit serve` key in "
-                "VIDEOKIT_SERVE_API_KEY (in the environment or .env), and storage keys in "
-                "VIDEOKIT_S3_ACCESS_KEY_ID / VIDEOKIT_S3_SECRET_ACCESS_KEY",
-            )
-        if isinstance(value, dict):
-            _refuse_secrets(path, value, f"{prefix}{key}.")
-
-
-def _refuse_unknown(
-    path: Path, data: Mapping[str, Any], known: tuple[str, ...], prefix: str
-) -> None:
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            guess = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(
-                f"{path}: unknown setting '{prefix}{key}'{guess}",
-                hint=f"known settings{' in [' + prefix[:-1] + ']' if prefix else ''}: "
-                + ", ".join(known),
-            )
-
-
-def _find_config(explicit: Path | None, environ: Mapping[str, str]) -> ConfigFile | None:
-    if explicit is not None:
-        return ConfigFile.load(explicit)
-    named = environ.get("VIDEOKIT_CONFIG", "").strip()
-    if named:
-        return ConfigFile.load(Path(named))
-    default = Path(CONFIG_FILE)
-    return ConfigFile.load(default) if default.is_file() else None
-
-
 # -- settings -------------------------------------------------------------------------------------
 
 
@@ -385,6 +164,8 @@ class Settings:
     bill_delay: Mapping[str, bool] = field(default_factory=dict)
     # Per stage, the mode its endpoint's worker runs in (lightning unless set): estimates only.
     modes: Mapping[str, str] = field(default_factory=dict)
+    # By public endpoint id, what one output costs: the catalogue's prices, with overrides.
+    output_prices: Mapping[str, OutputPrice] = field(default_factory=lambda: _output_prices({}))
     queue_timeout_s: float | None = None
     execution_timeout_s: float | None = None
     ttl_s: float | None = None
@@ -397,12 +178,24 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def cost_model(self) -> CostModel:
-        """The cost model of these settings: ``plan`` estimates and ``render`` bills with it."""
+        """The cost model of these settings: ``plan`` estimates and ``render`` bills with it.
+
+        A stage whose endpoint is a RunPod Public Endpoint (its id alone says so) is priced per
+        output, at :attr:`output_prices`; the others per GPU second.
+        """
+        from videokit.backends.kinds import public_model
+
+        per_output: dict[str, OutputPrice] = {}
+        for stage, endpoint in (("edit", self.edit_endpoint), ("animate", self.animate_endpoint)):
+            model = public_model(endpoint) if endpoint else None
+            if model is not None and model.stage == stage:
+                per_output[stage] = self.output_prices.get(model.endpoint_id, model.price)
         return CostModel(
-            gpu={stage: self.gpu.get(stage, DEFAULT_GPU[stage]) for stage in _STAGES},
+            gpu={stage: self.gpu.get(stage, DEFAULT_GPU[stage]) for stage in STAGES},
             prices=dict(self.prices),
             bill_delay=dict(self.bill_delay),
             modes=dict(self.modes),
+            output_prices=per_output,
         )
 
     @classmethod
@@ -430,7 +223,7 @@ class Settings:
         """Resolve every setting; ``config_file`` overrides ``VIDEOKIT_CONFIG`` and the default
         ``./videokit.toml``."""
         environ = cls.environment(env=env, dotenv=dotenv)
-        file = _find_config(config_file, environ)
+        file = find_config(config_file, environ)
         endpoints = story.endpoints if story is not None else None
 
         def env_value(variable: str) -> str | None:
@@ -494,14 +287,14 @@ class Settings:
                 return check(variable, text)
             return file_value(file_key)
 
-        concurrency = number(concurrency, "VIDEOKIT_CONCURRENCY", "concurrency", _positive_int)
-        queue = number(queue_timeout_s, "VIDEOKIT_QUEUE_TIMEOUT", "queue_timeout", _seconds)
+        concurrency = number(concurrency, "VIDEOKIT_CONCURRENCY", "concurrency", positive_int)
+        queue = number(queue_timeout_s, "VIDEOKIT_QUEUE_TIMEOUT", "queue_timeout", seconds)
         execution = number(
-            execution_timeout_s, "VIDEOKIT_EXECUTION_TIMEOUT", "execution_timeout", _seconds
+            execution_timeout_s, "VIDEOKIT_EXECUTION_TIMEOUT", "execution_timeout", seconds
         )
-        ttl = number(ttl_s, "VIDEOKIT_TTL", "ttl", _seconds)
-        attempts = number(job_attempts, "VIDEOKIT_JOB_ATTEMPTS", "job_attempts", _positive_int)
-        wake = number(warmup, "VIDEOKIT_WARMUP", "warmup", _boolean)
+        ttl = number(ttl_s, "VIDEOKIT_TTL", "ttl", seconds)
+        attempts = number(job_attempts, "VIDEOKIT_JOB_ATTEMPTS", "job_attempts", positive_int)
+        wake = number(warmup, "VIDEOKIT_WARMUP", "warmup", boolean)
 
         prices = dict(GPU_PRICE_PER_SECOND)
         if file is not None:
@@ -509,10 +302,20 @@ class Settings:
         if env_value("VIDEOKIT_GPU_PRICES") is not None:
             prices.update(_env_prices(environ["VIDEOKIT_GPU_PRICES"]))
 
+        overrides: dict[str, tuple[float, str]] = {}
+        if file is not None:
+            overrides.update(
+                (k, (usd, f"{file.path} [output_prices]")) for k, usd in file.output_prices.items()
+            )
+        if env_value("VIDEOKIT_OUTPUT_PRICES") is not None:
+            variable = "VIDEOKIT_OUTPUT_PRICES"
+            table = output_prices(variable, _env_json(variable, environ[variable], _OUTPUT_EXAMPLE))
+            overrides.update((k, (usd, variable)) for k, usd in table.items())
+
         gpu: dict[str, str] = {}
         bill_delay: dict[str, bool] = {}
         modes: dict[str, str] = {}
-        for stage in _STAGES:
+        for stage in STAGES:
             variable = f"VIDEOKIT_{stage.upper()}_GPU"
             if env_value(variable) is not None:
                 gpu[stage] = check_gpu(environ[variable].strip(), prices, where=variable)
@@ -521,12 +324,12 @@ class Settings:
                 gpu[stage] = check_gpu(pool, prices, where=where(f"{stage}.gpu"))
             variable = f"VIDEOKIT_{stage.upper()}_BILL_DELAY"
             if env_value(variable) is not None:
-                bill_delay[stage] = _boolean(variable, environ[variable])
+                bill_delay[stage] = boolean(variable, environ[variable])
             elif stage_value(stage, "bill_delay") is not None:
                 bill_delay[stage] = stage_value(stage, "bill_delay")
             variable = f"VIDEOKIT_{stage.upper()}_MODE"
             if env_value(variable) is not None:
-                modes[stage] = _mode(variable, environ[variable])
+                modes[stage] = worker_mode(variable, environ[variable])
             elif stage_value(stage, "mode") is not None:
                 modes[stage] = stage_value(stage, "mode")
 
@@ -543,6 +346,7 @@ class Settings:
             prices=prices,
             bill_delay=bill_delay,
             modes=modes,
+            output_prices=_output_prices(overrides),
             queue_timeout_s=queue,
             execution_timeout_s=execution,
             ttl_s=ttl,
@@ -563,12 +367,31 @@ class Settings:
         return merged
 
 
-def _env_prices(text: str) -> dict[str, float]:
+_GPU_EXAMPLE = '{"ADA_80_PRO": 0.00116}'
+_OUTPUT_EXAMPLE = '{"wan-2-2-i2v-720": 0.05}'
+
+
+def _env_json(variable: str, text: str, example: str) -> Any:
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise ConfigError(
-            f"VIDEOKIT_GPU_PRICES is not valid JSON: {exc}",
-            hint="set it to a JSON object, e.g. VIDEOKIT_GPU_PRICES='{\"ADA_80_PRO\": 0.00116}'",
+            f"{variable} is not valid JSON: {exc}",
+            hint=f"set it to a JSON object, e.g. {variable}='{example}'",
         ) from None
-    return _prices("VIDEOKIT_GPU_PRICES", value)
+
+
+def _env_prices(text: str) -> dict[str, float]:
+    variable = "VIDEOKIT_GPU_PRICES"
+    return gpu_prices(variable, _env_json(variable, text, _GPU_EXAMPLE))
+
+
+def _output_prices(overrides: Mapping[str, tuple[float, str]]) -> dict[str, OutputPrice]:
+    """The catalogue's per-output prices, each of ``overrides`` (endpoint id -> USD and where it
+    was set) replacing one; the unit (``per``) is always the catalogue's."""
+    from videokit.backends.kinds.catalogue import PUBLIC_MODELS
+
+    prices = {endpoint_id: model.price for endpoint_id, model in PUBLIC_MODELS.items()}
+    for endpoint_id, (usd, where) in overrides.items():
+        prices[endpoint_id] = replace(prices[endpoint_id], usd=usd, source=f"overridden in {where}")
+    return prices

@@ -1,7 +1,12 @@
-"""What ``videokit plan`` shows: the scene graph, jobs, cache hits, frames and cost."""
+"""What ``videokit plan`` shows: the scene graph, jobs, cache hits, frames and cost.
+
+A stage billed per GPU second shows its GPU pool; one billed per output (a RunPod Public
+Endpoint) its price and where that figure comes from.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from videokit.cli.output import stdout
-from videokit.costs import CostModel
+from videokit.costs import CostModel, OutputPrice
 from videokit.pipeline.forecast import Forecast
 from videokit.story.plan import StoryPlan
 
@@ -60,8 +65,38 @@ def plan_json(plan: StoryPlan, guess: Forecast, backend: str, workdir: Path) -> 
         "cost_usd": round(guess.cost_usd, 4),
         "all_jobs_gpu_seconds": round(guess.full_gpu_seconds, 1),
         "all_jobs_cost_usd": round(guess.full_cost_usd, 4),
-        "cost_basis": "RunPod serverless GPU (see videokit.costs)",
+        "cost_basis": "RunPod serverless GPU (see videokit.costs)"
+        if not guess.output_prices
+        else "RunPod serverless GPU, and RunPod Public Endpoints per output (see videokit.costs)",
+        "output_prices": {
+            stage: {"usd": price.usd, "per": price.per, "source": price.source}
+            for stage, price in guess.output_prices.items()
+        },
+        "edit_size": list(plan.edit_size) if plan.edit_size is not None else None,
     }
+
+
+def _price_source(price: OutputPrice) -> str:
+    """Where a per-output price comes from, briefly: an override's place, else the docs' date."""
+    if price.source.startswith("overridden"):
+        return price.source
+    read = re.search(r"read (\d{4}-\d{2}-\d{2})", price.source)
+    return "RunPod public endpoint" + (f", docs read {read[1]}" if read else "")
+
+
+def _bases(costs: CostModel) -> dict[str, str]:
+    """Per stage, what it is billed by: a GPU pool, or a price per output."""
+    modes = {
+        stage: f" in {mode} mode" for stage, mode in costs.modes.items() if mode != "lightning"
+    }
+    bases: dict[str, str] = {}
+    for stage in ("edit", "animate"):
+        price = costs.output_prices.get(stage)
+        if price is not None:
+            bases[stage] = f"{price.describe()} ({_price_source(price)})"
+        else:
+            bases[stage] = f"on {costs.gpu[stage]}{modes.get(stage, '')}"
+    return bases
 
 
 def print_plan(
@@ -71,6 +106,12 @@ def print_plan(
     console.print(
         f"[bold]{escape(plan.story.title)}[/]  {plan.width}x{plan.height} @ {plan.fps} fps"
     )
+    edit_caps = plan.capabilities.edit
+    if plan.edit_size is not None and edit_caps is not None:
+        console.print(
+            f"edits come back at {plan.edit_size[0]}x{plan.edit_size[1]} from "
+            f"{escape(edit_caps.endpoint)}, and are animated at {plan.width}x{plan.height}"
+        )
     console.print(f"work dir: {workdir}    backend: {backend}")
     tree = Tree("[bold]scene graph[/] (each scene starts from its parent's frame)")
     nodes: dict[str | None, Any] = {None: tree}
@@ -96,21 +137,27 @@ def print_plan(
             "another; the others run alongside)"
         )
 
+    # GPU seconds only mean something where a stage the story uses bills by them.
+    on_gpu = any(stage not in costs.output_prices for stage in plan.stages())
+    columns = ["scene", "frames", "seed", "edit", "animate", "est. GPU s", "est. $"]
+    if not on_gpu:
+        columns.remove("est. GPU s")
     table = Table(show_edge=False, header_style="bold")
-    for column in ("scene", "frames", "seed", "edit", "animate", "est. GPU s", "est. $"):
+    for column in columns:
         right = column.startswith(("est", "frames", "seed"))
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     marks = {"cached": "[green]cached[/]", "render": "[yellow]render[/]", "none": "-"}
     for scene_id, scene in plan.scenes.items():
         g = guess.scenes[scene_id]
         seed = f"{scene.seed}" + ("*" if scene.seed_derived else " ")
+        gpu = [f"{g.gpu_seconds:.0f}"] if on_gpu else []
         table.add_row(
             scene_id,
             str(scene.frames),
             seed,
             marks[g.edit],
             marks[g.animate],
-            f"{g.gpu_seconds:.0f}",
+            *gpu,
             f"{g.cost_usd:.3f}",
         )
     console.print(table)
@@ -123,19 +170,30 @@ def print_plan(
     jobs = f"{guess.jobs('edit')} edit + {guess.jobs('animate')} animate jobs to run"
     hits = f"{guess.cached('edit')} edit + {guess.cached('animate')} animate cached"
     console.print(f"jobs: {jobs}; {hits}")
-    modes = {
-        stage: f" in {mode} mode" for stage, mode in costs.modes.items() if mode != "lightning"
-    }
-    gpus = ", ".join(
-        f"{stage} on {costs.gpu[stage]}{modes.get(stage, '')}" for stage in ("edit", "animate")
-    )
+    bases = _bases(costs)
+    jobs_n = sum(plan.job_count().values())
+    if not costs.output_prices:
+        gpus = ", ".join(f"{stage} {basis}" for stage, basis in bases.items())
+        if backend == "preview":
+            console.print(
+                f"cost: free on the preview backend; on RunPod ({gpus}) all {jobs_n} jobs would "
+                f"take ~{guess.full_gpu_seconds:.0f} GPU-s, ~${guess.full_cost_usd:.3f}"
+            )
+        else:
+            console.print(
+                f"estimate: ~{guess.gpu_seconds:.0f} GPU-s, ~${guess.cost_usd:.3f} on RunPod "
+                f"({gpus})"
+            )
+        return
+    # Some stage bills per output: its price (and where it was read) on a line of its own.
     if backend == "preview":
+        gpu_s = f"take ~{guess.full_gpu_seconds:.0f} GPU-s and " if on_gpu else ""
         console.print(
-            f"cost: free on the preview backend; on RunPod ({gpus}) all "
-            f"{sum(plan.job_count().values())} jobs would take ~{guess.full_gpu_seconds:.0f} "
-            f"GPU-s, ~${guess.full_cost_usd:.3f}"
+            f"cost: free on the preview backend; on RunPod all {jobs_n} jobs would {gpu_s}"
+            f"cost ~${guess.full_cost_usd:.3f}"
         )
     else:
-        console.print(
-            f"estimate: ~{guess.gpu_seconds:.0f} GPU-s, ~${guess.cost_usd:.3f} on RunPod ({gpus})"
-        )
+        gpu_s = f"~{guess.gpu_seconds:.0f} GPU-s, " if on_gpu else ""
+        console.print(f"estimate: {gpu_s}~${guess.cost_usd:.3f} on RunPod")
+    for stage in sorted(plan.stages(), key=("edit", "animate").index):
+        console.print(f"  {stage}: {escape(bases[stage])}")

@@ -2,7 +2,10 @@
 
 ``videokit plan`` prints this. A scene's cache key depends on the bytes of its input frame, so a
 scene can only be predicted as a hit when everything upstream of it is a hit too (its input is then
-already in the cache); otherwise it will re-render.
+already in the cache); otherwise it will re-render. Costs come from
+:meth:`~videokit.costs.CostModel.estimate_cost`: a stage billed per output (a RunPod Public
+Endpoint) costs its price per image or second of video and adds no GPU seconds; the others cost
+their estimated GPU time at the pool's rate.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from videokit.backends.base import Backend, Stage
-from videokit.costs import CostModel
+from videokit.costs import CostModel, OutputPrice
 from videokit.pipeline.cache import CacheStore, cache_key
 from videokit.pipeline.requests import animate_request, edit_request, starting_frame
 from videokit.protocol import AnimateRequest, EditRequest
@@ -39,6 +42,8 @@ class Forecast:
     # Every job of the story on GPU endpoints, ignoring this backend's cache.
     full_gpu_seconds: float = 0.0
     full_cost_usd: float = 0.0
+    # Stages billed per output, and at what price (the others: per GPU second).
+    output_prices: dict[str, OutputPrice] = field(default_factory=dict)
 
     def jobs(self, stage: Stage) -> int:
         return sum(1 for s in self.scenes.values() if getattr(s, stage) == "render")
@@ -68,7 +73,7 @@ def forecast(
     store = CacheStore(workdir / "cache")
     last: dict[str, bytes | None] = {}
     edited: dict[str, bytes | None] = {}
-    result = Forecast()
+    result = Forecast(output_prices=dict(costs.output_prices))
     for scene_id in plan.graph.topological():
         scene = plan.scenes[scene_id]
         source = scene.source
@@ -93,17 +98,17 @@ def forecast(
                 image = entry.file("image.png").read_bytes()
             else:
                 # The input may not exist yet; the estimate does not depend on its pixels.
-                seconds = costs.estimate_seconds(edit_request(scene, image or b"\0"))
+                seconds, cost = _estimate(costs, "edit", edit_request(scene, image or b"\0"))
                 guess.gpu_seconds += seconds
-                guess.cost_usd += costs.cost("edit", seconds)
+                guess.cost_usd += cost
                 image = None
         edited[scene_id] = image
         stand_in = image if image is not None else b"\0"
         animate = animate_request(scene, stand_in)
         for stage, job in _requests(scene, stand_in, animate):
-            seconds = costs.estimate_seconds(job)
+            seconds, cost = _estimate(costs, stage, job)
             result.full_gpu_seconds += seconds
-            result.full_cost_usd += costs.cost(stage, seconds)
+            result.full_cost_usd += cost
         entry = None
         if image is not None and not force:
             entry = store.get("animate", cache_key(backend.identity("animate"), animate))
@@ -111,12 +116,20 @@ def forecast(
             guess.animate = "cached"
             last[scene_id] = entry.file("last.png").read_bytes()
         else:
-            seconds = costs.estimate_seconds(animate)
+            seconds, cost = _estimate(costs, "animate", animate)
             guess.gpu_seconds += seconds
-            guess.cost_usd += costs.cost("animate", seconds)
+            guess.cost_usd += cost
             last[scene_id] = None
         result.scenes[scene_id] = guess
     return result
+
+
+def _estimate(
+    costs: CostModel, stage: Stage, request: EditRequest | AnimateRequest
+) -> tuple[float, float]:
+    """(GPU seconds, USD) of one job: a stage billed per output bills no GPU seconds."""
+    seconds = 0.0 if stage in costs.output_prices else costs.estimate_seconds(request)
+    return seconds, costs.estimate_cost(stage, request)
 
 
 def _requests(

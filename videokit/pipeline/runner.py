@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from videokit.backends import create_backend
+from videokit.backends import capabilities_for, capabilities_of, create_backend
 from videokit.backends.base import Backend
 from videokit.config import Settings
 from videokit.errors import StoryError
@@ -127,10 +127,16 @@ class Pipeline:
         """Check everything and return the plan; submits nothing. Raises :class:`StoryError`.
 
         The plan is computed once per pipeline (it reads and decodes every file the story names).
+        It is held against what the backend's endpoints can render: those of a backend object
+        (its ``capabilities(stage)``), else those its settings name (no network, no key checks).
         """
         if self._plan is not None:
             return self._plan
-        plan = plan_story(self.story)
+        if isinstance(self._backend, Backend):
+            capabilities = capabilities_of(self._backend)
+        else:
+            capabilities = capabilities_for(self._backend, self.settings)
+        plan = plan_story(self.story, capabilities=capabilities)
         unknown = [s for s in self.only or [] if s not in plan.scenes]
         if unknown:
             raise StoryError(

@@ -3,9 +3,10 @@
 Planning resolves what the schema alone cannot check: ``from`` references and cycles, frame counts
 (``duration`` -> 4k+1), derived seeds, per-scene settings merged over the defaults, the timeline
 with its seam drops and crossfades, the limits of the wire models (a plan never yields a job the
-workers would refuse), and the files the story names. It never submits anything; ``videokit
-validate`` is exactly this step. The parts live in :mod:`~videokit.story.scene_plan`,
-:mod:`~videokit.story.timeline` and :mod:`~videokit.story.file_checks`.
+workers would refuse) and of the endpoints (their :class:`~videokit.capabilities.Capabilities`),
+and the files the story names. It never submits anything; ``videokit validate`` is exactly this
+step. The parts live in :mod:`~videokit.story.scene_plan`, :mod:`~videokit.story.timeline`,
+:mod:`~videokit.story.capability_checks` and :mod:`~videokit.story.file_checks`.
 
 What is legal but probably not what the author meant (a clip length clamped to the model's
 range, a crossfade on a scene that is not on the timeline) becomes a located warning in
@@ -19,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from videokit.capabilities import Capabilities, EditCapabilities
 from videokit.errors import Problem, StoryError
 from videokit.protocol import MAX_PIXELS
+from videokit.story.capability_checks import check_animate_frame
 from videokit.story.file_checks import check_story_files, unwritable_reason, warn_crop
 from videokit.story.graph import CycleError, SceneGraph
 from videokit.story.model import MAX_EDIT_IMAGES, Story
@@ -30,6 +33,7 @@ from videokit.story.scene_plan import (
     ScenePlan,
     Source,
     derive_seed,
+    edit_image_limit,
     plan_scene,
     resolve_path,
     resolve_source,
@@ -72,6 +76,19 @@ class StoryPlan:
     #: paths in ``from``), so that whether a starting image needs fitting is known without
     #: reading it again. Empty when files were not checked.
     image_sizes: Mapping[Path, tuple[int, int]] = field(default_factory=dict)
+    #: What the endpoints can render, as the plan was checked against (empty: no limits but the
+    #: wire protocol's).
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def edit_size(self) -> tuple[int, int] | None:
+        """The size edits come back at, where the edit endpoint decides it (None: the frame's
+        size, or no scene edits)."""
+        caps = self.capabilities.edit
+        if caps is None or not any(s.edit is not None for s in self.scenes.values()):
+            return None
+        size = caps.output_size(self.width, self.height)
+        return None if size == (self.width, self.height) else size
 
     @property
     def final_frames(self) -> int:
@@ -103,8 +120,15 @@ class StoryPlan:
         return {"edit": edits, "animate": len(self.scenes)}
 
 
-def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
-    """Resolve ``story`` into a plan, or raise :class:`StoryError` listing every problem."""
+def plan_story(
+    story: Story, *, check_files: bool = True, capabilities: Capabilities | None = None
+) -> StoryPlan:
+    """Resolve ``story`` into a plan, or raise :class:`StoryError` listing every problem.
+
+    With ``capabilities`` (see :mod:`videokit.backends`, ``capabilities_for``), the story is also
+    held against what its endpoints can render; without them only the wire protocol's limits.
+    """
+    caps = capabilities or Capabilities()
     errors = ProblemCollector(story)
     defaults = story.defaults
     scenes = story.scenes
@@ -122,10 +146,11 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
         else:
             seen[scene.id] = i
 
-    _check_frame_size(story, errors)
+    if not check_animate_frame(story, caps.animate, errors):
+        _check_frame_size(story, errors)
     references = [resolve_path(story, p) for p in story.references]
     extras = tuple(references[1:])
-    _check_extra_references(story, extras, errors)
+    _check_extra_references(story, extras, errors, caps.edit)
     # By index: a duplicate id still has its own `from`, whose file is checked like any other.
     sources: list[Source] = []
     parents: dict[str, str | None] = {}
@@ -154,7 +179,7 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
     plans: dict[str, ScenePlan] = {}
     for i, scene in enumerate(scenes):
         if scene.id not in plans:
-            plans[scene.id] = plan_scene(story, scene, i, sources[i], extras, errors)
+            plans[scene.id] = plan_scene(story, scene, i, sources[i], extras, errors, caps)
 
     timeline_ids = timeline_order(story, ids, errors)
     timeline = timeline_entries(story, plans, timeline_ids, errors)
@@ -187,6 +212,7 @@ def plan_story(story: Story, *, check_files: bool = True) -> StoryPlan:
         preset=story.output.preset,
         warnings=tuple(errors.warnings),
         image_sizes=image_sizes,
+        capabilities=caps,
     )
 
 
@@ -197,19 +223,23 @@ def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
 
 
 def problems_with_plan(
-    found: Sequence[Problem], salvaged: Story | None, *, covered: Collection[str] = ()
+    found: Sequence[Problem],
+    salvaged: Story | None,
+    *,
+    covered: Collection[str] = (),
+    capabilities: Capabilities | None = None,
 ) -> list[Problem]:
     """``found`` (what loading a story found) and what planning ``salvaged`` finds, sorted.
 
     ``salvaged`` is the loader's best-effort repair of an invalid story: placeholders and
     defaults stand where the user's values were invalid, at the fields named in ``covered``. A
     plan problem at or under one of those fields is about a placeholder, not about the story,
-    and is dropped. ``salvaged`` is only planned, never rendered.
+    and is dropped. ``salvaged`` is only planned (against ``capabilities``), never rendered.
     """
     problems = list(found)
     if salvaged is not None:
         try:
-            plan_story(salvaged)
+            plan_story(salvaged, capabilities=capabilities)
         except StoryError as exc:
             problems += [p for p in exc.problems if not _under_any(p.field, covered)]
     return sorted_problems(problems)
@@ -242,15 +272,24 @@ def _check_frame_size(story: Story, errors: ProblemCollector) -> None:
 
 
 def _check_extra_references(
-    story: Story, extras: tuple[Path, ...], errors: ProblemCollector
+    story: Story,
+    extras: tuple[Path, ...],
+    errors: ProblemCollector,
+    caps: EditCapabilities | None,
 ) -> None:
-    room = MAX_EDIT_IMAGES - 1
+    # An edit endpoint's own limit only matters to a story with edits.
+    edits = any(scene.edit is not None for scene in story.scenes)
+    limit, taker = edit_image_limit(caps if edits else None)
+    room = limit - 1
     if len(extras) > room:
+        who = "an edit" if limit == MAX_EDIT_IMAGES else taker
         errors.add(
             f"{len(extras) + 1} reference images: the first starts the story and every other one "
-            f"goes to each edit, but an edit takes at most {room} besides the frame it edits",
+            f"goes to each edit, but {who} takes at most {room} besides the frame it edits",
             ("reference",),
-            hint=f"list at most {room + 1} images (the starting image and {room} references)",
+            hint=f"list at most {room + 1} images (the starting image and {room} references)"
+            if room
+            else "list only the starting image",
         )
 
 

@@ -1,7 +1,8 @@
 """Planning one scene: where its first frame comes from, its edit, its clip length and settings.
 
 Settings a scene leaves out come from the story's defaults, ``duration`` becomes a 4k+1 frame
-count, and a scene without a seed gets one derived from its id.
+count (or whole seconds, on an endpoint that renders those: see
+:mod:`~videokit.story.capability_checks`), and a scene without a seed gets one derived from its id.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from videokit.capabilities import Capabilities, EditCapabilities
 from videokit.protocol import (
     MAX_FRAMES,
     MIN_FRAMES,
     is_valid_frame_count,
     nearest_frame_count,
+)
+from videokit.story.capability_checks import (
+    check_animate_settings,
+    check_edit_settings,
+    endpoint_frames,
 )
 from videokit.story.model import (
     MAX_EDIT_IMAGES,
@@ -37,6 +44,7 @@ __all__ = [
     "ScenePlan",
     "Source",
     "derive_seed",
+    "edit_image_limit",
     "plan_scene",
     "resolve_path",
     "resolve_source",
@@ -100,7 +108,10 @@ class ScenePlan:
 
 def derive_seed(story_seed: int, scene_id: str) -> int:
     """A stable per-scene seed, so renders are reproducible (and cacheable) without seeds."""
-    digest = hashlib.sha256(f"videokit:{story_seed}:{scene_id}".encode()).digest()
+    # surrogatepass: a salvaged invalid id may hold lone surrogates (JSON escapes read as YAML);
+    # any valid id encodes exactly as before.
+    text = f"videokit:{story_seed}:{scene_id}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:4], "big")
 
 
@@ -171,15 +182,25 @@ def plan_scene(
     source: Source,
     extras: tuple[Path, ...],
     errors: ProblemCollector,
+    capabilities: Capabilities | None = None,
 ) -> ScenePlan:
+    """One scene's plan; with ``capabilities``, held against what the endpoints can render."""
+    caps = capabilities or Capabilities()
     d = story.defaults
     fps = d.fps
-    frames, note = _frames(scene, i, fps, errors)
+    if caps.animate is not None and caps.animate.frame_counts() is not None:
+        frames, note = endpoint_frames(scene, i, caps.animate, DEFAULT_FRAMES, errors)
+    else:
+        frames, note = _frames(scene, i, fps, errors)
     seed = scene.seed if scene.seed is not None else derive_seed(d.seed, scene.id)
     animate = _merged(d.animate, scene.animate)
+    check_animate_settings(
+        scene, i, (animate.steps, animate.guidance, animate.guidance_2), caps.animate, errors
+    )
     edit: EditPlan | None = None
     if scene.edit is not None:
-        edit = _edit_plan(story, scene, i, seed, extras, errors)
+        edit = _edit_plan(story, scene, i, seed, extras, errors, caps.edit)
+        check_edit_settings(story, scene, i, (edit.steps, edit.guidance), caps.edit, errors)
     crossfade = scene.transition.crossfade if isinstance(scene.transition, Crossfade) else None
     return ScenePlan(
         id=scene.id,
@@ -212,6 +233,7 @@ def _edit_plan(
     seed: int,
     extras: tuple[Path, ...],
     errors: ProblemCollector,
+    caps: EditCapabilities | None = None,
 ) -> EditPlan:
     assert scene.edit is not None
     d = story.defaults.edit
@@ -225,7 +247,8 @@ def _edit_plan(
         negative = d.negative_prompt
     else:
         negative = story.defaults.negative_prompt
-    if guidance > 1.0 and not negative.strip():
+    # An endpoint that takes no steps or guidance says so itself (check_edit_settings).
+    if guidance > 1.0 and not negative.strip() and (caps is None or caps.steps):
         where = "guidance" in edit.model_fields_set
         errors.warn(
             f"edit guidance {guidance:g} has no effect without a negative prompt "
@@ -236,15 +259,19 @@ def _edit_plan(
         )
     own = tuple(resolve_path(story, p) for p in edit.images)
     total = 1 + len(own) + len(extras)
-    if total > MAX_EDIT_IMAGES and len(extras) < MAX_EDIT_IMAGES:
-        room = MAX_EDIT_IMAGES - 1 - len(extras)
+    limit, taker = edit_image_limit(caps)
+    # Too many extras for any edit is reported once, at `reference` (plan._check_extra_references).
+    if total > limit and len(extras) < limit:
+        room = limit - 1 - len(extras)
+        fewer = ", or list fewer story references" if extras else ""
         errors.add(
             f"this edit would get {total} images (the frame, {len(own)} of its own and "
-            f"{len(extras)} extra story reference(s)); Qwen-Image-Edit-Plus takes at most "
-            f"{MAX_EDIT_IMAGES}",
+            f"{len(extras)} extra story reference(s)); {taker} takes at most {limit}",
             ("scenes", i, "edit", "images"),
             scene=scene.id,
-            hint=f"give this edit at most {room} image(s), or list fewer story references",
+            hint=f"give this edit at most {room} image(s){fewer}"
+            if room
+            else f"remove this edit's images{fewer}",
         )
     return EditPlan(
         prompt=edit.prompt,
@@ -254,6 +281,13 @@ def _edit_plan(
         negative_prompt=negative,
         seed=edit.seed if edit.seed is not None else seed,
     )
+
+
+def edit_image_limit(caps: EditCapabilities | None) -> tuple[int, str]:
+    """How many images one edit takes in all (the frame it edits included), and who says so."""
+    if caps is not None and caps.max_images < MAX_EDIT_IMAGES:
+        return caps.max_images, f"the edit endpoint {caps.endpoint}"
+    return MAX_EDIT_IMAGES, "Qwen-Image-Edit-Plus"
 
 
 def _frames(scene: Scene, i: int, fps: int, errors: ProblemCollector) -> tuple[int, str | None]:

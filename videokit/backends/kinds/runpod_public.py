@@ -45,10 +45,17 @@ class PublicApi:
     name: Final = "runpod-public"
     inputs_by_url = True
 
-    def __init__(self, model: PublicModel, *, storage: Any | None, fetcher: ResultFetcher):
+    def __init__(
+        self,
+        model: PublicModel,
+        *,
+        storage: Any | None,
+        fetcher: ResultFetcher,
+        price: OutputPrice | None = None,
+    ):
         self.entry = model
         self.model: str | None = model.endpoint_id
-        self.price: OutputPrice | None = model.price
+        self.price: OutputPrice | None = price or model.price
         self.capabilities: EditCapabilities | AnimateCapabilities | None = model.capabilities
         self.typical_execution_s: float | None = model.typical_execution_s
         self.storage = storage

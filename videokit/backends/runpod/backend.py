@@ -78,14 +78,14 @@ class RunPodBackend:
         self.client = RunPodClient(config, transport=transport, retry=self.retry, clock=clock)
         self.storage = storage
         self.fetcher = ResultFetcher(retry=self.retry, transport=result_transport)
-        self.kinds: dict[Stage, ApiKind] = {
-            stage: self._kind(stage, endpoint) for stage, endpoint in config.endpoints.items()
-        }
         # An unknown GPU pool is a ConfigError here, not a silent $0 later.
         self.costs = costs or CostModel(
             gpu={stage: ep.gpu for stage, ep in config.endpoints.items()},
             bill_delay={stage: ep.bill_delay for stage, ep in config.endpoints.items()},
         )
+        self.kinds: dict[Stage, ApiKind] = {
+            stage: self._kind(stage, endpoint) for stage, endpoint in config.endpoints.items()
+        }
         self.policy = JobPolicy(self.client, self.kinds, self.costs, storage=storage, sleep=sleep)
         self._clock = clock
         self._sleep = sleep
@@ -125,7 +125,9 @@ class RunPodBackend:
                     f"{stage} endpoint",
                     hint=f"put it in {endpoint_variable(model.stage)} instead",
                 )
-            return PublicApi(model, storage=self.storage, fetcher=self.fetcher)
+            # A price configured for it ([output_prices], VIDEOKIT_OUTPUT_PRICES) bills estimates.
+            price = self.costs.output_prices.get(stage)
+            return PublicApi(model, storage=self.storage, fetcher=self.fetcher, price=price)
         return VideokitApi(stage, model=endpoint.model, storage=self.storage)
 
     # -- the Backend protocol ---------------------------------------------------------------------
