@@ -258,3 +258,60 @@ def test_a_configured_output_price_is_what_estimates_bill(tmp_path: Path) -> Non
     price = backend.kinds["animate"].price
     assert price is not None and price.usd == 0.05 and price.per == "second"
     assert backend.kinds["edit"].price is not None and backend.kinds["edit"].price.usd == 0.02
+
+
+@pytest.mark.parametrize(
+    ("endpoint_id", "expected"),
+    [
+        ("qwen-image-edit", {"prompt", "image", "negative_prompt", "seed", "output_format"}),
+        ("qwen-image-edit-2511-lora", {"prompt", "images", "size", "seed", "output_format"}),
+    ],
+)
+def test_edit_input_documents_follow_each_endpoints_schema(
+    endpoint_id: str, expected: set[str]
+) -> None:
+    from videokit.backends.kinds import public_model
+    from videokit.backends.kinds.fetch import ResultFetcher
+    from videokit.backends.kinds.runpod_public import PublicApi
+
+    model = public_model(endpoint_id)
+    assert model is not None
+    api = PublicApi(model, storage=None, fetcher=ResultFetcher())
+    request = EditRequest(
+        images=[MediaInput(url="https://bucket.example/frame.png")],
+        prompt="a hat",
+        negative_prompt="blur",
+        seed=4,
+        width=1280,
+        height=720,
+    )
+    document = asyncio.run(api.input_document(request))
+    assert set(document) == expected
+    assert document["seed"] == 4 and document["output_format"] == "png"
+
+
+def test_the_lora_wan_endpoint_gets_only_what_its_page_documents() -> None:
+    from videokit.backends.kinds import public_model
+    from videokit.backends.kinds.fetch import ResultFetcher
+    from videokit.backends.kinds.runpod_public import PublicApi
+
+    model = public_model("wan-2-2-t2v-720-lora")
+    assert model is not None
+    api = PublicApi(model, storage=None, fetcher=ResultFetcher())
+    request = AnimateRequest(
+        image=MediaInput(url="https://bucket.example/frame.png"),
+        prompt="orbit",
+        seed=2,
+        width=1280,
+        height=720,
+        frames=129,
+    )
+    document = asyncio.run(api.input_document(request))
+    assert document == {
+        "prompt": "orbit",
+        "image": "https://bucket.example/frame.png",
+        "duration": 8,
+        "seed": 2,
+    }
+    with pytest.raises(ConfigError, match="5-8 whole seconds"):
+        asyncio.run(api.input_document(request.model_copy(update={"frames": 161})))
