@@ -45,17 +45,20 @@ class ResultFetcher:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 300.0,
+        max_image_bytes: int = MAX_IMAGE_BYTES,
+        max_video_bytes: int = MAX_VIDEO_BYTES,
     ) -> None:
         self._retry = retry or RetryPolicy()
         self._transport = transport
         self._timeout_s = timeout_s
+        self._caps = {"image": max_image_bytes, "video": max_video_bytes}
 
     async def fetch(self, url: str, media: Literal["image", "video"]) -> bytes:
         """The checked bytes behind ``url``; raises ResultLost or EndpointError."""
         where = _redacted(url)
         if not url.startswith(("https://", "http://")):
             raise EndpointError(f"the endpoint's result URL {where!r} is not an http(s) URL")
-        cap = MAX_VIDEO_BYTES if media == "video" else MAX_IMAGE_BYTES
+        cap = self._caps[media]
 
         async def once() -> tuple[bytes, str]:
             async with (
@@ -81,7 +84,7 @@ class ResultFetcher:
                     )
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > cap:
-                    raise EndpointError(f"the result {where} is {declared} bytes, over {cap}")
+                    raise EndpointError(f"the result {where} is {declared} bytes, over {cap} bytes")
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
