@@ -109,13 +109,15 @@ def test_a_job_waiting_while_the_first_one_teaches_the_length_stays_within_the_b
         asyncio.run(backend.aclose())
     manifest = json.loads(result.manifest.read_text())
     budget = PollBudget()
+    lengths = []
     for scene in ("a", "b"):
         [attempt] = manifest["scenes"][scene]["animate"]["attempts"]
         seconds = (attempt["execution_ms"] + attempt["delay_ms"]) / 1000
         reads = backend.stats.polls[attempt["job_id"]]
         assert reads <= budget.most_requests(seconds), (scene, reads, seconds)
-    # The second job waited for the first (~2 s) and ran ~2 s: ~4 s in all.
-    assert seconds > 3.5
+        lengths.append(seconds)
+    # One job waited for the other (~2 s) and then ran ~2 s: ~4 s in all.
+    assert max(lengths) > 3.5
 
 
 @pytest.mark.parametrize("expected", [None, 0.0, 0.01, 0.5, 3.0, 30.0])

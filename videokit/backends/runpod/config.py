@@ -110,7 +110,7 @@ class RunPodConfig:
     # The polling budget per job (see videokit.backends.runpod.schedule).
     poll_rate_per_s: float = 2.0
     poll_late_rate_per_s: float = 1.0
-    poll_burst: float = 5.0
+    poll_burst: float = 20.0
     warmup: bool = True
     # Ctrl-C must reach every in-flight job within ~2 s, while our own task is being cancelled.
     cancel_timeout_s: float = 2.0

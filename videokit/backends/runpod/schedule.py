@@ -1,13 +1,12 @@
 """When to read a job's status next: little latency at the job's end, within a request budget.
 
 Pure and clock-free: the caller passes the times. From what earlier jobs of the stage took, the
-first read comes shortly before this one should end, then reads come at short, growing intervals;
-without history, at growing intervals from the start, never longer than a fraction of the time
-the job has taken so far (added latency stays proportional). Whatever the timing history says,
-a token bucket bounds the reads: at most ``burst`` at once, refilled at ``rate_per_s`` (2/s), and
-at ``late_rate_per_s`` (1/s) once the job has run longer than expected. So a job of T seconds
-costs at most ``burst + 2 T`` status requests. RunPod allows 2000 status requests per 10 s per
-endpoint.
+first read comes shortly before this one should end, then a few short reads around the expected
+end; without history, reads come at growing intervals, never longer than 15% of the time the job
+has taken (added latency stays proportional). Whatever the timing history says, a token bucket
+bounds the reads: at most ``burst`` (20) at once, refilled at ``rate_per_s`` (2/s), and at
+``late_rate_per_s`` (1/s) once the job has run longer than expected: a job of T seconds costs
+at most ``20 + 2 T`` status requests. RunPod allows 2000 per 10 s per endpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ __all__ = ["PollBudget", "PollSchedule"]
 class PollBudget:
     rate_per_s: float = 2.0
     late_rate_per_s: float = 1.0
-    burst: float = 5.0
+    burst: float = 20.0
     min_interval_s: float = 0.025
     max_interval_s: float = 2.0
 
@@ -67,17 +66,21 @@ class PollSchedule:
             if remaining > margin + budget.min_interval_s:
                 # Slower than usual (a queue, a cold start) or just started: sleep most of it.
                 return remaining - margin
-            if elapsed < expected * 1.2:
-                # Around the expected end: a few evenly spaced reads, scaled to the job.
+            if remaining > -margin:
+                # Around the expected end: short reads, scaled to the job's length.
                 return max(budget.min_interval_s, margin / 3)
-        # No history, or well past it: growing intervals, never more than a tenth of the time
-        # the job has taken (latency stays proportional, requests grow logarithmically).
+            if elapsed < expected * 1.25:
+                # Running late: spread a quarter of the burst over a quarter of its length.
+                window = 0.25 * expected
+                return max(budget.min_interval_s, window / max(1.0, budget.burst / 4))
+        # No history, or well past it: growing intervals, never more than 15% of the time the
+        # job has taken (latency stays proportional, reads grow logarithmically: a 2 s job
+        # takes about 19, well inside its budget, so the budget does not hold them back).
+        floor = max(budget.min_interval_s, 0.05)
         self.interval = (
-            budget.min_interval_s
-            if self.interval <= 0
-            else min(budget.max_interval_s, self.interval * 1.4)
+            floor if self.interval <= 0 else min(budget.max_interval_s, self.interval * 1.4)
         )
-        return min(self.interval, max(budget.min_interval_s, 0.1 * elapsed))
+        return min(self.interval, max(floor, 0.15 * elapsed))
 
     def delay(self, now: float, *, elapsed: float, expected: float | None) -> float:
         """Seconds from ``now`` until the next read: what :meth:`wanted` asks, or later if the
