@@ -398,6 +398,70 @@ def test_finished_results_are_retained_then_expire() -> None:
         assert client.get(f"/status/{job_id}").status_code == 404
 
 
+def test_results_are_kept_as_long_as_runpod_keeps_them() -> None:
+    # RunPod: 30 min after a /run job ends, 1 min after a /runsync one, 5 min if it gave ?wait=.
+    clock = FakeClock()
+    with serving(echo, clock=clock) as client:
+        ran = run(client)
+        wait_for(client, ran, "COMPLETED")
+        synced = client.post("/runsync", json={"input": {}}).json()
+        waited = client.post("/runsync", params={"wait": 5000}, json={"input": {}}).json()
+        assert synced["status"] == waited["status"] == "COMPLETED"
+        kept = {ran: 1800.0, synced["id"]: 60.0, waited["id"]: 300.0}
+        elapsed = 0.0
+        for job_id, seconds in sorted(kept.items(), key=lambda item: item[1]):
+            clock.advance(seconds - 1 - elapsed)
+            assert client.get(f"/status/{job_id}").status_code == 200, seconds
+            clock.advance(2)
+            elapsed = seconds + 1
+            assert client.get(f"/status/{job_id}").status_code == 404, seconds
+
+
+def test_status_ttl_sets_how_long_the_job_is_kept_from_now_on() -> None:
+    clock = FakeClock()
+    blocker = Blocker()
+    with serving(echo, clock=clock) as client:
+        # Sooner than the 30 min a /run result is kept by default...
+        short = run(client)
+        wait_for(client, short, "COMPLETED")
+        answer = client.get(f"/status/{short}", params={"ttl": 6000})
+        assert answer.status_code == 200 and answer.json()["status"] == "COMPLETED"
+        # ...or longer. A later ?ttl= replaces an earlier one; a plain status leaves it.
+        long = run(client)
+        wait_for(client, long, "COMPLETED")
+        assert client.get(f"/status/{long}", params={"ttl": 1000}).status_code == 200
+        assert client.post(f"/status/{long}", params={"ttl": 3_600_000}).status_code == 200
+        clock.advance(5.9)
+        assert client.get(f"/status/{short}").status_code == 200
+        clock.advance(0.2)
+        assert client.get(f"/status/{short}").status_code == 404
+        clock.advance(1800)
+        assert client.get(f"/status/{long}").status_code == 200
+        clock.advance(3600 - 1800 - 6)
+        assert client.get(f"/status/{long}").status_code == 404
+    with serving(blocker, clock=clock) as client:
+        # A job's ttl ends it whatever its state: deleted mid-run, like RunPod's policy ttl.
+        running = run(client)
+        assert blocker.started.wait(5)
+        assert client.get(f"/status/{running}", params={"ttl": 10_000}).status_code == 200
+        clock.advance(9)
+        assert client.get(f"/status/{running}").json()["status"] == "IN_PROGRESS"
+        clock.advance(2)
+        assert client.get(f"/status/{running}").status_code == 404
+        assert blocker.cancelled.wait(2)
+
+
+@pytest.mark.parametrize("ttl", ["soon", "-5", "0", "1.5", "", "604800001"])
+def test_an_invalid_status_ttl_is_a_400_with_an_error(ttl: str) -> None:
+    with serving(echo) as client:
+        job_id = run(client)
+        wait_for(client, job_id, "COMPLETED")
+        answer = client.get(f"/status/{job_id}", params={"ttl": ttl})
+        assert answer.status_code == 400
+        assert "ttl" in answer.json()["error"]
+        assert client.get(f"/status/{uuid.uuid4()}", params={"ttl": 6000}).status_code == 404
+
+
 # ---------------------------------------------------------------------------- queue
 
 
@@ -708,7 +772,7 @@ def test_bad_fault_specs_say_what_is_wrong(spec: str) -> None:
 
 def test_the_official_runpod_client_drives_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     # runpod is a core dependency: a missing one is a failure, not a skip.
-    import runpod
+    import runpod  # type: ignore[import-untyped]
 
     blocker = Blocker()
 

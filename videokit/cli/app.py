@@ -20,6 +20,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from videokit._version import __version__
 from videokit.cli import service_commands, story_commands
 from videokit.cli.output import EXIT_USAGE, stderr
+from videokit.cli.signals import interrupt_exit_code, sigterm_as_interrupt
 
 __all__ = ["app", "main"]
 
@@ -145,13 +146,15 @@ def _usage_error(error: typer.TyperException) -> int:
 
 
 def main() -> None:
-    """Entry point of the ``videokit`` script."""
+    """Entry point of the ``videokit`` script. SIGTERM interrupts it like Ctrl-C: jobs are
+    cancelled, then it exits with 143 (130 after Ctrl-C)."""
     try:
         # standalone_mode=False: usage errors come here, to be printed like videokit's own.
-        code = app(standalone_mode=False, prog_name="videokit")
+        with sigterm_as_interrupt():
+            code = app(standalone_mode=False, prog_name="videokit")
     except typer.Abort:
         stderr().print("[yellow]interrupted[/]")
-        sys.exit(130)
+        sys.exit(interrupt_exit_code())
     except typer.TyperException as error:
         sys.exit(_usage_error(error))
     except Exception:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from videokit.cli.signals import interrupt_exit_code
 from videokit.errors import RenderError, StoryError, VideoKitError
 
 if TYPE_CHECKING:
@@ -125,9 +126,10 @@ def _mute_output() -> None:
 def errors(as_json: bool = False, *, interrupted: str | None = None) -> Iterator[None]:
     """Print videokit's own errors without a traceback and exit with their exit code.
 
-    ``interrupted`` is what to say after Ctrl-C (how to resume). With ``--json`` a failure also
-    ends stdout with one ``{"type": "error", ...}`` object, so a program reading the stream
-    learns why it stopped.
+    ``interrupted`` is what to say after Ctrl-C or SIGTERM (how to resume); the exit code is
+    then 130 or 143 (128 plus the signal, see :mod:`videokit.cli.signals`). With ``--json`` a
+    failure also ends stdout with one ``{"type": "error", ...}`` object, so a program reading
+    the stream learns why it stopped.
     """
     try:
         yield
@@ -140,7 +142,7 @@ def errors(as_json: bool = False, *, interrupted: str | None = None) -> Iterator
         said = interrupted or "running jobs were cancelled; finished scenes are cached"
         fail(
             as_json,
-            130,
+            interrupt_exit_code(),
             {"error": "KeyboardInterrupt", "message": "interrupted", "hint": interrupted},
             f"[yellow]interrupted[/]: {_escape(said)}",
         )

@@ -7,13 +7,12 @@ so videokit's client, or the official ``runpod.Endpoint``, drives both::
     from videokit.serve import serve
     serve(handler, port=8000, concurrency=1, api_key="secret")
 
-- :func:`create_app` builds the FastAPI app; :func:`serve` runs it with uvicorn;
-  :func:`running_server` runs an app on a free loopback port in a thread (tests).
-- :class:`FaultConfig` / :func:`parse_faults` make the server misbehave on purpose (429, 5xx,
-  dropped connections, slow responses, failed / stuck / expired jobs).
-
-The HTTP parts need the ``worker`` extra (fastapi, uvicorn); they are imported lazily, so that
-``videokit.serve.faults`` (used to parse a CLI flag) works without them.
+:func:`create_app` builds the FastAPI app, :func:`serve` runs it with uvicorn and
+:func:`running_server` runs an app on a free loopback port in a thread (tests).
+:class:`FaultConfig` / :func:`parse_faults` make it misbehave on purpose (429, 5xx, dropped
+connections, slow responses, failed / stuck / expired jobs). The HTTP parts need the ``worker``
+extra (fastapi, uvicorn); they are imported lazily, so that ``videokit.serve.faults`` (used to
+parse a CLI flag) works without them.
 """
 
 from __future__ import annotations

@@ -2,55 +2,51 @@
 
 Routes live under ``/v2/{endpoint_id}/`` with RunPod's paths, methods, JSON shapes and status
 codes, so one client (ours, or the official ``runpod.Endpoint`` with ``runpod.endpoint_url_base``
-pointed at ``{base}/v2``) drives both the cloud and a self-hosted GPU::
-
-    POST run              {"input": ..., "policy"?: {...}, "webhook"?: url} -> {"id", "status"}
-    POST runsync?wait=ms  same body; waits up to `wait` (1000..300000, default 90000) for the job
-    GET  status/{id}      {"id", "status", "delayTime"?, "executionTime"?, "output"?, "error"?, ...}
-    GET  stream/{id}      {"id", "status", "stream": [{"output": chunk}, ...]} (new chunks only)
-    POST cancel/{id}      {"id", "status": "CANCELLED"}
-    POST retry/{id}       {"id", "status": "IN_QUEUE"} (FAILED / TIMED_OUT only; same id)
-    POST purge-queue      {"removed": n, "status": "completed"}
-    GET  health           {"jobs": {...}, "workers": {"idle", "running"}}
-
-This is deliberately not RunPod's own ``--rp_serve_api`` server, which answers different methods
-and runs jobs inside the status request (see shared/notes/runpod.md).
+pointed at ``{base}/v2``) drives both the cloud and a self-hosted GPU: ``POST run``, ``POST
+runsync?wait=ms``, ``GET status/{id}?ttl=ms``, ``GET stream/{id}``, ``POST cancel/{id}``, ``POST
+retry/{id}``, ``POST purge-queue`` and ``GET health``. It is deliberately not RunPod's own
+``--rp_serve_api`` server, which answers different methods and runs jobs inside the status
+request (see shared/notes/runpod.md).
 
 Public API: :func:`create_app` (the app), :func:`serve` (run it with uvicorn) and
 :func:`running_server` (run an app on a free loopback port in a background thread, for tests).
+Request validation lives in :mod:`videokit.serve._request`, fault injection in
+:mod:`videokit.serve._asgi`, the uvicorn plumbing in :mod:`videokit.serve._server`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
-import json
 import logging
-import math
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.responses import JSONResponse, Response
 
-from videokit.serve.faults import FaultConfig, FaultInjector
-from videokit.serve.jobs import (
-    DEFAULT_EXECUTION_TIMEOUT_MS,
-    DEFAULT_TTL_MS,
-    Handler,
-    Job,
-    JobPolicy,
-    JobQueue,
-    NotRetryableError,
+from videokit.serve._asgi import ServeApp
+from videokit.serve._job import (
+    RUN_RESULT_RETENTION_S,
+    RUNSYNC_RESULT_RETENTION_S,
+    RUNSYNC_WAIT_RESULT_RETENTION_S,
 )
+from videokit.serve._request import (
+    NOT_FOUND,
+    RUN_BODY_LIMIT,
+    RUNSYNC_BODY_LIMIT,
+    ApiError,
+    existing,
+    parse_status_ttl,
+    parse_wait,
+    read_json,
+    submit,
+)
+from videokit.serve._server import ReadyServer, configure_logging, is_loopback, running_server
+from videokit.serve.faults import FaultConfig, FaultInjector
+from videokit.serve.jobs import Handler, JobQueue, NotRetryableError
 
 __all__ = [
     "RUNSYNC_BODY_LIMIT",
@@ -62,110 +58,6 @@ __all__ = [
 
 log = logging.getLogger("videokit.serve")
 
-# RunPod's payload limits: /run 10 MB, /runsync 20 MB.
-RUN_BODY_LIMIT = 10 * 1024 * 1024
-RUNSYNC_BODY_LIMIT = 20 * 1024 * 1024
-# An oversized body is still read (and discarded) up to this multiple of the limit, so that the
-# client, which is still sending, gets the 400 instead of a broken pipe. Beyond it we stop
-# reading and let the connection close.
-_DRAIN_FACTOR = 8
-
-RUNSYNC_DEFAULT_WAIT_MS = 90_000
-RUNSYNC_MIN_WAIT_MS = 1_000
-RUNSYNC_MAX_WAIT_MS = 300_000
-
-_NOT_FOUND = "request does not exist"
-
-
-class _ApiError(Exception):
-    """Answered as ``{"error": message}`` with ``status``, RunPod's error shape."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _ServeApp(FastAPI):
-    """FastAPI with HTTP fault injection at the outermost ASGI layer.
-
-    Faults are applied here rather than in a middleware because dropping a connection needs
-    uvicorn's own ``send`` (to reach the socket); Starlette's middlewares wrap it.
-    """
-
-    fault_injector: FaultInjector | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        injector = self.fault_injector
-        if injector is None or scope["type"] != "http" or not scope["path"].startswith("/v2/"):
-            await super().__call__(scope, receive, send)
-            return
-        kind = injector.http_fault(f"{scope['method']} {scope['path']}")
-        if kind is None:
-            await super().__call__(scope, receive, send)
-            return
-        log.info("fault %s injected method=%s path=%s", kind, scope["method"], scope["path"])
-        config = injector.config
-        response: Response
-        if kind == "429":
-            # Whole seconds: Retry-After is delta-seconds, and urllib3 (the runpod SDK's retry)
-            # rejects a fractional value as an invalid header.
-            retry_after = str(max(0, math.ceil(config.retry_after_s)))
-            response = JSONResponse(
-                {"error": "Too Many Requests (injected)"},
-                status_code=429,
-                headers={"Retry-After": retry_after},
-            )
-            await response(scope, receive, send)
-        elif kind == "5xx":
-            status = injector.server_error_status()
-            # 502/503 usually come from a proxy in front of the API, as text, not JSON; clients
-            # must cope with both.
-            if status == 500:
-                response = JSONResponse({"error": "Internal Server Error (injected)"}, status)
-            else:
-                response = PlainTextResponse(f"{status} (injected)", status)
-            await response(scope, receive, send)
-        elif kind == "slow":
-            await asyncio.sleep(config.slow_s)
-            await super().__call__(scope, receive, send)
-        else:  # "drop"
-            await _drop_after_processing(super().__call__, scope, receive, send)
-
-
-class _DroppedConnectionError(Exception):
-    """Raised (fallback only) to make a server that is not uvicorn abort the response."""
-
-
-async def _drop_after_processing(
-    app: Callable[[Scope, Receive, Send], Awaitable[None]],
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> None:
-    """Process the request, throw the response away and close the socket without a reply."""
-
-    async def swallow(message: Message) -> None:
-        return None
-
-    await app(scope, receive, swallow)
-    # uvicorn's send is a bound method of its request cycle, which holds the transport.
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is not None and hasattr(transport, "close"):
-        transport.close()
-        # Let uvicorn see the disconnect before we return; otherwise it would notice that no
-        # response was started and try to send a 500 on the closing socket.
-        for _ in range(100):
-            if getattr(cycle, "disconnected", True):
-                break
-            await asyncio.sleep(0.001)
-        return
-    # Not uvicorn (or a logging wrapper around send): start a response and abort it, which any
-    # ASGI server turns into a closed connection mid-response.
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    raise _DroppedConnectionError("injected fault: connection dropped")
-
 
 def create_app(
     handler: Handler,
@@ -173,7 +65,9 @@ def create_app(
     concurrency: int = 1,
     api_key: str | None = None,
     faults: FaultConfig | None = None,
-    result_retention_s: float = 1800.0,
+    result_retention_s: float = RUN_RESULT_RETENTION_S,
+    runsync_retention_s: float = RUNSYNC_RESULT_RETENTION_S,
+    runsync_wait_retention_s: float = RUNSYNC_WAIT_RESULT_RETENTION_S,
     clock: Callable[[], float] = time.monotonic,
     endpoint_id: str | None = None,
 ) -> FastAPI:
@@ -188,6 +82,11 @@ def create_app(
     timings and expiry (inject a fake one in tests). ``app.state.queue`` is the
     :class:`~videokit.serve.jobs.JobQueue`, for introspection.
 
+    A finished job's result is kept like RunPod keeps it: ``result_retention_s`` (30 min) after a
+    ``/run`` job ends, ``runsync_retention_s`` (1 min) after a ``/runsync`` one and
+    ``runsync_wait_retention_s`` (5 min) when that call gave ``?wait=``; ``status?ttl=`` then
+    sets how long the job is kept from that request on.
+
     The queue starts with the app's lifespan, so serve it with an ASGI server that runs
     lifespan events (uvicorn does; see :func:`running_server`).
     """
@@ -196,6 +95,8 @@ def create_app(
         handler,
         concurrency=concurrency,
         result_retention_s=result_retention_s,
+        runsync_retention_s=runsync_retention_s,
+        runsync_wait_retention_s=runsync_wait_retention_s,
         clock=clock,
         faults=injector,
     )
@@ -211,7 +112,7 @@ def create_app(
         finally:
             await queue.stop()
 
-    app = _ServeApp(
+    app = ServeApp(
         title="videokit serve",
         summary="RunPod serverless v2 compatible endpoint",
         lifespan=lifespan,
@@ -224,10 +125,10 @@ def create_app(
     app.state.queue = queue
 
     async def api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _ApiError)
+        assert isinstance(exc, ApiError)
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    app.add_exception_handler(_ApiError, api_error)
+    app.add_exception_handler(ApiError, api_error)
 
     async def authorize(request: Request) -> None:
         # Authenticate first, so that an unauthenticated caller learns nothing, not even
@@ -240,39 +141,43 @@ def create_app(
             # Never log either side.
             digest = hashlib.sha256(presented.encode()).digest()
             if not hmac.compare_digest(digest, expected_digest):
-                raise _ApiError(401, "Unauthorized")
+                raise ApiError(401, "Unauthorized")
         if endpoint_id is not None and request.path_params.get("endpoint_id") != endpoint_id:
-            raise _ApiError(404, f"endpoint {request.path_params.get('endpoint_id')!r} not found")
+            raise ApiError(404, f"endpoint {request.path_params.get('endpoint_id')!r} not found")
 
     router = APIRouter(prefix="/v2/{endpoint_id}", dependencies=[Depends(authorize)])
 
     @router.post("/run")
     async def run(request: Request) -> Response:
-        body = await _read_json(request, RUN_BODY_LIMIT, "/run")
-        job = _submit(queue, body)
+        body = await read_json(request, RUN_BODY_LIMIT, "/run")
+        job = submit(queue, body, "run")
         return JSONResponse({"id": job.id, "status": job.status.value})
 
     @router.post("/runsync")
     async def runsync(request: Request) -> Response:
-        wait_ms = _parse_wait(request.query_params.get("wait"))
-        body = await _read_json(request, RUNSYNC_BODY_LIMIT, "/runsync")
-        job = _submit(queue, body)
+        raw_wait = request.query_params.get("wait")
+        wait_ms = parse_wait(raw_wait)
+        body = await read_json(request, RUNSYNC_BODY_LIMIT, "/runsync")
+        job = submit(queue, body, "runsync" if raw_wait is None else "runsync_wait")
         await queue.wait(job, wait_ms / 1000)
         # A job that finished is answered even if its result has already been dropped (the
         # "expired" fault): runsync's answer is the result itself.
         if not job.is_final and not queue.is_live(job):
-            raise _ApiError(404, _NOT_FOUND)
+            raise ApiError(404, NOT_FOUND)
         return JSONResponse(job.payload())
 
     @router.api_route("/status/{job_id}", methods=["GET", "POST"])
-    async def status(job_id: str) -> Response:
-        return JSONResponse(_existing(queue.get(job_id)).payload())
+    async def status(job_id: str, request: Request) -> Response:
+        ttl_ms = parse_status_ttl(request.query_params.get("ttl"))
+        if ttl_ms is None:
+            return JSONResponse(existing(queue.get(job_id)).payload())
+        return JSONResponse(existing(queue.set_ttl(job_id, ttl_ms)).payload())
 
     @router.api_route("/stream/{job_id}", methods=["GET", "POST"])
     async def stream(job_id: str) -> Response:
         taken = queue.take_stream(job_id)
         if taken is None:
-            raise _ApiError(404, _NOT_FOUND)
+            raise ApiError(404, NOT_FOUND)
         job, chunks = taken
         return JSONResponse(
             {
@@ -284,15 +189,15 @@ def create_app(
 
     @router.post("/cancel/{job_id}")
     async def cancel(job_id: str) -> Response:
-        job = _existing(queue.cancel(job_id))
+        job = existing(queue.cancel(job_id))
         return JSONResponse({"id": job.id, "status": job.status.value})
 
     @router.post("/retry/{job_id}")
     async def retry(job_id: str) -> Response:
         try:
-            job = _existing(queue.retry(job_id))
+            job = existing(queue.retry(job_id))
         except NotRetryableError as err:
-            raise _ApiError(400, str(err)) from None
+            raise ApiError(400, str(err)) from None
         return JSONResponse({"id": job.id, "status": job.status.value})
 
     @router.post("/purge-queue")
@@ -307,143 +212,6 @@ def create_app(
     return app
 
 
-def _existing(job: Job | None) -> Job:
-    if job is None:
-        raise _ApiError(404, _NOT_FOUND)
-    return job
-
-
-async def _read_json(request: Request, limit: int, route: str) -> dict[str, Any]:
-    """The request body as a JSON object, enforcing RunPod's payload limit for ``route``."""
-    size = 0
-    parts: list[bytes] = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            parts.append(chunk)
-        elif size > limit * _DRAIN_FACTOR:
-            break
-    if size > limit:
-        raise _ApiError(
-            400,
-            f"request body is {size / 2**20:.1f} MiB; {route} accepts at most "
-            f"{limit / 2**20:g} MiB (upload large inputs to object storage and pass a URL)",
-        )
-    raw = b"".join(parts)
-    if not raw.strip():
-        raise _ApiError(400, 'request body is empty; expected {"input": {...}}')
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _ApiError(400, f"request body is not valid JSON: {err}") from None
-    if not isinstance(body, dict):
-        raise _ApiError(400, 'request body must be a JSON object like {"input": {...}}')
-    return body
-
-
-def _submit(queue: JobQueue, body: dict[str, Any]) -> Job:
-    """Validate a run/runsync body (400 when malformed) and queue the job."""
-    if body.get("input") is None:
-        raise _ApiError(400, 'missing "input": the body must look like {"input": {...}}')
-    policy = body.get("policy") or {}
-    if not isinstance(policy, dict):
-        raise _ApiError(400, '"policy" must be an object')
-    low_priority = policy.get("lowPriority", False)
-    if not isinstance(low_priority, bool):
-        raise _ApiError(400, '"policy.lowPriority" must be true or false')
-    webhook = body.get("webhook")
-    if webhook is not None and (
-        not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
-    ):
-        raise _ApiError(400, '"webhook" must be an http(s) URL')
-    extra = {"s3Config": body["s3Config"]} if body.get("s3Config") is not None else {}
-    job_policy = JobPolicy(
-        execution_timeout_ms=_positive_ms(policy, "executionTimeout", DEFAULT_EXECUTION_TIMEOUT_MS),
-        ttl_ms=_positive_ms(policy, "ttl", DEFAULT_TTL_MS),
-        low_priority=low_priority,
-    )
-    return queue.submit(body["input"], job_policy, webhook=webhook, extra=extra)
-
-
-def _positive_ms(policy: dict[str, Any], key: str, default: int) -> int:
-    value = policy.get(key)
-    if value is None:
-        return default
-    # bool is an int subclass; true is not a timeout.
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise _ApiError(400, f'"policy.{key}" must be a positive number of milliseconds')
-    return int(value)
-
-
-def _parse_wait(raw: str | None) -> int:
-    if raw is None:
-        return RUNSYNC_DEFAULT_WAIT_MS
-    try:
-        wait = int(raw)
-    except ValueError:
-        raise _ApiError(400, f"wait={raw!r} is not a number of milliseconds") from None
-    # RunPod clamps rather than rejects.
-    return min(max(wait, RUNSYNC_MIN_WAIT_MS), RUNSYNC_MAX_WAIT_MS)
-
-
-@contextlib.contextmanager
-def running_server(
-    app: ASGIApp,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    startup_timeout_s: float = 10.0,
-    shutdown_timeout_s: float = 5.0,
-) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread; yield its base URL.
-
-    The socket is bound before uvicorn starts (port 0 picks a free port), so there is no race
-    for the port. The yielded URL has no path: the RunPod API is at ``f"{base}/v2/{endpoint}/"``,
-    and the official SDK wants ``runpod.endpoint_url_base = f"{base}/v2"``. The server (and
-    the app's lifespan: queue, running jobs) is shut down when the block exits. uvicorn's own
-    logging config is left alone (``log_config=None``), so this is quiet and safe in tests::
-
-        with running_server(create_app(handler)) as base:
-            httpx.post(f"{base}/v2/local/run", json={"input": {}})
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        # A pending runsync must not hold shutdown for its full wait.
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="videokit-serve", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + startup_timeout_s
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("videokit serve: uvicorn exited during startup")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"videokit serve: not started after {startup_timeout_s} s")
-            time.sleep(0.005)
-        url_host = f"[{host}]" if family == socket.AF_INET6 else host
-        yield f"http://{url_host}:{bound_port}"
-    finally:
-        server.should_exit = True
-        thread.join(shutdown_timeout_s)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(shutdown_timeout_s)
-        sock.close()
-
-
 def serve(
     handler: Handler,
     *,
@@ -452,7 +220,9 @@ def serve(
     concurrency: int = 1,
     api_key: str | None = None,
     faults: FaultConfig | None = None,
-    result_retention_s: float = 1800.0,
+    result_retention_s: float = RUN_RESULT_RETENTION_S,
+    runsync_retention_s: float = RUNSYNC_RESULT_RETENTION_S,
+    runsync_wait_retention_s: float = RUNSYNC_WAIT_RESULT_RETENTION_S,
     endpoint_id: str | None = None,
     log_level: str = "info",
     on_ready: Callable[[], None] | None = None,
@@ -463,8 +233,8 @@ def serve(
     each have their own queue and a status request could land on the wrong one. ``on_ready`` is
     called once the port is listening (the CLI prints the line that points a client here).
     """
-    _configure_logging(log_level)
-    if api_key is None and not _is_loopback(host):
+    configure_logging(log_level)
+    if api_key is None and not is_loopback(host):
         log.warning(
             "serving on %s without an API key: anyone who can reach this port can run jobs "
             "(pass api_key / --api-key)",
@@ -476,6 +246,8 @@ def serve(
         api_key=api_key,
         faults=faults,
         result_retention_s=result_retention_s,
+        runsync_retention_s=runsync_retention_s,
+        runsync_wait_retention_s=runsync_wait_retention_s,
         endpoint_id=endpoint_id,
     )
     log.info(
@@ -497,34 +269,4 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    _Server(config, on_ready).run()
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
-        super().__init__(config)
-        self._on_ready = on_ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self._on_ready is not None:
-            self._on_ready()
-
-
-def _configure_logging(level: str) -> None:
-    # Only when nobody (the CLI, the embedding app) configured logging already.
-    if logging.getLogger().handlers or log.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(level.upper())
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    ReadyServer(config, on_ready).run()

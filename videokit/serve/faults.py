@@ -5,43 +5,10 @@ responses, jobs that fail for transient reasons, jobs that never leave the queue
 expire. Those are rare and hard to provoke against the real service, so the local server can
 inject them, with a fixed probability and reproducibly given a seed.
 
-Kinds and where they apply:
-
-- HTTP faults, drawn once per request under ``/v2/``:
-  ``"429"`` (429 with a ``Retry-After`` header, the request is not processed),
-  ``"5xx"`` (500, 502 or 503, the request is not processed),
-  ``"drop"`` (the request IS processed, then the connection is closed without a response: the
-  nastiest case, since a ``run`` whose reply was lost still created a job),
-  ``"slow"`` (the response is delayed by ``slow_s``).
-- Job faults, drawn once per job attempt (submission and each retry):
-  ``"failed"`` (the job ends FAILED with a transient-looking error, the handler never runs),
-  ``"stuck"`` (the job stays IN_QUEUE until cancelled, purged or its ttl expires),
-  ``"expired"`` (the job runs, but its status answers 404 as soon as it finishes, as if its
-  result had expired).
-
-Two ways to say how often:
-
-- an overall ``rate``: each request (HTTP kinds) or job attempt (job kinds) is faulty with that
-  probability, and the kind is picked uniformly among the enabled kinds of its class. ``0.2``
-  means 20% of requests are faulty, *in total*, so each of the four HTTP kinds fires on ~5%;
-- per-kind ``rates``: each kind fires with exactly its own probability. One draw per request (or
-  job attempt) is split between the kinds of its class, so at most one fault applies and the
-  rates of one class must add up to at most 1 (``each@0.2``: 80% of requests and 60% of job
-  attempts are faulty, 20% of each kind).
-
-Spec syntax (``FaultConfig.from_spec`` / ``parse_faults``), for a CLI flag such as ``--faults``::
-
-    0.2                 every kind, 20% of requests/jobs faulty in total (overall rate)
-    429,5xx@0.2         only these kinds, overall probability 0.2 (":" works as well as "@")
-    429,5xx,drop:0.2    same syntax with ":"
-    all@0.05            every kind, spelled out
-    failed,stuck        these kinds at DEFAULT_SPEC_RATE (0.1)
-    each@0.2            every kind at 0.2 of its own (per-kind rates)
-    429=0.2,stuck=0.05  per-kind rates, kinds not named never fire
-    off / none / ""     no faults
-
-Every fault that fires is appended to :attr:`FaultInjector.fired` (the server's fault log), so a
-test can check which kinds actually happened rather than trusting the rates.
+:class:`FaultConfig` says which kinds fire and how often (HTTP faults per request, job faults per
+job attempt); :meth:`FaultConfig.from_spec` / :func:`parse_faults` read the ``--faults`` flag's
+syntax. Every fault that fires is appended to :attr:`FaultInjector.fired` (the server's fault
+log), so a test can check which kinds actually happened rather than trusting the rates.
 """
 
 from __future__ import annotations
@@ -96,11 +63,33 @@ _TRANSIENT_ERRORS = (
 class FaultConfig:
     """Which faults to inject and how often.
 
-    ``rate`` is the probability that a request (HTTP kinds) or a job attempt (job kinds) is
-    faulty; when it is, one of the enabled kinds of that class is picked uniformly. ``rates``
-    instead gives each kind its own probability (then ``rate`` and ``kinds`` are ignored; see the
-    module docstring). With a ``seed`` the sequence of draws is reproducible (requests and jobs
-    draw from separate streams, so polling more often does not change which jobs fail).
+    Kinds and where they apply:
+
+    - HTTP faults, drawn once per request under ``/v2/``:
+      ``"429"`` (429 with a ``Retry-After`` header, the request is not processed),
+      ``"5xx"`` (500, 502 or 503, the request is not processed),
+      ``"drop"`` (the request IS processed, then the connection is closed without a response:
+      the nastiest case, since a ``run`` whose reply was lost still created a job),
+      ``"slow"`` (the response is delayed by ``slow_s``).
+    - Job faults, drawn once per job attempt (submission and each retry):
+      ``"failed"`` (the job ends FAILED with a transient-looking error, the handler never runs),
+      ``"stuck"`` (the job stays IN_QUEUE until cancelled, purged or its ttl expires),
+      ``"expired"`` (the job runs, but its status answers 404 as soon as it finishes, as if its
+      result had expired).
+
+    Two ways to say how often:
+
+    - an overall ``rate``: each request (HTTP kinds) or job attempt (job kinds) is faulty with
+      that probability, and the kind is picked uniformly among the enabled ``kinds`` of its
+      class. ``0.2`` means 20% of requests are faulty, *in total*, so each of the four HTTP
+      kinds fires on ~5%;
+    - per-kind ``rates`` (then ``rate`` and ``kinds`` are ignored): each kind fires with exactly
+      its own probability. One draw per request (or job attempt) is split between the kinds of
+      its class, so at most one fault applies and the rates of one class must add up to at most
+      1 (``each@0.2``: 80% of requests and 60% of job attempts are faulty, 20% of each kind).
+
+    With a ``seed`` the sequence of draws is reproducible (requests and jobs draw from separate
+    streams, so polling more often does not change which jobs fail).
     """
 
     rate: float = 0.0
@@ -173,9 +162,18 @@ class FaultConfig:
         retry_after_s: float = 1.0,
         slow_s: float = 2.0,
     ) -> FaultConfig:
-        """Parse ``"0.2"``, ``"429,5xx@0.2"``, ``"429,5xx,drop:0.2"``, ``"all"``, ``"off"``.
+        """Parse a spec, the syntax of a CLI flag such as ``--faults``::
 
-        See the module docstring for the grammar.
+            0.2                 every kind, 20% of requests/jobs faulty in total (overall rate)
+            429,5xx@0.2         only these kinds, overall probability 0.2 (":" works as "@")
+            429,5xx,drop:0.2    same syntax with ":"
+            all@0.05            every kind, spelled out
+            failed,stuck        these kinds at DEFAULT_SPEC_RATE (0.1)
+            each@0.2            every kind at 0.2 of its own (per-kind rates)
+            429=0.2,stuck=0.05  per-kind rates, kinds not named never fire
+            off / none / ""     no faults
+
+        See the class docstring for what the kinds do and how the rates combine.
         """
         text = spec.strip().lower()
         if text in {"", "off", "none", "0"}:

@@ -3,12 +3,11 @@
 ``JobQueue`` owns every job, a FIFO queue and ``concurrency`` worker slots that run the handler.
 It reproduces what a client can observe of a RunPod endpoint: the six statuses, ``delayTime`` /
 ``executionTime``, ``executionTimeout`` (-> TIMED_OUT), ``ttl`` (the job vanishes, even mid-run),
-result retention, cancel, retry of the same id, purge, health and streaming of generator output.
+result retention, ``status?ttl=``, cancel, retry of the same id, purge, health and streaming.
 
-Handlers are called exactly the way ``runpod.serverless.start({"handler": h})`` calls them (sync
-function, async function, generator, async generator; a returned ``{"error": ...}`` or a raised
-exception fails the job), with one deliberate difference: sync handlers run in a worker thread
-instead of on the event loop, so the HTTP API stays responsive while a job runs.
+The job model lives in :mod:`videokit.serve._job`, the handler conventions (and the threads sync
+handlers run in) in :mod:`videokit.serve._handler`, webhooks in :mod:`videokit.serve._webhook`;
+their public names are importable from here too.
 
 Everything here runs on one asyncio event loop (the server's); nothing is thread-safe except
 what crosses into the handler threads, which only ever hand results back through futures.
@@ -17,27 +16,35 @@ what crosses into the handler threads, which only ever hand results back through
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import heapq
-import inspect
-import json
 import logging
 import os
-import queue
 import socket
-import threading
 import time
-import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal
 
-import httpx
-
+from videokit.serve._handler import Handler, SlotThread, ThreadWork, call_handler, handler_kind
+from videokit.serve._job import (
+    DEFAULT_EXECUTION_TIMEOUT_MS,
+    DEFAULT_TTL_MS,
+    FINAL_STATUSES,
+    MAX_TTL_MS,
+    RUN_RESULT_RETENTION_S,
+    RUNSYNC_RESULT_RETENTION_S,
+    RUNSYNC_WAIT_RESULT_RETENTION_S,
+    Job,
+    JobPolicy,
+    JobStatus,
+    NotRetryableError,
+    Outcome,
+    Submission,
+)
+from videokit.serve._webhook import Webhooks
 from videokit.serve.faults import FaultInjector
 
 __all__ = [
@@ -45,12 +52,17 @@ __all__ = [
     "DEFAULT_TTL_MS",
     "ENQUEUED_HISTORY",
     "FINAL_STATUSES",
+    "MAX_TTL_MS",
+    "RUNSYNC_RESULT_RETENTION_S",
+    "RUNSYNC_WAIT_RESULT_RETENTION_S",
+    "RUN_RESULT_RETENTION_S",
     "Handler",
     "Job",
     "JobPolicy",
     "JobQueue",
     "JobStatus",
     "NotRetryableError",
+    "Submission",
 ]
 
 log = logging.getLogger("videokit.serve")
@@ -58,150 +70,11 @@ log = logging.getLogger("videokit.serve")
 # How many job attempts JobQueue.enqueued remembers: a long-running server must not grow forever.
 ENQUEUED_HISTORY = 10_000
 
-DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
-DEFAULT_TTL_MS = 24 * 3600 * 1000
-
-# RunPod retries a failed webhook delivery twice, 10 s apart.
-WEBHOOK_ATTEMPTS = 3
-WEBHOOK_RETRY_DELAY_S = 10.0
-WEBHOOK_TIMEOUT_S = 10.0
-
 # How often expiry (ttl, executionTimeout, retention) is checked in the background. Requests
 # also check on arrival, so this only bounds how late a timeout fires when nobody is asking.
 SWEEP_INTERVAL_S = 0.05
 
-Handler = Callable[[dict[str, Any]], Any]
-"""Anything ``runpod.serverless.start`` accepts as ``handler``."""
-
-HandlerKind = Literal["sync", "async", "generator", "async_generator"]
-
-
-class JobStatus(StrEnum):
-    """RunPod's job statuses."""
-
-    IN_QUEUE = "IN_QUEUE"
-    IN_PROGRESS = "IN_PROGRESS"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-
-
-FINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
-)
-
-
-class NotRetryableError(Exception):
-    """``retry`` was asked for a job that is not FAILED or TIMED_OUT."""
-
-
-@dataclass(frozen=True)
-class JobPolicy:
-    """The ``policy`` object of a ``run`` request, in RunPod's units (milliseconds)."""
-
-    execution_timeout_ms: int = DEFAULT_EXECUTION_TIMEOUT_MS
-    ttl_ms: int = DEFAULT_TTL_MS
-    low_priority: bool = False
-
-
-@dataclass(eq=False)
-class Job:
-    """One job; mutated only by the :class:`JobQueue` that owns it."""
-
-    id: str
-    input: Any
-    policy: JobPolicy
-    submitted_at: float
-    webhook: str | None = None
-    # Other request fields RunPod forwards to the worker's job dict (s3Config).
-    extra: dict[str, Any] = field(default_factory=dict)
-    status: JobStatus = JobStatus.IN_QUEUE
-    # Bumped by retry; deadlines and results from an older attempt are ignored.
-    attempt: int = 0
-    fault: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    has_output: bool = False
-    output: Any = None
-    error: str | None = None
-    worker_id: str | None = None
-    # Generator chunks not yet returned by /stream, and all chunks (the aggregated output).
-    pending_stream: list[Any] = field(default_factory=list)
-    chunks: list[Any] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    # Set when the attempt reaches a final status or the job is deleted; runsync waits on it.
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    def payload(self) -> dict[str, Any]:
-        """The status object RunPod answers ``GET status/{id}`` with."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status.value}
-        if self.started_at is not None:
-            body["delayTime"] = _ms(self.started_at - self.submitted_at)
-            if self.finished_at is not None:
-                body["executionTime"] = _ms(self.finished_at - self.started_at)
-        if self.has_output:
-            body["output"] = self.output
-        if self.error is not None:
-            body["error"] = self.error
-        if self.worker_id is not None:
-            body["workerId"] = self.worker_id
-        return body
-
-
-def _ms(seconds: float) -> int:
-    return max(0, round(seconds * 1000))
-
-
-def handler_kind(handler: Handler) -> HandlerKind:
-    """Classify a handler the way RunPod's worker does (functools.partial is unwrapped)."""
-    if inspect.isasyncgenfunction(handler):
-        return "async_generator"
-    if inspect.isgeneratorfunction(handler):
-        return "generator"
-    call = getattr(handler, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call):
-        return "async"
-    return "sync"
-
-
-def error_blob(err: BaseException, worker_id: str | None) -> str:
-    """A raised exception as RunPod reports it: a JSON string with type, message, traceback."""
-    return json.dumps(
-        {
-            "error_type": str(type(err)),
-            "error_message": str(err),
-            "error_traceback": "".join(traceback.format_exception(err)),
-            "hostname": socket.gethostname(),
-            "worker_id": worker_id or "unknown",
-        }
-    )
-
-
-def _error_text(value: Any) -> str:
-    # RunPod's status.error is a string; a handler may return any JSON value as its error.
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def _json_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be sent as JSON (the same rules Starlette's JSONResponse uses)."""
-    try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        return f"handler output is not JSON-serializable: {err}"
-    return None
-
-
-class _Unset:
-    pass
-
-
-_UNSET = _Unset()
-_END = object()
+_DeadlineKind = Literal["timeout", "ttl", "retention", "status_ttl"]
 
 
 @dataclass(order=True)
@@ -210,75 +83,7 @@ class _Deadline:
     seq: int
     job_id: str = field(compare=False)
     attempt: int = field(compare=False)
-    kind: Literal["timeout", "ttl", "retention"] = field(compare=False)
-
-
-class _SlotThread:
-    """One daemon thread per worker slot that runs the slot's sync handler calls in order.
-
-    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a handler stuck in a
-    ten-minute render would keep Ctrl+C from stopping the server. A daemon thread dies with the
-    process. One thread per slot also keeps every step of a sync generator on the same thread,
-    for handlers that keep thread-local state (CUDA streams, torch's grad mode).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._calls.put((fn, args, future))
-        return future
-
-    def close(self) -> None:
-        """Let the thread exit after its current call (it cannot be interrupted)."""
-        self._calls.put(None)
-
-    def _loop(self) -> None:
-        while (call := self._calls.get()) is not None:
-            fn, args, future = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args)
-            except BaseException as err:  # handed to the awaiting job, like an executor would
-                future.set_exception(err)
-            else:
-                future.set_result(result)
-
-
-_Call = tuple[Callable[..., Any], tuple[Any, ...], "concurrent.futures.Future[Any]"]
-
-
-class _ThreadWork:
-    """What a sync handler is doing in its thread, so the slot can wait for it after a cancel.
-
-    A thread cannot be interrupted; after a cancel or timeout its result is discarded, but the
-    slot stays busy until the thread returns. On a GPU that is the truth: the old job still holds
-    the device, and starting the next one beside it would invite an out-of-memory error.
-    """
-
-    def __init__(self, executor: _SlotThread) -> None:
-        self._executor = executor
-        self.inflight: concurrent.futures.Future[Any] | None = None
-        self.generator: Iterator[Any] | None = None
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self.inflight = self._executor.submit(fn, *args)
-        return await asyncio.wrap_future(self.inflight)
-
-    async def drain(self) -> None:
-        """Wait for the thread to return, then close an unfinished generator (runs its finally)."""
-        if self.inflight is not None and not self.inflight.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(self.inflight)
-        if self.generator is not None:
-            close = getattr(self.generator, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wrap_future(self._executor.submit(close))
+    kind: _DeadlineKind = field(compare=False)
 
 
 class JobQueue:
@@ -287,7 +92,10 @@ class JobQueue:
     ``clock`` (seconds, monotonic) drives every timestamp and expiry: delayTime, executionTime,
     executionTimeout, ttl and result retention. Tests inject a fake clock to expire things
     without waiting; the background sweep and every API call compare deadlines against it.
-    ``history`` bounds the log of queued job attempts (:attr:`enqueued`).
+    ``history`` bounds the log of queued job attempts (:attr:`enqueued`). A finished job's
+    result is kept ``result_retention_s`` when it came through ``/run``, ``runsync_retention_s``
+    through ``/runsync`` and ``runsync_wait_retention_s`` through ``/runsync?wait=``; the
+    defaults are RunPod's (see :mod:`videokit.serve._job`).
     """
 
     def __init__(
@@ -295,7 +103,9 @@ class JobQueue:
         handler: Handler,
         *,
         concurrency: int = 1,
-        result_retention_s: float = 1800.0,
+        result_retention_s: float = RUN_RESULT_RETENTION_S,
+        runsync_retention_s: float = RUNSYNC_RESULT_RETENTION_S,
+        runsync_wait_retention_s: float = RUNSYNC_WAIT_RESULT_RETENTION_S,
         clock: Callable[[], float] = time.monotonic,
         faults: FaultInjector | None = None,
         history: int = ENQUEUED_HISTORY,
@@ -304,12 +114,16 @@ class JobQueue:
             raise ValueError("concurrency must be at least 1")
         if history < 0:
             raise ValueError("history must not be negative")
-        if result_retention_s < 0:
-            raise ValueError("result_retention_s must not be negative")
+        self.retention_s: dict[Submission, float] = {
+            "run": result_retention_s,
+            "runsync": runsync_retention_s,
+            "runsync_wait": runsync_wait_retention_s,
+        }
+        if min(self.retention_s.values()) < 0:
+            raise ValueError("result retention must not be negative")
         self.handler = handler
         self.kind = handler_kind(handler)
         self.concurrency = concurrency
-        self.result_retention_s = result_retention_s
         self.clock = clock
         self.faults = faults
         self._jobs: dict[str, Job] = {}
@@ -330,8 +144,8 @@ class JobQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._work: asyncio.Event | None = None
-        self._threads: list[_SlotThread] = []
-        self._http: httpx.AsyncClient | None = None
+        self._threads: list[SlotThread] = []
+        self._webhooks = Webhooks()
         # Worker ids look like RunPod's (opaque per-worker strings) and name this host's slots.
         self._worker_prefix = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -342,7 +156,7 @@ class JobQueue:
         self._work = asyncio.Event()
         if self.kind in ("sync", "generator"):
             self._threads = [
-                _SlotThread(f"videokit-serve-job-{slot}") for slot in range(self.concurrency)
+                SlotThread(f"videokit-serve-job-{slot}") for slot in range(self.concurrency)
             ]
         self._tasks = [
             asyncio.create_task(self._slot(slot), name=f"videokit-serve-slot-{slot}")
@@ -365,9 +179,7 @@ class JobQueue:
         for thread in self._threads:
             thread.close()
         self._threads = []
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._webhooks.aclose()
 
     # ------------------------------------------------------------------ API operations
 
@@ -378,14 +190,19 @@ class JobQueue:
         *,
         webhook: str | None = None,
         extra: dict[str, Any] | None = None,
+        via: Submission = "run",
     ) -> Job:
-        """Create a job and queue it (or park it forever, for the "stuck" fault)."""
+        """Create a job and queue it (or park it forever, for the "stuck" fault).
+
+        ``via`` is the route that submitted it, which decides how long its result is kept.
+        """
         self.sweep()
         job = Job(
             id=f"{uuid.uuid4()}",
             input=job_input,
             policy=policy,
             submitted_at=self.clock(),
+            retention_s=self.retention_s[via],
             webhook=webhook,
             extra=dict(extra or {}),
         )
@@ -397,6 +214,23 @@ class JobQueue:
         """The job, or None when unknown or expired."""
         self.sweep()
         return self._jobs.get(job_id)
+
+    def set_ttl(self, job_id: str, ttl_ms: int) -> Job | None:
+        """``status/{id}?ttl=``: delete the job ``ttl_ms`` from now, whatever its state then.
+
+        RunPod: "?ttl=6000 sets the TTL for the job to 6 seconds. Use this when you want to tell
+        the system to remove a job result sooner than the default retention time" (runpod/docs
+        serverless/endpoints/operation-reference.mdx, "/status"; the sentence is from commit
+        e746dada, later shortened). A TTL deletes a job "regardless of state" (the same docs),
+        so this replaces both the policy ttl and the result retention of the current attempt,
+        and a later ``?ttl=`` replaces it in turn; a retry starts afresh.
+        """
+        job = self.get(job_id)
+        if job is None:
+            return None
+        job.status_ttl_seq = self._add_deadline(job, ttl_ms / 1000, "status_ttl")
+        log.debug("job %s ttl set ttl_ms=%d", job.id, ttl_ms)  # a client may send it every poll
+        return job
 
     def take_stream(self, job_id: str) -> tuple[Job, list[Any]] | None:
         """The job and the generator chunks produced since the previous call."""
@@ -411,7 +245,7 @@ class JobQueue:
         job = self.get(job_id)
         if job is None or job.is_final:
             return job
-        self._finish(job, JobStatus.CANCELLED)
+        self._finish(job, Outcome(JobStatus.CANCELLED))
         return job
 
     def retry(self, job_id: str) -> Job | None:
@@ -428,6 +262,7 @@ class JobQueue:
         job.submitted_at = self.clock()
         job.started_at = job.finished_at = None
         job.has_output, job.output, job.error, job.worker_id = False, None, None, None
+        job.status_ttl_seq = None
         job.pending_stream, job.chunks = [], []
         job.done = asyncio.Event()
         self._counts["retried"] += 1
@@ -485,29 +320,31 @@ class JobQueue:
             job = self._jobs.get(deadline.job_id)
             if job is None or job.attempt != deadline.attempt:
                 continue
-            if deadline.kind == "ttl":
+            if deadline.kind == "status_ttl":
+                if job.status_ttl_seq == deadline.seq:
+                    self._delete(job, "ttl set by status expired")
+            elif deadline.kind == "timeout":
+                if job.status is JobStatus.IN_PROGRESS:
+                    timeout_ms = job.policy.execution_timeout_ms
+                    error = f"job exceeded its executionTimeout of {timeout_ms} ms"
+                    self._finish(job, Outcome(JobStatus.TIMED_OUT, error=error))
+            elif job.status_ttl_seq is not None:
+                continue  # a status?ttl= decides when this job goes
+            elif deadline.kind == "ttl":
                 self._delete(job, "ttl expired")
-            elif deadline.kind == "retention" and job.is_final:
+            elif job.is_final:  # retention
                 self._delete(job, "result expired")
-            elif deadline.kind == "timeout" and job.status is JobStatus.IN_PROGRESS:
-                timeout_ms = job.policy.execution_timeout_ms
-                self._finish(
-                    job,
-                    JobStatus.TIMED_OUT,
-                    error=f"job exceeded its executionTimeout of {timeout_ms} ms",
-                )
 
     async def _sweeper(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             self.sweep()
 
-    def _add_deadline(
-        self, job: Job, after_s: float, kind: Literal["timeout", "ttl", "retention"]
-    ) -> None:
+    def _add_deadline(self, job: Job, after_s: float, kind: _DeadlineKind) -> int:
         self._seq += 1
         at = self.clock() + after_s
         heapq.heappush(self._deadlines, _Deadline(at, self._seq, job.id, job.attempt, kind))
+        return self._seq
 
     # ------------------------------------------------------------------ state changes
 
@@ -537,26 +374,19 @@ class JobQueue:
                     return job
         return None
 
-    def _finish(
-        self,
-        job: Job,
-        status: JobStatus,
-        *,
-        output: Any = _UNSET,
-        error: str | None = None,
-    ) -> None:
-        now = self.clock()
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        status = outcome.status
         job.status = status
-        job.finished_at = now
-        if not isinstance(output, _Unset):
-            job.has_output, job.output = True, output
-        job.error = error
+        job.finished_at = self.clock()
+        if outcome.has_output:
+            job.has_output, job.output = True, outcome.output
+        job.error = outcome.error
         if status is JobStatus.COMPLETED:
             self._counts["completed"] += 1
         elif status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
             self._counts["failed"] += 1
         self._stop_task(job)
-        self._add_deadline(job, self.result_retention_s, "retention")
+        self._add_deadline(job, job.retention_s, "retention")
         body = job.payload()
         log.info(
             "job %s %s delay_ms=%s exec_ms=%s worker=%s",
@@ -568,7 +398,7 @@ class JobQueue:
         )
         job.done.set()
         if job.webhook is not None:
-            self._spawn(self._deliver_webhook(job.webhook, body))
+            self._spawn(self._webhooks.deliver(job.webhook, body))
         if job.fault == "expired" and self.faults is not None:
             self.faults.record("expired", job.id)
             self._delete(job, "result expired (fault)")
@@ -590,11 +420,19 @@ class JobQueue:
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
 
-    def _settle(self, job: Job, attempt: int, **result: Any) -> None:
+    def _is_current(self, job: Job, attempt: int) -> bool:
+        return self.is_live(job) and job.attempt == attempt
+
+    def _settle(self, job: Job, attempt: int, outcome: Outcome) -> None:
         # A cancelled, timed-out, deleted or retried attempt must not be overwritten by a
         # handler that finished late.
-        if self.is_live(job) and job.attempt == attempt and job.status is JobStatus.IN_PROGRESS:
-            self._finish(job, **result)
+        if self._is_current(job, attempt) and job.status is JobStatus.IN_PROGRESS:
+            self._finish(job, outcome)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ running jobs
 
@@ -621,9 +459,9 @@ class JobQueue:
         log.info("job %s IN_PROGRESS worker=%s", job.id, job.worker_id)
         if job.fault == "failed" and self.faults is not None:
             self.faults.record("failed", job.id)
-            self._finish(job, JobStatus.FAILED, error=self.faults.transient_error())
+            self._finish(job, Outcome(JobStatus.FAILED, error=self.faults.transient_error()))
             return
-        work = _ThreadWork(self._threads[slot]) if self._threads else None
+        work = ThreadWork(self._threads[slot]) if self._threads else None
         task = asyncio.create_task(self._invoke(job, job.attempt, work), name=f"job-{job.id}")
         job.task = task
         try:
@@ -641,113 +479,18 @@ class JobQueue:
         if work is not None:
             await work.drain()
 
-    async def _invoke(self, job: Job, attempt: int, work: _ThreadWork | None) -> None:
-        request: dict[str, Any] = {"id": job.id, "input": job.input, **job.extra}
-        try:
-            if self.kind in ("generator", "async_generator"):
-                await self._run_generator(job, attempt, request, work)
-                return
-            if self.kind == "async":
-                result = await self.handler(request)
-            else:
-                assert work is not None  # sync handlers always get a slot thread
-                result = await work.call(self.handler, request)
-                if inspect.isawaitable(result):
-                    result = await result
-        except Exception as err:
-            self._settle(
-                job, attempt, status=JobStatus.FAILED, error=error_blob(err, job.worker_id)
-            )
-            return
-        self._settle(job, attempt, **self._result_fields(result))
-
-    def _result_fields(self, result: Any) -> dict[str, Any]:
-        # RunPod pops "error" (and "refresh_worker") from a returned dict; a truthy error fails
-        # the job and whatever is left is still reported as output.
-        if isinstance(result, dict) and ("error" in result or "refresh_worker" in result):
-            rest = {k: v for k, v in result.items() if k not in ("error", "refresh_worker")}
-            if result.get("error"):
-                fields: dict[str, Any] = {
-                    "status": JobStatus.FAILED,
-                    "error": _error_text(result["error"]),
-                }
-                if rest:
-                    fields["output"] = rest
-                return fields
-            result = rest
-        problem = _json_problem(result)
-        if problem is not None:
-            return {"status": JobStatus.FAILED, "error": problem}
-        return {"status": JobStatus.COMPLETED, "output": result}
-
-    async def _run_generator(
-        self, job: Job, attempt: int, request: dict[str, Any], work: _ThreadWork | None
-    ) -> None:
-        def emit(item: Any) -> bool:
-            """Record one chunk; True when it ends the job (an error chunk, like RunPod)."""
-            if isinstance(item, dict) and item.get("error"):
-                self._settle(
-                    job, attempt, status=JobStatus.FAILED, error=_error_text(item["error"])
-                )
-                return True
-            problem = _json_problem(item)
-            if problem is not None:
-                self._settle(job, attempt, status=JobStatus.FAILED, error=problem)
-                return True
-            if self.is_live(job) and job.attempt == attempt:
+    async def _invoke(self, job: Job, attempt: int, work: ThreadWork | None) -> None:
+        def on_chunk(item: Any) -> None:
+            if self._is_current(job, attempt):
                 job.pending_stream.append(item)
                 job.chunks.append(item)
-            return False
 
-        if self.kind == "async_generator":
-            agen = self.handler(request)
-            try:
-                async for item in agen:
-                    if emit(item):
-                        break
-            finally:
-                # Runs the handler's finally now rather than whenever the generator is GC'd.
-                await agen.aclose()
-        else:
-            assert work is not None
-            gen = self.handler(request)
-            work.generator = gen
-            while True:
-                item = await work.call(next, gen, _END)
-                if item is _END or emit(item):
-                    break
-        # Aggregated output, like return_aggregate_stream=True.
-        self._settle(job, attempt, status=JobStatus.COMPLETED, output=list(job.chunks))
-
-    # ------------------------------------------------------------------ webhooks
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _deliver_webhook(self, url: str, body: dict[str, Any]) -> None:
-        if self._http is None:
-            # Created on first use: most servers never see a webhook, and a client costs an
-            # SSL context.
-            self._http = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
-        # Log the host only: webhook URLs often carry a token in their query string.
-        host = httpx.URL(url).host
-        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
-            try:
-                response = await self._http.post(url, json=body)
-                if response.is_success:
-                    log.info("job %s webhook delivered host=%s", body["id"], host)
-                    return
-                reason = f"HTTP {response.status_code}"
-            except httpx.HTTPError as err:
-                reason = type(err).__name__
-            log.warning(
-                "job %s webhook failed host=%s attempt=%d reason=%s",
-                body["id"],
-                host,
-                attempt,
-                reason,
-            )
-            if attempt < WEBHOOK_ATTEMPTS:
-                await asyncio.sleep(WEBHOOK_RETRY_DELAY_S)
+        await call_handler(
+            self.handler,
+            self.kind,
+            {"id": job.id, "input": job.input, **job.extra},
+            work,
+            worker_id=job.worker_id,
+            settle=lambda outcome: self._settle(job, attempt, outcome),
+            on_chunk=on_chunk,
+        )
