@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.endpoints import Servers, serve_workers
-from tests.test_runpod import count, default_sigint, read_until, until, write_story
+from tests.test_runpod import count, default_signals, read_until, until, write_story
 
 
 def render(story: Path, servers: Servers, out: Path, *flags: str) -> subprocess.Popen[str]:
@@ -34,7 +34,7 @@ def render(story: Path, servers: Servers, out: Path, *flags: str) -> subprocess.
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=default_sigint,
+        preexec_fn=default_signals,
     )
 
 

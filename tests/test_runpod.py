@@ -260,14 +260,15 @@ def render_process(story: Path, servers: Servers, out: Path, **extra: str) -> su
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=default_sigint,
+        preexec_fn=default_signals,
     )
 
 
-def default_sigint() -> None:
-    """Ctrl-C as a terminal delivers it: a test run started as a background job (`cmd &` in a
-    script) ignores SIGINT, and its children would inherit that and never see the interrupt."""
+def default_signals() -> None:
+    """Ctrl-C and SIGTERM as a terminal leaves them: a test run started as a background job
+    (`cmd &` in a script) ignores SIGINT, and its children would inherit that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def read_until(

@@ -10,59 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import make_image
 from tests.endpoints import Counting, Servers, serve_workers
+from tests.test_runpod import render_process, until, write_story
 from videokit.serve.jobs import JobStatus
-
-
-def write_story(root: Path, scenes: int) -> Path:
-    make_image(root / "ref.png", (320, 180))
-    lines = "\n".join(f"  - {{id: s{i}, from: reference, motion: shot {i}}}" for i in range(scenes))
-    story = root / "story.yaml"
-    story.write_text(
-        "title: Terminated\nreference: ref.png\n"
-        f"defaults: {{width: 256, height: 144, frames: 9, fps: 8}}\nscenes:\n{lines}\n"
-    )
-    return story
-
-
-def render_process(story: Path, servers: Servers, out: Path) -> subprocess.Popen[str]:
-    """`videokit render --json` in its own process, with Ctrl-C and SIGTERM as a shell leaves
-    them (tests/test_runpod.py starts its renders the same way)."""
-    env = {
-        **os.environ,
-        "VIDEOKIT_EDIT_ENDPOINT": servers.urls["edit"],
-        "VIDEOKIT_ANIMATE_ENDPOINT": servers.urls["animate"],
-        "VIDEOKIT_CONCURRENCY": "4",
-        "PYTHONUNBUFFERED": "1",
-    }
-    cmd = [sys.executable, "-m", "videokit", "render", str(story), "--out", str(out), "--json"]
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=default_signals,
-    )
-
-
-def default_signals() -> None:
-    """A test run started as a background job (`cmd &` in a script) ignores SIGINT, and its
-    children would inherit that: give the render the dispositions a terminal gives it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def read_until(proc: subprocess.Popen[str], want: int, kind: str) -> list[dict[str, Any]]:
@@ -74,14 +33,6 @@ def read_until(proc: subprocess.Popen[str], want: int, kind: str) -> list[dict[s
         if sum(1 for e in events if e["type"] == kind) >= want:
             break
     return events
-
-
-def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def in_flight(out: Path) -> dict[str, str]:
@@ -115,15 +66,20 @@ def rendering_three_jobs(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str]
 
 
 def assert_stopped_like_ctrl_c(
-    proc: subprocess.Popen[str], stdout: str, stderr: str, servers: Servers, out: Path
+    proc: subprocess.Popen[str],
+    stdout: str,
+    stderr: str,
+    servers: Servers,
+    out: Path,
+    code: int = 128 + signal.SIGTERM,
 ) -> None:
-    """Exit 143 with the interrupt's message, and every job cancelled, on the endpoint and in
-    the manifest."""
-    assert proc.returncode == 128 + signal.SIGTERM == 143, stderr
+    """Exit 143 (130 after Ctrl-C) with the interrupt's message, and every job cancelled, on the
+    endpoint and in the manifest."""
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert "interrupted" in stderr and "run the same command again" in stderr
     error = json.loads(stdout.splitlines()[-1])
-    assert error["type"] == "error" and error["exit_code"] == 143
+    assert error["type"] == "error" and error["exit_code"] == code
     # Every job either endpoint received was cancelled there; none is left queued or running.
     assert not servers.unfinished()
     received = [job for stage in ("edit", "animate") for job in servers.queue(stage).jobs()]
@@ -190,3 +146,21 @@ def test_a_second_sigterm_does_not_cut_the_cancelling_short(tmp_path: Path) -> N
         stdout, stderr = proc.communicate(timeout=30)
         assert "already stopping" in stderr
         assert_stopped_like_ctrl_c(proc, stdout, stderr, servers, out)
+
+
+def test_a_second_ctrl_c_does_not_cut_the_cancelling_short(tmp_path: Path) -> None:
+    # asyncio.run raises KeyboardInterrupt on a second Ctrl-C wherever the program is, which
+    # aborted the cancel requests in flight; now it only says that cancelling is under way.
+    with rendering_three_jobs(tmp_path) as (proc, servers, out):
+        counter: Counting = servers.counters["animate"]
+        held = HeldCancels(counter.app)
+        counter.app = held
+        proc.send_signal(signal.SIGINT)
+        assert held.arrived.wait(10), "the render sent no cancel"
+        proc.send_signal(signal.SIGINT)  # while the render is cancelling its jobs
+        time.sleep(0.5)
+        assert proc.poll() is None, "the second Ctrl-C stopped the render mid-cancel"
+        held.release.set()
+        stdout, stderr = proc.communicate(timeout=30)
+        assert "press Ctrl-C again to stop at once" in stderr
+        assert_stopped_like_ctrl_c(proc, stdout, stderr, servers, out, code=130)

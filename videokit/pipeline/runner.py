@@ -22,6 +22,7 @@ from videokit.backends.base import Backend
 from videokit.config import Settings
 from videokit.errors import StoryError
 from videokit.pipeline.events import EventHandler
+from videokit.pipeline.interrupts import run_interruptibly
 from videokit.pipeline.manifest import Manifest
 from videokit.pipeline.render import Render
 from videokit.pipeline.requests import payload_bounds
@@ -164,7 +165,9 @@ class Pipeline:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun())
+            # A first Ctrl-C cancels the render and its remote jobs; a second does not cut that
+            # short (see videokit.pipeline.interrupts).
+            return run_interruptibly(self.arun)
         return _run_in_thread(self.arun)
 
     async def arun(self) -> RenderResult:
