@@ -26,7 +26,7 @@ from videokit.cli.progress import JsonLines, PlainProgress, short_job_id, summar
 from videokit.pipeline.events import (
     CostUpdated,
     Event,
-    JobStatus,
+    JobStateChanged,
     JobSubmitted,
     RenderDone,
     RenderStarted,
@@ -89,13 +89,13 @@ EVENTS: list[tuple[float, Event]] = [
     (0.2, SceneDone(scene="beach", clip="c", last_frame="l", seconds=0.2, cost_usd=0, cached=True)),
     (0.5, SceneStarted(scene="tuxedo", stage="edit")),
     (0.7, JobSubmitted(scene="tuxedo", stage="edit", job_id=TUX)),
-    (1.0, JobStatus(scene="tuxedo", stage="edit", status="cold_start", job_id=TUX)),
-    (41.0, JobStatus(scene="tuxedo", stage="edit", status="running", job_id=TUX)),
+    (1.0, JobStateChanged(scene="tuxedo", stage="edit", status="cold_start", job_id=TUX)),
+    (41.0, JobStateChanged(scene="tuxedo", stage="edit", status="running", job_id=TUX)),
     (44.0, SceneProgress(scene="tuxedo", stage="edit", fraction=0.5)),
     (48.0, CostUpdated(scene="tuxedo", stage="edit", cost_usd=0.0031, total_usd=0.0031)),
     (48.1, SceneStarted(scene="tuxedo", stage="animate")),
     (48.2, JobSubmitted(scene="tuxedo", stage="animate", job_id=TUX[:-1] + "2")),
-    (48.5, JobStatus(scene="tuxedo", stage="animate", status="running", job_id=TUX[:-1] + "2")),
+    (48.5, JobStateChanged(scene="tuxedo", stage="animate", status="running", job_id=TUX[:-1] + "2")),
     (60.0, CostUpdated(scene="tuxedo", stage="animate", cost_usd=0.0060, total_usd=0.0091)),
     (
         60.1,
@@ -105,8 +105,8 @@ EVENTS: list[tuple[float, Event]] = [
     ),
     (60.2, SceneStarted(scene="walk", stage="animate")),
     (60.3, JobSubmitted(scene="walk", stage="animate", job_id=WALK)),
-    (60.4, JobStatus(scene="walk", stage="animate", status="queued", job_id=WALK)),
-    (64.6, JobStatus(scene="walk", stage="animate", status="running", job_id=WALK)),
+    (60.4, JobStateChanged(scene="walk", stage="animate", status="queued", job_id=WALK)),
+    (64.6, JobStateChanged(scene="walk", stage="animate", status="running", job_id=WALK)),
     (72.0, CostUpdated(scene="walk", stage="animate", cost_usd=0.0032, total_usd=0.0123)),
     (
         72.1,
@@ -227,7 +227,7 @@ def test_plain_progress_reports_failures_skips_and_in_process_jobs() -> None:
                 ),
             ),
             (0.1, SceneStarted(scene="a", stage="animate")),
-            (0.1, JobStatus(scene="a", stage="animate", status="running")),  # no job id
+            (0.1, JobStateChanged(scene="a", stage="animate", status="running")),  # no job id
             (2.5, SceneFailed(scene="a", stage="animate", error="boom: the worker died\nstack")),
             (2.6, SceneSkipped(scene="b", reason="upstream scene 'a' failed")),
             (2.7, done_event()),
@@ -294,7 +294,7 @@ def test_long_names_ids_and_errors_are_cut_not_wrapped() -> None:
     display(SceneQueued(scene=name, frames=9))
     display(SceneStarted(scene=name, stage="animate"))
     display(JobSubmitted(scene=name, stage="animate", job_id=TUX))
-    display(JobStatus(scene=name, stage="animate", status="cold_start", job_id=TUX))
+    display(JobStateChanged(scene=name, stage="animate", status="cold_start", job_id=TUX))
     display(SceneQueued(scene="b", frames=9))
     display(SceneFailed(scene="b", stage="edit", error="the edit job failed: " + "x" * 200))
     lines = frame(console, display)
@@ -453,7 +453,7 @@ def test_the_summary_line_names_stale_scenes_and_a_film_not_stitched(
 
 def test_json_lines_carry_the_job_status_event() -> None:
     stream = io.StringIO()
-    event = JobStatus(scene="tuxedo", stage="edit", status="cold_start", job_id=TUX)
+    event = JobStateChanged(scene="tuxedo", stage="edit", status="cold_start", job_id=TUX)
     JsonLines(stream)(event)
     body = json.loads(stream.getvalue())
     assert body == {
@@ -497,7 +497,7 @@ def test_a_real_render_reports_job_states_that_both_displays_show(tmp_path: Path
     submitted = {(e.scene, e.job_id) for e in events if isinstance(e, JobSubmitted)}
     states: dict[str, list[str]] = {}
     for event in events:
-        if isinstance(event, JobStatus):
+        if isinstance(event, JobStateChanged):
             assert event.stage == "animate" and (event.scene, event.job_id) in submitted
             states.setdefault(event.scene, []).append(event.status)
     assert ["queued", "running"] in states.values(), states

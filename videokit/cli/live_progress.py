@@ -26,7 +26,7 @@ from videokit.cli.progress import (
 from videokit.pipeline.events import (
     CostUpdated,
     Event,
-    JobStatus,
+    JobStateChanged,
     JobSubmitted,
     RenderDone,
     RenderStarted,
@@ -167,7 +167,7 @@ class LiveProgress:
             row = self._row(event.scene, now)
             row.stage, row.phase, row.phase_since = event.stage, "submitted", now
             row.job_id = event.job_id
-        elif isinstance(event, JobStatus):
+        elif isinstance(event, JobStateChanged):
             row = self._row(event.scene, now)
             if row.phase != event.status or row.stage != event.stage:
                 row.phase_since = now

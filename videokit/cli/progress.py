@@ -21,7 +21,7 @@ from videokit.backends.base import JobState, Stage
 from videokit.pipeline.events import (
     CostUpdated,
     Event,
-    JobStatus,
+    JobStateChanged,
     JobSubmitted,
     RenderDone,
     RenderStarted,
@@ -159,7 +159,7 @@ class PlainProgress:
             job = short_job_id(event.job_id)
             what = f"re-attached to job {job}" if event.resumed else f"job {job} submitted"
             self._line(event.scene, f"{event.stage} {what}")
-        elif isinstance(event, JobStatus):
+        elif isinstance(event, JobStateChanged):
             self._status(event)
         elif isinstance(event, SceneCached):
             self._line(event.scene, f"{event.stage} cached")
@@ -200,7 +200,7 @@ class PlainProgress:
             self.stream.flush()
         # SceneProgress and StitchProgress: no state change, no line.
 
-    def _status(self, event: JobStatus) -> None:
+    def _status(self, event: JobStateChanged) -> None:
         now = self.clock()
         key = (event.scene, event.stage)
         before = self._jobs.get(key)

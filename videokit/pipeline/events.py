@@ -18,7 +18,7 @@ __all__ = [
     "CostUpdated",
     "Event",
     "EventHandler",
-    "JobStatus",
+    "JobStateChanged",
     "JobSubmitted",
     "RenderDone",
     "RenderStarted",
@@ -69,7 +69,7 @@ class JobSubmitted(_Event):
     resumed: bool = False
 
 
-class JobStatus(_Event):
+class JobStateChanged(_Event):
     """A remote job changed state: ``queued`` (waiting its turn), ``cold_start`` (waiting for a
     worker to boot), ``running``. Sent on changes only; ``job_id`` is None for in-process jobs."""
 
@@ -169,7 +169,7 @@ Event = Annotated[
     | SceneQueued
     | SceneStarted
     | JobSubmitted
-    | JobStatus
+    | JobStateChanged
     | SceneProgress
     | SceneCached
     | SceneDone

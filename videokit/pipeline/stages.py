@@ -18,7 +18,7 @@ from videokit.backends.base import Backend, JobContext, Stage
 from videokit.pipeline.cache import CacheEntry, cache_key
 from videokit.pipeline.events import (
     CostUpdated,
-    JobStatus,
+    JobStateChanged,
     JobSubmitted,
     SceneCached,
     SceneProgress,
@@ -188,7 +188,9 @@ class StageRunner:
             on_progress=progress,
             # The job id is on the record by the time a backend watches the job.
             on_status=lambda state: ledger.emit(
-                JobStatus(scene=scene.id, stage=stage, status=state, job_id=stage_record.job_id)
+                JobStateChanged(
+                    scene=scene.id, stage=stage, status=state, job_id=stage_record.job_id
+                )
             ),
         )
         async with self._slots[stage]:
