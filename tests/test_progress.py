@@ -95,7 +95,10 @@ EVENTS: list[tuple[float, Event]] = [
     (48.0, CostUpdated(scene="tuxedo", stage="edit", cost_usd=0.0031, total_usd=0.0031)),
     (48.1, SceneStarted(scene="tuxedo", stage="animate")),
     (48.2, JobSubmitted(scene="tuxedo", stage="animate", job_id=TUX[:-1] + "2")),
-    (48.5, JobStateChanged(scene="tuxedo", stage="animate", status="running", job_id=TUX[:-1] + "2")),
+    (
+        48.5,
+        JobStateChanged(scene="tuxedo", stage="animate", status="running", job_id=TUX[:-1] + "2"),
+    ),
     (60.0, CostUpdated(scene="tuxedo", stage="animate", cost_usd=0.0060, total_usd=0.0091)),
     (
         60.1,
