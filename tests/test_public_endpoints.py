@@ -8,6 +8,7 @@ exact last frame, decoded from the compressed clip; costs are the endpoint's own
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -234,6 +236,14 @@ def test_render_makes_a_film_whose_frame_count_is_the_plans(
     # Four 5 s clips at $0.06 a second and one edit at $0.02, all as the endpoint billed them.
     assert manifest["run_cost_usd"] == pytest.approx(4 * 0.30 + 0.02)
     assert manifest["run_cost_estimated_usd"] == 0.0
+    # The edit came back at 1536x1080 (a size 2511 makes); the clip was sent the edited frame
+    # fitted to the story's 1280x720, like every other frame.
+    edited = Image.open(out / "scenes" / "hat" / "edit.png")
+    assert edited.size == (1536, 1080)
+    for endpoint_id, document in public.inputs:
+        if endpoint_id == WAN_I2V:
+            sent = httpx.get(document["image"], timeout=10)
+            assert Image.open(io.BytesIO(sent.content)).size == (1280, 720)
     # Each chained frame went through the codec: the manifest says so.
     assert {r["animate"]["last_frame"] for r in manifest["scenes"].values()} == {"decoded"}
     assert "rp-test-key" not in json.dumps(manifest) + rendered.stdout + rendered.stderr

@@ -17,7 +17,12 @@ from typing import Literal
 from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel, OutputPrice
 from videokit.pipeline.cache import CacheStore, cache_key
-from videokit.pipeline.requests import animate_request, edit_request, starting_frame
+from videokit.pipeline.requests import (
+    animate_request,
+    edit_request,
+    edited_frame,
+    starting_frame,
+)
 from videokit.protocol import AnimateRequest, EditRequest
 from videokit.story.plan import ScenePlan, StoryPlan
 
@@ -95,7 +100,7 @@ def forecast(
                 entry = store.get("edit", cache_key(backend.identity("edit"), request))
             if entry is not None:
                 guess.edit = "cached"
-                image = entry.file("image.png").read_bytes()
+                image = edited_frame(scene, entry.file("image.png").read_bytes())
             else:
                 # The input may not exist yet; the estimate does not depend on its pixels.
                 seconds, cost = _estimate(costs, "edit", edit_request(scene, image or b"\0"))

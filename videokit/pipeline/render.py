@@ -37,7 +37,12 @@ from videokit.pipeline.events import (
 from videokit.pipeline.finishing import contact_sheet, first_frames, stitch_film
 from videokit.pipeline.ledger import Ledger
 from videokit.pipeline.manifest import MANIFEST_VERSION, Manifest, RunRecord, SceneRecord
-from videokit.pipeline.requests import animate_request, edit_request, starting_frame
+from videokit.pipeline.requests import (
+    animate_request,
+    edit_request,
+    edited_frame,
+    starting_frame,
+)
 from videokit.pipeline.results import RenderResult, SceneOutput
 from videokit.pipeline.stages import StageRunner
 from videokit.pipeline.workdir import WorkDir, link, story_origin
@@ -291,7 +296,7 @@ class Render:
                     scene, "edit", request, forced=forced, announce=not current_only
                 )
                 edit_entry, edit_cost, edit_cached = outcome.entry, outcome.cost_usd, outcome.cached
-                image = edit_entry.file("image.png").read_bytes()
+                image = edited_frame(scene, edit_entry.file("image.png").read_bytes())
             self._edited[scene.id].set_result(image)
             stage = "animate"
             outcome = await self.stages.run(
@@ -360,7 +365,7 @@ class Render:
             entry = cache.get("edit", key)
             if entry is None:
                 return False
-            image = entry.file("image.png").read_bytes()
+            image = edited_frame(scene, entry.file("image.png").read_bytes())
         key = cache_key(self.backend.identity("animate"), animate_request(scene, image))
         return cache.get("animate", key) is not None
 

@@ -13,7 +13,14 @@ from videokit.media.images import fit_png
 from videokit.protocol import AnimateRequest, EditRequest, MediaInput
 from videokit.story.plan import ScenePlan, StoryPlan
 
-__all__ = ["animate_request", "edit_request", "payload_bounds", "request_params", "starting_frame"]
+__all__ = [
+    "animate_request",
+    "edit_request",
+    "edited_frame",
+    "payload_bounds",
+    "request_params",
+    "starting_frame",
+]
 
 # Room for everything in a job body but media and prompts: field names, numbers, the policy.
 _ENVELOPE_BYTES = 4096
@@ -27,6 +34,13 @@ def starting_frame(plan: StoryPlan, scene: ScenePlan) -> bytes:
     so a correctly sized image keeps its cache keys)."""
     path = _starting_image(plan, scene)
     return fit_png(path.read_bytes(), scene.width, scene.height, scene.fit)
+
+
+def edited_frame(scene: ScenePlan, image: bytes) -> bytes:
+    """An edit's result as the chain uses it: fitted to the frame size by the scene's ``fit``.
+    An endpoint that makes only certain sizes (qwen-image-edit-2511: 1536x1080 for a 16:9
+    frame) returns another size; one that returns the frame size keeps its bytes (and keys)."""
+    return fit_png(image, scene.width, scene.height, scene.fit)
 
 
 def _starting_image(plan: StoryPlan, scene: ScenePlan) -> Path:
