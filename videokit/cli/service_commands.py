@@ -161,8 +161,10 @@ def deploy(
 ) -> None:
     """Create or update the RunPod templates and serverless endpoints of both workers.
 
-    Reads RUNPOD_API_KEY from the environment or `.env` (there is no flag: it would end up in
-    shell history). Idempotent: templates and endpoints are found by name and updated in place.
+    Uses RunPod's REST API v2 (https://api.runpod.io/v2; VIDEOKIT_RUNPOD_REST_URL overrides it,
+    and only RunPod's own host gets the key). Reads RUNPOD_API_KEY from the environment or `.env`
+    (there is no flag: it would end up in shell history). Idempotent: templates and endpoints are
+    found by name, and only the fields that differ are PATCHed.
     Prints the endpoint ids and the `.env` lines to render with them.
 
     **Examples**
@@ -176,9 +178,15 @@ def deploy(
     with errors():
         from videokit.config import Settings
         from videokit.deploy import run_deploy
+        from videokit.rest import DEFAULT_REST_URL
 
-        key = Settings.environment().get("RUNPOD_API_KEY") or None
-        run_deploy(spec, dry_run=dry_run, api_key=key, out=sys.stdout, offline=offline)
+        environment = Settings.environment()
+        key = environment.get("RUNPOD_API_KEY") or None
+        # VIDEOKIT_RUNPOD_REST_URL: another REST v2 base (a proxy); it never gets the key.
+        base_url = environment.get("VIDEOKIT_RUNPOD_REST_URL") or DEFAULT_REST_URL
+        run_deploy(
+            spec, dry_run=dry_run, api_key=key, out=sys.stdout, offline=offline, base_url=base_url
+        )
 
 
 def schema(
