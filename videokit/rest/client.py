@@ -14,7 +14,7 @@ value passed in ``secrets`` ever appears in an error.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -163,13 +163,28 @@ class RunPodRest:
     async def update_endpoint(self, endpoint_id: str, body: UpdateEndpointRequest) -> Endpoint:
         return await self._call("PATCH", f"serverless/{endpoint_id}", Endpoint, body)
 
+    # -- any other read
+
+    async def get(self, route: str, answer: type[M], params: Mapping[str, str] | None = None) -> M:
+        """``GET route`` (e.g. ``catalog/gpus``) with query ``params``, parsed into ``answer``;
+        retried until the read deadline like every GET."""
+        return await self._call("GET", route, answer, params=params)
+
     # -- the request
 
     async def _call(
-        self, method: Method, route: str, answer: type[M], body: BaseModel | None = None
+        self,
+        method: Method,
+        route: str,
+        answer: type[M],
+        body: BaseModel | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
     ) -> M:
         where = f"{method} {self.path(route)}"
         url = self.base_url.join(self.path(route))
+        if params:
+            url = url.copy_merge_params(dict(params))
         headers = {"Accept": "application/json"}
         if self._send_key:
             assert self._key is not None
