@@ -25,6 +25,11 @@ Environment variables (also read from ``.env``; real variables win)::
     VIDEOKIT_EDIT_MODE              lightning (default) | standard: the mode the endpoint's
     VIDEOKIT_ANIMATE_MODE           worker runs in, for estimates (the client cannot ask it)
     VIDEOKIT_GPU_PRICES             JSON object pool -> USD per second, merged over the defaults
+                                    (and over RunPod's GPU catalog, which `plan` reads with a key)
+    VIDEOKIT_RUNPOD_REST_URL        REST API v2 base (default https://api.runpod.io/v2): deploy
+                                    and the GPU catalog; only RunPod's own host gets the key
+    VIDEOKIT_CACHE_DIR              where the GPU catalog is cached for a day (default: the user
+                                    cache dir, e.g. ~/.cache/videokit)
     VIDEOKIT_OUTPUT_PRICES          JSON object public endpoint id -> USD per output (image, or
                                     second of video, as videokit.backends.kinds.catalogue bills it)
     VIDEOKIT_QUEUE_TIMEOUT          seconds a job may wait IN_QUEUE before it is resubmitted
@@ -83,7 +88,14 @@ from videokit.config_file import (
     seconds,
     worker_mode,
 )
-from videokit.costs import DEFAULT_GPU, GPU_PRICE_PER_SECOND, CostModel, OutputPrice, check_gpu
+from videokit.costs import (
+    DEFAULT_GPU,
+    GPU_PRICE_PER_SECOND,
+    CostModel,
+    OutputPrice,
+    PoolPrice,
+    check_gpu,
+)
 from videokit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -161,6 +173,9 @@ class Settings:
     base_url: str | None = None
     gpu: Mapping[str, str] = field(default_factory=dict)
     prices: Mapping[str, float] = field(default_factory=lambda: dict(GPU_PRICE_PER_SECOND))
+    # Pools whose price the user set, and where ([prices], VIDEOKIT_GPU_PRICES): a catalog's
+    # price never replaces these.
+    price_overrides: Mapping[str, str] = field(default_factory=dict)
     bill_delay: Mapping[str, bool] = field(default_factory=dict)
     # Per stage, the mode its endpoint's worker runs in (lightning unless set): estimates only.
     modes: Mapping[str, str] = field(default_factory=dict)
@@ -177,11 +192,13 @@ class Settings:
     from_story: frozenset[str] = frozenset()
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    def cost_model(self) -> CostModel:
+    def cost_model(self, catalog: Mapping[str, PoolPrice] | None = None) -> CostModel:
         """The cost model of these settings: ``plan`` estimates and ``render`` bills with it.
 
         A stage whose endpoint is a RunPod Public Endpoint (its id alone says so) is priced per
-        output, at :attr:`output_prices`; the others per GPU second.
+        output, at :attr:`output_prices`; the others per GPU second. ``catalog`` (pool -> price,
+        from RunPod's GPU catalog) replaces the built-in prices and names the cards; prices the
+        user set (:attr:`price_overrides`) still win.
         """
         from videokit.backends.kinds import public_model
 
@@ -190,12 +207,23 @@ class Settings:
             model = public_model(endpoint) if endpoint else None
             if model is not None and model.stage == stage:
                 per_output[stage] = self.output_prices.get(model.endpoint_id, model.price)
+        prices = dict(self.prices)
+        sources = {pool: f"set in {where}" for pool, where in self.price_overrides.items()}
+        cards: dict[str, str] = {}
+        for pool, entry in (catalog or {}).items():
+            if entry.card:
+                cards[pool] = entry.card
+            if pool not in self.price_overrides:
+                prices[pool] = entry.usd_per_second
+                sources[pool] = entry.source
         return CostModel(
             gpu={stage: self.gpu.get(stage, DEFAULT_GPU[stage]) for stage in STAGES},
-            prices=dict(self.prices),
+            prices=prices,
             bill_delay=dict(self.bill_delay),
             modes=dict(self.modes),
             output_prices=per_output,
+            price_sources=sources,
+            cards=cards,
         )
 
     @classmethod
@@ -297,10 +325,14 @@ class Settings:
         wake = number(warmup, "VIDEOKIT_WARMUP", "warmup", boolean)
 
         prices = dict(GPU_PRICE_PER_SECOND)
+        price_overrides: dict[str, str] = {}
         if file is not None:
             prices.update(file.prices)
+            price_overrides.update((pool, f"{file.path} [prices]") for pool in file.prices)
         if env_value("VIDEOKIT_GPU_PRICES") is not None:
-            prices.update(_env_prices(environ["VIDEOKIT_GPU_PRICES"]))
+            table = _env_prices(environ["VIDEOKIT_GPU_PRICES"])
+            prices.update(table)
+            price_overrides.update((pool, "VIDEOKIT_GPU_PRICES") for pool in table)
 
         overrides: dict[str, tuple[float, str]] = {}
         if file is not None:
@@ -344,6 +376,7 @@ class Settings:
             base_url=base,
             gpu=gpu,
             prices=prices,
+            price_overrides=price_overrides,
             bill_delay=bill_delay,
             modes=modes,
             output_prices=_output_prices(overrides),

@@ -4,7 +4,8 @@ Prices are RunPod serverless per-second rates by GPU pool (flex workers, USD). O
 your own contract prices without touching code: ``VIDEOKIT_GPU_PRICES`` (a JSON object, pool ->
 USD per second, merged over these defaults) or the ``[prices]`` table of ``videokit.toml`` (see
 :mod:`videokit.config`). A pool name the table does not know is a configuration error, never a
-silent $0.
+silent $0. ``plan`` with a key prices pools from RunPod's GPU catalog instead
+(:mod:`videokit.rest.catalog`); :class:`CostModel` keeps where each pool's price comes from.
 
 What is billed: RunPod bills a flex worker from the moment it starts for a job until the job ends.
 The status of a finished job reports ``executionTime`` (the handler's run) and ``delayTime`` (from
@@ -31,15 +32,24 @@ from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, EditRequest, uses_lightning_defaults
 
 __all__ = [
+    "BUILT_IN_PRICES",
+    "BUILT_IN_PRICES_DATE",
     "DEFAULT_GPU",
     "GPU_PRICE_PER_SECOND",
     "STANDARD_ANIMATE_STEPS",
     "STANDARD_EDIT_STEPS",
     "CostModel",
     "OutputPrice",
+    "PoolPrice",
     "check_gpu",
 ]
 
+# The built-in table was written on 2026-11-22 (commit b4e74f2), when the project began, and has
+# not changed since. The repository does not record where its figures were read (presumably
+# RunPod's serverless flex prices of that time; unverified): treat them as approximate. With a key,
+# `plan` uses RunPod's live catalog (videokit.rest.catalog) and says which of the two it used.
+BUILT_IN_PRICES_DATE = "2026-11-22"
+BUILT_IN_PRICES = f"built-in table of {BUILT_IN_PRICES_DATE}"
 GPU_PRICE_PER_SECOND: dict[str, float] = {
     "AMPERE_16": 0.00016,
     "AMPERE_24": 0.00019,
@@ -95,6 +105,16 @@ class OutputPrice:
 
 
 @dataclass(frozen=True)
+class PoolPrice:
+    """One GPU pool's serverless price in USD per second, where that figure comes from (e.g.
+    ``RunPod catalog of 2026-12-07``), and the cards the pool runs on (``H100 80GB``)."""
+
+    usd_per_second: float
+    source: str
+    card: str = ""
+
+
+@dataclass(frozen=True)
 class CostModel:
     """Per stage, the GPU pool it runs on, the price table, and whether delayTime is billed."""
 
@@ -106,6 +126,9 @@ class CostModel:
     modes: dict[str, str] = field(default_factory=dict)
     # Stages whose endpoint bills per output, not per GPU second.
     output_prices: dict[str, OutputPrice] = field(default_factory=dict)
+    # Per pool, where its price comes from (absent: the built-in table) and its cards (if known).
+    price_sources: dict[str, str] = field(default_factory=dict)
+    cards: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for stage, pool in self.gpu.items():
@@ -116,6 +139,16 @@ class CostModel:
 
     def price_per_second(self, stage: str) -> float:
         return self.prices[check_gpu(self.pool(stage), self.prices, where=f"{stage} GPU")]
+
+    def price_source(self, stage: str) -> str:
+        """Where the price of ``stage``'s pool comes from: a catalog, an override, the table."""
+        return self.price_sources.get(self.pool(stage), BUILT_IN_PRICES)
+
+    def describe_pool(self, stage: str) -> str:
+        """``stage``'s pool with its cards where known: ``ADA_80_PRO (H100 80GB)``."""
+        pool = self.pool(stage)
+        card = self.cards.get(pool)
+        return f"{pool} ({card})" if card else pool
 
     def cost(self, stage: str, seconds: float, delay_s: float = 0.0) -> float:
         """What a job of ``stage`` that ran ``seconds`` (and waited ``delay_s``) is billed."""

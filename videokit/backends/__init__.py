@@ -103,8 +103,12 @@ def _runpod(settings: Settings) -> Backend:
     )
 
     base_url = settings.base_url or DEFAULT_BASE_URL
-    # The same cost model `plan` estimates with: GPU pools checked against the price table.
-    costs = settings.cost_model()
+    # The same cost model `plan` estimates with: GPU pools checked against the price table, at
+    # the catalog's prices when a recent `plan` cached them (no request here).
+    from videokit.rest.catalog import cached_catalog
+
+    catalog = cached_catalog(settings.environ)
+    costs = settings.cost_model(catalog.prices() if catalog is not None else None)
     endpoints: dict[Stage, Endpoint] = {}
     pairs: tuple[tuple[Stage, str | None], ...] = (
         ("edit", settings.edit_endpoint),

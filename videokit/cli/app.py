@@ -1,9 +1,10 @@
-"""The ``videokit`` command line: render, validate, plan, serve, deploy and schema.
+"""The ``videokit`` command line: render, plan, serve, deploy, cost, workers, logs and more.
 
 Quiet on success (a render prints the final video's path on stdout), loud and clear on failure
 (one ``error: ...`` message with a hint on stderr, no traceback, a non-zero exit code), ``--json``
-for programs. The commands live in :mod:`~videokit.cli.story_commands` and
-:mod:`~videokit.cli.service_commands`; this module builds the ``typer`` app and its entry point.
+for programs. The commands live in :mod:`~videokit.cli.story_commands`,
+:mod:`~videokit.cli.service_commands` and :mod:`~videokit.cli.runpod_commands`; this module builds
+the ``typer`` app and its entry point.
 Nothing heavy is imported here, so ``videokit --help`` and ``--version`` start fast.
 """
 
@@ -18,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from videokit._version import __version__
-from videokit.cli import service_commands, story_commands
+from videokit.cli import runpod_commands, service_commands, story_commands
 from videokit.cli.output import EXIT_USAGE, stderr
 from videokit.cli.signals import interrupt_exit_code, sigterm_as_interrupt
 
@@ -122,6 +123,9 @@ _COMMANDS: tuple[Any, ...] = (
     service_commands.serve,
     service_commands.deploy,
     service_commands.schema,
+    runpod_commands.cost,
+    runpod_commands.workers,
+    runpod_commands.logs,
 )
 for _command in _COMMANDS:
     app.command(cls=_Command)(_command)

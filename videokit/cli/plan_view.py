@@ -1,7 +1,8 @@
 """What ``videokit plan`` shows: the scene graph, jobs, cache hits, frames and cost.
 
-A stage billed per GPU second shows its GPU pool; one billed per output (a RunPod Public
-Endpoint) its price and where that figure comes from.
+A stage billed per GPU second shows its GPU pool (with its cards where RunPod's catalog named
+them) and rate; one billed per output (a RunPod Public Endpoint) its price. Both say where the
+figure comes from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,27 @@ from videokit.story.plan import StoryPlan
 __all__ = ["plan_json", "print_plan"]
 
 
-def plan_json(plan: StoryPlan, guess: Forecast, backend: str, workdir: Path) -> dict[str, Any]:
+def plan_json(
+    plan: StoryPlan,
+    guess: Forecast,
+    backend: str,
+    workdir: Path,
+    costs: CostModel | None = None,
+    *,
+    prices_note: str | None = None,
+) -> dict[str, Any]:
+    """The plan as one JSON document; with ``costs``, each GPU-billed stage's pool, cards, rate
+    and its source (``gpu_prices``), and why the built-in table was used (``gpu_prices_note``)."""
+    gpu_prices = {
+        stage: {
+            "pool": costs.pool(stage),
+            "card": costs.cards.get(costs.pool(stage)),
+            "usd_per_second": costs.price_per_second(stage),
+            "source": costs.price_source(stage),
+        }
+        for stage in ("edit", "animate")
+        if costs is not None and stage not in costs.output_prices
+    }
     return {
         "type": "plan",
         "story": plan.story.title,
@@ -73,6 +94,8 @@ def plan_json(plan: StoryPlan, guess: Forecast, backend: str, workdir: Path) -> 
             for stage, price in guess.output_prices.items()
         },
         "edit_size": list(plan.edit_size) if plan.edit_size is not None else None,
+        "gpu_prices": gpu_prices,
+        "gpu_prices_note": prices_note,
     }
 
 
@@ -95,13 +118,24 @@ def _bases(costs: CostModel) -> dict[str, str]:
         if price is not None:
             bases[stage] = f"{price.describe()} ({_price_source(price)})"
         else:
-            bases[stage] = f"on {costs.gpu[stage]}{modes.get(stage, '')}"
+            rate = f"${costs.price_per_second(stage):.3g}/s"
+            where = costs.price_source(stage)
+            bases[stage] = (
+                f"on {costs.describe_pool(stage)}{modes.get(stage, '')}, {rate} ({where})"
+            )
     return bases
 
 
 def print_plan(
-    plan: StoryPlan, guess: Forecast, backend: str, workdir: Path, costs: CostModel
+    plan: StoryPlan,
+    guess: Forecast,
+    backend: str,
+    workdir: Path,
+    costs: CostModel,
+    *,
+    prices_note: str | None = None,
 ) -> None:
+    """Print the plan; ``prices_note`` says why GPU prices come from the built-in table."""
     console = stdout()
     console.print(
         f"[bold]{escape(plan.story.title)}[/]  {plan.width}x{plan.height} @ {plan.fps} fps"
@@ -172,20 +206,6 @@ def print_plan(
     console.print(f"jobs: {jobs}; {hits}")
     bases = _bases(costs)
     jobs_n = sum(plan.job_count().values())
-    if not costs.output_prices:
-        gpus = ", ".join(f"{stage} {basis}" for stage, basis in bases.items())
-        if backend == "preview":
-            console.print(
-                f"cost: free on the preview backend; on RunPod ({gpus}) all {jobs_n} jobs would "
-                f"take ~{guess.full_gpu_seconds:.0f} GPU-s, ~${guess.full_cost_usd:.3f}"
-            )
-        else:
-            console.print(
-                f"estimate: ~{guess.gpu_seconds:.0f} GPU-s, ~${guess.cost_usd:.3f} on RunPod "
-                f"({gpus})"
-            )
-        return
-    # Some stage bills per output: its price (and where it was read) on a line of its own.
     if backend == "preview":
         gpu_s = f"take ~{guess.full_gpu_seconds:.0f} GPU-s and " if on_gpu else ""
         console.print(
@@ -195,5 +215,8 @@ def print_plan(
     else:
         gpu_s = f"~{guess.gpu_seconds:.0f} GPU-s, " if on_gpu else ""
         console.print(f"estimate: {gpu_s}~${guess.cost_usd:.3f} on RunPod")
+    # Per stage: its GPU pool, cards and rate, or its price per output, and where each came from.
     for stage in sorted(plan.stages(), key=("edit", "animate").index):
         console.print(f"  {stage}: {escape(bases[stage])}")
+    if prices_note:
+        console.print(f"[yellow]{escape(prices_note)}[/]")

@@ -230,17 +230,29 @@ def plan(
     out: OutOpt = None,
     as_json: JsonOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Plan as if nothing were cached.")] = False,
+    refresh_prices: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-prices",
+            help="Read RunPod's GPU catalog now instead of the copy cached for a day.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Show what rendering STORY would do: the scene graph, jobs, cache hits, the final frame
     count (and how it is computed), estimated GPU time and cost. Submits nothing.
 
+    On RunPod with RUNPOD_API_KEY set, GPU prices come from RunPod's GPU catalog (cached for a
+    day in the user cache dir); otherwise, or when it cannot be read, from videokit's built-in
+    table, and the plan says which (and the table's date).
+
     **Examples**
 
     ```
     videokit plan examples/story.yaml
     videokit plan examples/story.yaml --backend runpod     # cost of the jobs not cached yet
+    videokit plan examples/story.yaml --backend runpod --refresh-prices   # today's GPU prices
     videokit plan examples/story.yaml --json | jq .formula
     ```
     """
@@ -258,15 +270,28 @@ def plan(
         _warn_plan(story_plan)
         pipeline.check_workdir()
         chosen = pipeline.backend()
-        costs = pipeline.settings.cost_model()  # the same prices and GPUs render bills with
+        settings = pipeline.settings
+        costs = settings.cost_model()  # the same prices and GPUs render bills with
+        prices_note = None
+        on_gpu = [stage for stage in story_plan.stages() if stage not in costs.output_prices]
+        if chosen.name == "runpod" and on_gpu and settings.api_key:
+            # Today's prices from RunPod's catalog (cached for a day); never on the preview.
+            from videokit.rest.catalog import try_catalog
+
+            key = settings.api_key.reveal()
+            catalog, prices_note = try_catalog(key, settings.environ, refresh=refresh_prices)
+            if catalog is not None:
+                costs = settings.cost_model(catalog.prices())
         guess = forecast(story_plan, chosen, pipeline.workdir, costs=costs, force=force)
         # Only endpoints that will get jobs are asked (health is read-only and bounded).
         both: tuple[Stage, ...] = ("edit", "animate")
         notes = endpoint_notes(chosen, [stage for stage in both if guess.jobs(stage)])
         if as_json:
-            body = plan_json(story_plan, guess, chosen.name, pipeline.workdir)
+            body = plan_json(
+                story_plan, guess, chosen.name, pipeline.workdir, costs, prices_note=prices_note
+            )
             print(json.dumps({**body, "endpoints": notes}))
             return
-        print_plan(story_plan, guess, chosen.name, pipeline.workdir, costs)
+        print_plan(story_plan, guess, chosen.name, pipeline.workdir, costs, prices_note=prices_note)
         for note in notes:
             stdout().print(f"[dim]{note}[/dim]")

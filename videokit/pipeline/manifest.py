@@ -17,11 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from videokit.rest.billing import Reconciliation
+
 __all__ = [
     "MANIFEST_VERSION",
     "AttemptRecord",
     "FinalRecord",
     "Manifest",
+    "Reconciliation",
     "RunRecord",
     "SceneRecord",
     "StageRecord",
@@ -145,6 +148,8 @@ class Manifest(BaseModel):
     # The part of it that is the client's estimate (attempts the endpoint gave no figures for).
     run_cost_estimated_usd: float = 0.0
     seconds: float | None = None
+    # The latest `videokit cost`: the render's estimate against RunPod's bill (see rest.billing).
+    reconciliation: Reconciliation | None = None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
