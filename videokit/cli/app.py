@@ -84,7 +84,9 @@ app = typer.Typer(
         "videokit schema -o story.schema.json     # editor completion for stories\n"
         "```\n\n"
         "Rendering for real: set RUNPOD_API_KEY, VIDEOKIT_EDIT_ENDPOINT and "
-        "VIDEOKIT_ANIMATE_ENDPOINT (RunPod endpoint ids, or URLs of `videokit serve`). "
+        "VIDEOKIT_ANIMATE_ENDPOINT: RunPod's public endpoints need no deployment "
+        "(qwen-image-edit-2511 and wan-2-2-i2v-720, plus an S3 bucket: VIDEOKIT_S3_*), or "
+        "your own endpoint ids, or URLs of `videokit serve`. "
         "Run any command with --help for its options and examples. Every command takes -q "
         "(errors only) and -v (more detail); NO_COLOR=1 turns colour off."
     ),
