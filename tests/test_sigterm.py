@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.endpoints import Counting, Servers, serve_workers
 from tests.test_runpod import render_process, until, write_story
 from videokit.serve.jobs import JobStatus
@@ -130,37 +132,30 @@ class HeldCancels:
         await self.app(scope, receive, send)
 
 
-def test_a_second_sigterm_does_not_cut_the_cancelling_short(tmp_path: Path) -> None:
-    # A second Ctrl-C stops at once, even mid-cancel; a second SIGTERM (a supervisor, a script
-    # that sends it twice) must not leave jobs running behind a message that says they stopped.
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        # A supervisor or a script may send SIGTERM twice.
+        (signal.SIGTERM, "already stopping"),
+        # asyncio.run raised KeyboardInterrupt on a second Ctrl-C wherever the program was,
+        # which aborted the cancel requests in flight.
+        (signal.SIGINT, "press Ctrl-C again to stop at once"),
+    ],
+)
+def test_a_second_signal_does_not_cut_the_cancelling_short(
+    tmp_path: Path, sent: signal.Signals, said: str
+) -> None:
+    """Jobs must not be left running behind a message that says they were cancelled."""
     with rendering_three_jobs(tmp_path) as (proc, servers, out):
         counter: Counting = servers.counters["animate"]
         held = HeldCancels(counter.app)
         counter.app = held
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sent)
         assert held.arrived.wait(10), "the render sent no cancel"
-        proc.send_signal(signal.SIGTERM)  # while the render is cancelling its jobs
+        proc.send_signal(sent)  # while the render is cancelling its jobs
         time.sleep(0.5)
-        assert proc.poll() is None, "the second SIGTERM stopped the render mid-cancel"
+        assert proc.poll() is None, f"the second {sent.name} stopped the render mid-cancel"
         held.release.set()
         stdout, stderr = proc.communicate(timeout=30)
-        assert "already stopping" in stderr
-        assert_stopped_like_ctrl_c(proc, stdout, stderr, servers, out)
-
-
-def test_a_second_ctrl_c_does_not_cut_the_cancelling_short(tmp_path: Path) -> None:
-    # asyncio.run raises KeyboardInterrupt on a second Ctrl-C wherever the program is, which
-    # aborted the cancel requests in flight; now it only says that cancelling is under way.
-    with rendering_three_jobs(tmp_path) as (proc, servers, out):
-        counter: Counting = servers.counters["animate"]
-        held = HeldCancels(counter.app)
-        counter.app = held
-        proc.send_signal(signal.SIGINT)
-        assert held.arrived.wait(10), "the render sent no cancel"
-        proc.send_signal(signal.SIGINT)  # while the render is cancelling its jobs
-        time.sleep(0.5)
-        assert proc.poll() is None, "the second Ctrl-C stopped the render mid-cancel"
-        held.release.set()
-        stdout, stderr = proc.communicate(timeout=30)
-        assert "press Ctrl-C again to stop at once" in stderr
-        assert_stopped_like_ctrl_c(proc, stdout, stderr, servers, out, code=130)
+        assert said in stderr
+        assert_stopped_like_ctrl_c(proc, stdout, stderr, servers, out, code=128 + sent)
