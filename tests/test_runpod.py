@@ -59,11 +59,18 @@ PRICE = GPU_PRICE_PER_SECOND["ADA_80_PRO"]
 
 
 def runpod_backend(
-    servers: Servers, *, retry: RetryPolicy | None = None, stream: bool = False, **config: Any
+    servers: Servers,
+    *,
+    retry: RetryPolicy | None = None,
+    stream: bool = False,
+    storage: Any | None = None,
+    **config: Any,
 ) -> RunPodBackend:
     endpoints = {stage: Endpoint(url, stream=stream) for stage, url in servers.urls.items()}
     retry = retry or RetryPolicy(attempts=8, base_s=0.05, cap_s=0.5)
-    return RunPodBackend(RunPodConfig(api_key=None, endpoints=endpoints, **config), retry=retry)
+    return RunPodBackend(
+        RunPodConfig(api_key=None, endpoints=endpoints, **config), retry=retry, storage=storage
+    )
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -470,8 +477,7 @@ def test_inputs_over_the_payload_limit_travel_through_storage(
         secret_access_key="testing",
     )
     with serve_workers() as servers:
-        backend = runpod_backend(servers)
-        backend.storage = S3Storage(config, client=s3_server.client)
+        backend = runpod_backend(servers, storage=S3Storage(config, client=s3_server.client))
         result = videokit.Pipeline(story, backend=backend, out=tmp_path / "out").run()
         bodies = servers.counters["edit"].bodies
     run_bodies = [b for b in bodies if b'"prompt"' in b]

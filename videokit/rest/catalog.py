@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import ValidationError
@@ -166,30 +167,9 @@ async def load_catalog(
     return catalog
 
 
-def read_catalog(
-    api_key: str | None,
-    *,
-    cache_dir: Path,
-    base_url: str = DEFAULT_REST_URL,
-    refresh: bool = False,
-    clock: Callable[[], datetime] = _now,
-    deadline_s: float = DEADLINE_S,
-    allow_key_to_any_host: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> GpuCatalog:
-    """:func:`load_catalog` for callers without an event loop (the CLI)."""
-    return asyncio.run(
-        load_catalog(
-            api_key,
-            cache_dir=cache_dir,
-            base_url=base_url,
-            refresh=refresh,
-            clock=clock,
-            deadline_s=deadline_s,
-            allow_key_to_any_host=allow_key_to_any_host,
-            transport=transport,
-        )
-    )
+def read_catalog(api_key: str | None, **options: Any) -> GpuCatalog:
+    """:func:`load_catalog` (same keywords) for callers without an event loop (the CLI)."""
+    return asyncio.run(load_catalog(api_key, **options))
 
 
 def try_catalog(

@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from videokit.backends.retry import RetryPolicy
+from videokit.backends.runpod.config import is_https_host
 from videokit.errors import ConfigError, VideoKitError
 from videokit.rest.models import (
     CreateEndpointRequest,
@@ -68,11 +69,7 @@ class RestError(VideoKitError):
 
 def is_runpod_rest(url: str | httpx.URL) -> bool:
     """Whether ``url`` is RunPod's own REST API over https: the only place the key is sent."""
-    try:
-        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme == "https" and parsed.host == REST_API_HOST and parsed.port in (None, 443)
+    return is_https_host(url, REST_API_HOST)
 
 
 class RunPodRest:

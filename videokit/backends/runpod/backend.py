@@ -45,7 +45,7 @@ from videokit.backends.runpod.jobs import (
     check_payload,
     stuck_error,
 )
-from videokit.backends.runpod.wire import JobStatus, describe, status_of
+from videokit.backends.runpod.wire import JobStatus, describe, json_body, status_of
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
 from videokit.costs import CostModel
 from videokit.errors import ConfigError, EndpointError, JobTimeoutError
@@ -76,7 +76,7 @@ class RunPodBackend:
         self.config = config
         self.retry = retry or RetryPolicy(sleep=sleep, clock=clock)
         self.client = RunPodClient(config, transport=transport, retry=self.retry, clock=clock)
-        self.storage = storage
+        self._storage = storage
         self.fetcher = ResultFetcher(retry=self.retry, transport=result_transport)
         # An unknown GPU pool is a ConfigError here, not a silent $0 later.
         self.costs = costs or CostModel(
@@ -92,17 +92,8 @@ class RunPodBackend:
 
     @property
     def storage(self) -> Any | None:
-        """The S3/R2 storage media travel through (None: inline only)."""
+        """The S3/R2 storage media travel through (None: inline only); set at construction."""
         return self._storage
-
-    @storage.setter
-    def storage(self, storage: Any | None) -> None:
-        self._storage = storage
-        for kind in getattr(self, "kinds", {}).values():
-            if isinstance(kind, VideokitApi | PublicApi):
-                kind.storage = storage
-        if hasattr(self, "policy"):
-            self.policy.storage = storage
 
     @property
     def stats(self) -> Any:
@@ -347,13 +338,9 @@ class RunPodBackend:
                 f"runsync on {endpoint.id} failed: {describe(exc)}", status=status_of(exc)
             ) from None
         self.client.raise_for_refusal(response, endpoint, stage, "runsync")
-        from videokit.backends.runpod.wire import json_body
-
         return json_body(response)
 
     async def stream(self, stage: Stage, job_id: str) -> tuple[str, list[Any]]:
         """``GET stream/{id}``: the job's status and the chunks since the previous call."""
-        body = await self.client.read("stream", self._endpoint(stage), job_id, deadline=None)
-        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
-        chunks = [i.get("output") if isinstance(i, dict) else i for i in items]
+        body, chunks = await self.client.read_stream(self._endpoint(stage), job_id, deadline=None)
         return str(body.get("status")), chunks

@@ -31,6 +31,7 @@ from videokit.backends.runpod.config import (
     is_runpod_hosted,
 )
 from videokit.backends.runpod.wire import (
+    ALIVE_STATES,
     FINAL_STATES,
     describe,
     error_text,
@@ -294,9 +295,7 @@ class RunPodClient:
             state = json_body(read).get("status") if read.status_code == 200 else None
         except httpx.HTTPError:
             pass
-        queued = state in ("IN_QUEUE", "IN_PROGRESS", "RUNNING") or (
-            sent_unanswered and state == "COMPLETED"
-        )
+        queued = state in ALIVE_STATES or (sent_unanswered and state == "COMPLETED")
         return queued, sent_unanswered
 
     async def read(
@@ -333,6 +332,15 @@ class RunPodClient:
                 hint=self.key_hint(response) if response.status_code == 401 else None,
             )
         return json_body(response)
+
+    async def read_stream(
+        self, endpoint: Endpoint, job_id: str, *, deadline: float | None, phase: str = "queue"
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """``GET stream/{id}``: the body (its ``status``) and the chunks the job's generator
+        yielded since the previous read."""
+        body = await self.read("stream", endpoint, job_id, deadline=deadline, phase=phase)
+        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
+        return body, [i.get("output") if isinstance(i, dict) else i for i in items]
 
     async def health(self, endpoint: Endpoint, stage: Stage, *, timeout_s: float) -> EndpointHealth:
         """``GET health`` (retried within ``timeout_s``)."""

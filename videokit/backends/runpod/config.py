@@ -18,6 +18,7 @@ import httpx
 
 from videokit.backends.base import JobState, Stage
 from videokit.backends.kinds import KindName, kind_name
+from videokit.backends.runpod.wire import int_or_none
 from videokit.config import Secret
 from videokit.errors import ConfigError
 
@@ -31,6 +32,7 @@ __all__ = [
     "RunPodConfig",
     "endpoint_variable",
     "host_origin",
+    "is_https_host",
     "is_runpod_hosted",
     "state_in_queue",
 ]
@@ -171,13 +173,6 @@ class RunPodConfig:
         }
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
-
-
 @dataclass(frozen=True)
 class EndpointHealth:
     """``GET health``: the endpoint's queue and workers right now."""
@@ -204,17 +199,20 @@ class EndpointHealth:
             value = body.get(name)
             return value if isinstance(value, dict) else {}
 
+        def _count(value: Any) -> int:
+            return int_or_none(value) or 0
+
         jobs, workers = table("jobs"), table("workers")
         return cls(
-            in_queue=_int(jobs.get("inQueue")),
-            in_progress=_int(jobs.get("inProgress")),
-            completed=_int(jobs.get("completed")),
-            failed=_int(jobs.get("failed")),
-            retried=_int(jobs.get("retried")),
-            idle=_int(workers.get("idle")),
-            running=_int(workers.get("running")),
-            initializing=_int(workers.get("initializing")),
-            ready=_int(workers.get("ready")),
+            in_queue=_count(jobs.get("inQueue")),
+            in_progress=_count(jobs.get("inProgress")),
+            completed=_count(jobs.get("completed")),
+            failed=_count(jobs.get("failed")),
+            retried=_count(jobs.get("retried")),
+            idle=_count(workers.get("idle")),
+            running=_count(workers.get("running")),
+            initializing=_count(workers.get("initializing")),
+            ready=_count(workers.get("ready")),
         )
 
 
@@ -232,16 +230,20 @@ def state_in_queue(health: EndpointHealth | None) -> JobState:
     return "queued"
 
 
-def is_runpod_hosted(url: str | httpx.URL) -> bool:
-    """Whether ``url`` is RunPod's own API (``https://api.runpod.ai``): the only place the RunPod
-    API key is sent. A self-hosted ``videokit serve`` or any other host is not."""
+def is_https_host(url: str | httpx.URL, host: str) -> bool:
+    """Whether ``url`` is ``host`` over https on its standard port: RunPod's hosts get the API
+    key only that way (the job API here, the REST API in :mod:`videokit.rest.client`)."""
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     except httpx.InvalidURL:
         return False
-    return (
-        parsed.scheme == "https" and parsed.host == RUNPOD_API_HOST and parsed.port in (None, 443)
-    )
+    return parsed.scheme == "https" and parsed.host == host and parsed.port in (None, 443)
+
+
+def is_runpod_hosted(url: str | httpx.URL) -> bool:
+    """Whether ``url`` is RunPod's own API (``https://api.runpod.ai``): the only place the RunPod
+    API key is sent. A self-hosted ``videokit serve`` or any other host is not."""
+    return is_https_host(url, RUNPOD_API_HOST)
 
 
 def host_origin(url: str | httpx.URL) -> str:

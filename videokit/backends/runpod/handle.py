@@ -78,11 +78,9 @@ class JobHandle:
                 "status", self.endpoint, self.job_id, deadline=deadline, phase=phase
             )
             return JobStatus.parse(body, self.job_id), []
-        body = await self.client.read(
-            "stream", self.endpoint, self.job_id, deadline=deadline, phase=phase
+        body, chunks = await self.client.read_stream(
+            self.endpoint, self.job_id, deadline=deadline, phase=phase
         )
-        items: list[Any] = body["stream"] if isinstance(body.get("stream"), list) else []
-        chunks = [i.get("output") if isinstance(i, dict) else i for i in items]
         status = JobStatus.parse(body, self.job_id)
         if status.done:
             final = await self.client.read(
