@@ -358,7 +358,6 @@ class JobPolicy(Following, Accounting):
         *,
         error: str,
         status: str = "CANCELLED",
-        request: Request | None = None,
     ) -> bool:
         """Cancel the remote job, read what it cost, and record both on ``attempt``; return
         whether the job is known to be over.
@@ -400,7 +399,8 @@ class JobPolicy(Following, Accounting):
                 why,
                 self.config.execution_timeout_s,
             )
-        self.price(stage, attempt, watch, request)
+        # A cancelled job made no output: per-output endpoints charge nothing for it.
+        self.price(stage, attempt, watch, None)
         if interrupted:
             raise asyncio.CancelledError
         return ended
