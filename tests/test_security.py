@@ -291,10 +291,10 @@ def test_flattened_credential_fields_are_refused_with_the_presigned_url_explanat
             model.model_validate({**document, name: "AKIAEXAMPLE"})
         assert f"field {name!r} is refused" in str(caught.value)
         assert "presigned URLs" in str(caught.value)
-    # The seed formats go through the same refusal, in the worker.
-    seed001 = {"image_base64": image.base64, "prompt": "p", name: "AKIAEXAMPLE"}
+    # The dialects (here the lightx2v-worker's) go through the same refusal, in the worker.
+    lightx2v = {"image_base64": image.base64, "prompt": "p", name: "AKIAEXAMPLE"}
     with pytest.raises(JobInputError) as refused:
-        parse_job_input("animate", seed001)
+        parse_job_input("animate", lightx2v)
     assert f"{name!r} is refused" in str(refused.value) and "presigned URLs" in str(refused.value)
     assert "AKIAEXAMPLE" not in str(refused.value)
 

@@ -1,4 +1,4 @@
-"""The worker core: compat formats, SSRF-safe fetching, the engine registry and the job handler.
+"""The worker core: dialects, SSRF-safe fetching, the engine registry and the job handler.
 
 Everything runs the real code: the preview engine renders real PNGs and MP4s (small sizes), URL
 inputs are served and presigned uploads received by a loopback HTTP server started here, and the
@@ -31,6 +31,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from videokit.backends.base import JobContext, Stage
+from videokit.dialects import COMFY_WAN_NEGATIVE_PROMPT
 from videokit.errors import ConfigError
 from videokit.media.ffmpeg import ffmpeg_exe
 from videokit.media.images import decode_png_array, encode_png
@@ -56,7 +57,6 @@ from videokit.worker import (
     parse_job_input,
     run_local,
 )
-from videokit.worker.compat import SEED000_NEGATIVE_PROMPT
 from videokit.worker.engines import PaddedEngine
 from videokit.worker.fetch import address_refusal, redact_url, resolve_target
 
@@ -263,9 +263,9 @@ def _seed_document(name: str) -> dict[str, Any]:
     return document
 
 
-# Seed 001's output example names the fields every seed-format animate request gets back.
-SEED001_OUTPUT_KEYS = set(_seed_document("seed001_i2v_output.json"))
-SEED003_OUTPUT_KEYS = {
+# The LightX2V worker's output example (seed 001) names the fields its requests get back.
+LIGHTX2V_OUTPUT_KEYS = set(_seed_document("seed001_i2v_output.json"))
+QWEN_EDIT_OUTPUT_KEYS = {
     "success",
     "edited_image_base64",
     "seed",
@@ -351,36 +351,36 @@ def test_native_validation_errors_are_one_readable_line() -> None:
     assert "\n" not in message.split("hint:")[0].strip()
 
 
-# -- seed 001 --------------------------------------------------------------------------------------
+# -- lightx2v-worker (seed 001) --------------------------------------------------------------------
 
 
-def _seed001_example() -> dict[str, Any]:
-    """Seed 001's example request (its API reference), with a real image for the placeholder."""
+def _lightx2v_example() -> dict[str, Any]:
+    """The LightX2V worker's example request (seed 001's API reference), with a real image."""
     document = _seed_document("seed001_i2v_input.json")["input"]
     assert document["image_base64"] == "<base64 encoded image>"
     return {**document, "image_base64": PNG_B64}
 
 
-SEED001_EXAMPLE: dict[str, Any] = _seed001_example()
+LIGHTX2V_EXAMPLE: dict[str, Any] = _lightx2v_example()
 
 
-def test_seed001_example_with_r2_credentials_is_refused_with_the_presigned_url_explanation() -> (
+def test_lightx2v_example_with_r2_credentials_is_refused_with_the_presigned_url_explanation() -> (
     None
 ):
-    message = _invalid(_handler("animate"), SEED001_EXAMPLE)
+    message = _invalid(_handler("animate"), LIGHTX2V_EXAMPLE)
     assert "'r2' is refused" in message
     assert "presigned URLs" in message and "outputs" in message
 
 
-def test_seed001_example_without_r2_answers_with_seed001_output_names() -> None:
-    document = {k: v for k, v in SEED001_EXAMPLE.items() if k != "r2"}
+def test_lightx2v_example_without_r2_answers_in_the_lightx2v_shape() -> None:
+    document = {k: v for k, v in LIGHTX2V_EXAMPLE.items() if k != "r2"}
     request, style = parse_job_input("animate", document)
-    assert style == "seed001" and isinstance(request, AnimateRequest)
+    assert style == "lightx2v-worker" and isinstance(request, AnimateRequest)
     assert (request.frames, request.steps, request.guidance_scale) == (81, 40, 5.0)
     assert request.negative_prompt == "blurry, distorted, static"
 
     out = _run(_handler("animate"), document)
-    assert set(out) == SEED001_OUTPUT_KEYS
+    assert set(out) == LIGHTX2V_OUTPUT_KEYS
     assert out["success"] is True
     assert (out["seed"], out["num_frames"], out["fps"], out["resolution"]) == (
         42,
@@ -394,7 +394,7 @@ def test_seed001_example_without_r2_answers_with_seed001_output_names() -> None:
     assert decode_png_array(base64.b64decode(out["last_frame_base64"])).shape == (480, 832, 3)
 
 
-def test_seed001_defaults_follow_the_seed_for_shape_and_the_engine_for_sampling() -> None:
+def test_lightx2v_defaults_follow_the_dialect_for_shape_and_the_engine_for_sampling() -> None:
     request, _ = parse_job_input("animate", {"image_base64": PNG_B64, "prompt": "p"})
     assert isinstance(request, AnimateRequest)
     assert (request.width, request.height, request.frames, request.fps) == (832, 480, 81, 16)
@@ -405,7 +405,7 @@ def test_seed001_defaults_follow_the_seed_for_shape_and_the_engine_for_sampling(
     assert 0 <= request.seed <= MAX_SEED  # no seed: a random one
 
 
-def test_seed001_unknown_and_mistyped_fields_are_named() -> None:
+def test_lightx2v_unknown_and_mistyped_fields_are_named() -> None:
     handler = _handler("animate")
     message = _invalid(handler, {"image_base64": PNG_B64, "prompt": "p", "num_frame": 81})
     assert "num_frame: unknown field (did you mean 'num_frames'?)" in message
@@ -427,13 +427,14 @@ def test_seed001_unknown_and_mistyped_fields_are_named() -> None:
     assert "image: unknown field" in str(caught.value) and '"kind": "animate"' in str(caught.value)
 
 
-# -- seed 000 --------------------------------------------------------------------------------------
+# -- comfy-wan-worker (seed 000) -------------------------------------------------------------------
 
 
-def _seed000_example() -> dict[str, Any]:
-    """Seed 000's input schema example. Its string fields are type descriptions, not values: the
-    prompt gets a real one, the image fields are left for each test to choose (one of the two),
-    and the optional negative prompt is dropped so that its documented default applies."""
+def _comfy_wan_example() -> dict[str, Any]:
+    """The ComfyUI worker's input schema example (seed 000). Its string fields are type
+    descriptions, not values: the prompt gets a real one, the image fields are left for each test
+    to choose (one of the two), and the optional negative prompt is dropped so that its documented
+    default applies."""
     document = _seed_document("seed000_input_schema.json")["input"]
     placeholders = {"prompt", "image_url", "image_base64", "negative_prompt"}
     assert {k for k, v in document.items() if str(v).startswith("string (")} == placeholders
@@ -441,32 +442,33 @@ def _seed000_example() -> dict[str, Any]:
     return {**example, "prompt": "A knight swings his sword"}
 
 
-SEED000_EXAMPLE: dict[str, Any] = _seed000_example()
+COMFY_WAN_EXAMPLE: dict[str, Any] = _comfy_wan_example()
 
 
-def _check_seed000_output(out: dict[str, Any]) -> None:
-    # The project returns seed 001's output names for every seed-format animate request.
-    assert set(out) == SEED001_OUTPUT_KEYS
-    assert (out["num_frames"], out["fps"], out["resolution"]) == (33, 16, "512x512")
-    assert 0 <= out["seed"] <= MAX_SEED  # seed 000 has no seed: a random one, reported
+def _check_comfy_wan_output(out: dict[str, Any]) -> None:
+    # The ComfyUI worker's own output shape, plus the seed (an extension) inside its metadata.
+    assert set(out) == {"video_base64", "metadata"}
+    metadata = dict(out["metadata"])
+    assert 0 <= metadata.pop("seed") <= MAX_SEED  # the original had no seed: a random one, reported
+    assert metadata == dict(width=512, height=512, frames=33, fps=16, cfg=1.0, steps=4)
     frames = _decode_video(base64.b64decode(out["video_base64"]), 512, 512)
     assert frames.shape[0] == 33
 
 
-def test_seed000_example_with_image_base64() -> None:
-    document = {**SEED000_EXAMPLE, "image_base64": PNG_B64}
+def test_comfy_wan_example_with_image_base64() -> None:
+    document = {**COMFY_WAN_EXAMPLE, "image_base64": PNG_B64}
     request, style = parse_job_input("animate", document)
-    assert style == "seed001" and isinstance(request, AnimateRequest)
-    assert request.negative_prompt == SEED000_NEGATIVE_PROMPT
+    assert style == "comfy-wan-worker" and isinstance(request, AnimateRequest)
+    assert request.negative_prompt == COMFY_WAN_NEGATIVE_PROMPT
     assert (request.guidance_scale, request.steps, request.frames) == (1.0, 4, 33)
-    _check_seed000_output(_run(_handler("animate"), document))
+    _check_comfy_wan_output(_run(_handler("animate"), document))
 
 
-def test_seed000_example_with_image_url_from_a_loopback_server(server: LoopbackServer) -> None:
-    document = {**SEED000_EXAMPLE, "image_url": server.url("/image.png?X-Amz-Signature=s3cr3t")}
+def test_comfy_wan_example_with_image_url_from_a_loopback_server(server: LoopbackServer) -> None:
+    document = {**COMFY_WAN_EXAMPLE, "image_url": server.url("/image.png?X-Amz-Signature=s3cr3t")}
     lines: list[str] = []
     out = _run(_handler("animate", allow_private_urls=True, log=lines.append), document)
-    _check_seed000_output(out)
+    _check_comfy_wan_output(out)
     record = json.loads(lines[0])
     assert record["input_hosts"] == ["127.0.0.1"] and "s3cr3t" not in lines[0]
 
@@ -476,29 +478,29 @@ def test_seed000_example_with_image_url_from_a_loopback_server(server: LoopbackS
     assert "s3cr3t" not in message
 
 
-def test_seed000_needs_exactly_one_image() -> None:
+def test_comfy_wan_needs_exactly_one_image() -> None:
     handler = _handler("animate")
-    both = {**SEED000_EXAMPLE, "image_base64": PNG_B64, "image_url": "https://example.com/a.png"}
+    both = {**COMFY_WAN_EXAMPLE, "image_base64": PNG_B64, "image_url": "https://example.com/a.png"}
     assert "exactly one of 'image_url' or 'image_base64'" in _invalid(handler, both)
-    assert "image_base64: required" in _invalid(handler, dict(SEED000_EXAMPLE))
+    assert "image_base64: required" in _invalid(handler, dict(COMFY_WAN_EXAMPLE))
 
 
 def test_allow_private_urls_is_read_from_the_environment_when_the_handler_is_made(
     server: LoopbackServer,
 ) -> None:
-    document = {**SEED000_EXAMPLE, "image_url": server.url("/image.png"), "frames": 9}
+    document = {**COMFY_WAN_EXAMPLE, "image_url": server.url("/image.png"), "frames": 9}
     allowed = _handler("animate", env={"VIDEOKIT_ALLOW_PRIVATE_URLS": "1"})
-    assert _run(allowed, document)["num_frames"] == 9
+    assert _run(allowed, document)["metadata"]["frames"] == 9
     assert "loopback" in _invalid(
         _handler("animate", env={"VIDEOKIT_ALLOW_PRIVATE_URLS": "0"}), document
     )
 
 
-# -- seed 003 --------------------------------------------------------------------------------------
+# -- qwen-edit-worker (seed 003) -------------------------------------------------------------------
 
-# Seed 003 documents no example payload (only its field names; see tests/fixtures/seeds/README.md),
-# so this one is constructed from those fields.
-SEED003_EXAMPLE: dict[str, Any] = {
+# The Qwen-Edit worker (seed 003) documents no example payload (only its field names; see
+# tests/fixtures/seeds/README.md), so this one is constructed from those fields.
+QWEN_EDIT_EXAMPLE: dict[str, Any] = {
     "image_base64": PNG_B64,
     "images_base64": [REF_B64],
     "prompt": "Professional CEO, navy suit, standing in a glass office, soft daylight",
@@ -509,43 +511,43 @@ SEED003_EXAMPLE: dict[str, Any] = {
 }
 
 
-def test_seed003_example_answers_with_edited_image_base64() -> None:
-    request, style = parse_job_input("edit", SEED003_EXAMPLE)
-    assert style == "seed003" and isinstance(request, EditRequest)
+def test_qwen_edit_example_answers_with_edited_image_base64() -> None:
+    request, style = parse_job_input("edit", QWEN_EDIT_EXAMPLE)
+    assert style == "qwen-edit-worker" and isinstance(request, EditRequest)
     assert (len(request.images), request.steps, request.true_cfg_scale) == (2, 8, 1.0)
 
-    out = _run(_handler("edit"), SEED003_EXAMPLE)
-    assert set(out) == SEED003_OUTPUT_KEYS
+    out = _run(_handler("edit"), QWEN_EDIT_EXAMPLE)
+    assert set(out) == QWEN_EDIT_OUTPUT_KEYS
     assert out["success"] is True and out["seed"] == 7
     picture = decode_png_array(base64.b64decode(out["edited_image_base64"]))
     assert picture.shape == (out["height"], out["width"], 3)
 
 
-def test_seed003_random_seed_is_reported_and_reproduces_the_image() -> None:
+def test_qwen_edit_random_seed_is_reported_and_reproduces_the_image() -> None:
     handler = _handler("edit")
-    document = {k: v for k, v in SEED003_EXAMPLE.items() if k != "seed"}
+    document = {k: v for k, v in QWEN_EDIT_EXAMPLE.items() if k != "seed"}
     first = _run(handler, document)
     again = _run(handler, {**document, "seed": first["seed"]})
     assert again["edited_image_base64"] == first["edited_image_base64"]
 
 
-def test_seed003_limits_and_typos() -> None:
+def test_qwen_edit_limits_and_typos() -> None:
     handler = _handler("edit")
-    too_many = {**SEED003_EXAMPLE, "images_base64": [REF_B64, REF_B64, REF_B64]}
+    too_many = {**QWEN_EDIT_EXAMPLE, "images_base64": [REF_B64, REF_B64, REF_B64]}
     assert "at most 3 images in total" in _invalid(handler, too_many)
-    message = _invalid(handler, {**SEED003_EXAMPLE, "guidance": 4.0})
+    message = _invalid(handler, {**QWEN_EDIT_EXAMPLE, "guidance": 4.0})
     assert "guidance: unknown field (did you mean 'guidance_scale'?)" in message
-    message = _invalid(handler, {**SEED003_EXAMPLE, "guidance_scale": 50})
+    message = _invalid(handler, {**QWEN_EDIT_EXAMPLE, "guidance_scale": 50})
     assert message.startswith(
         "invalid input: guidance_scale: Input should be less than or equal to 20"
     )
-    message = _invalid(handler, {**SEED003_EXAMPLE, "images_base64": [REF_B64, "@@@"]})
+    message = _invalid(handler, {**QWEN_EDIT_EXAMPLE, "images_base64": [REF_B64, "@@@"]})
     assert message.startswith("invalid input: images_base64[1]: invalid base64")
 
 
 def test_run_local_runs_one_document() -> None:
-    out = run_local("edit", load_engine("edit", "preview"), SEED003_EXAMPLE, env={})
-    assert set(out) == SEED003_OUTPUT_KEYS
+    out = run_local("edit", load_engine("edit", "preview"), QWEN_EDIT_EXAMPLE, env={})
+    assert set(out) == QWEN_EDIT_OUTPUT_KEYS
 
 
 # -- warmup ----------------------------------------------------------------------------------------
@@ -584,10 +586,10 @@ def test_bad_images_are_input_errors_and_the_handler_keeps_working(
     data: bytes, reason: str
 ) -> None:
     handler = _handler("edit")
-    bad = {**SEED003_EXAMPLE, "image_base64": base64.b64encode(data).decode()}
+    bad = {**QWEN_EDIT_EXAMPLE, "image_base64": base64.b64encode(data).decode()}
     message = _invalid(handler, bad)
     assert message.startswith("invalid input: image_base64: ") and reason in message
-    assert set(_run(handler, SEED003_EXAMPLE)) == SEED003_OUTPUT_KEYS
+    assert set(_run(handler, QWEN_EDIT_EXAMPLE)) == QWEN_EDIT_OUTPUT_KEYS
 
 
 def test_bad_images_by_url_are_input_errors(server: LoopbackServer) -> None:
@@ -597,14 +599,14 @@ def test_bad_images_by_url_are_input_errors(server: LoopbackServer) -> None:
         ("/bomb.png", "pixels"),
         ("/missing", "HTTP 404"),
     ]:
-        document = {**SEED000_EXAMPLE, "image_url": server.url(path)}
+        document = {**COMFY_WAN_EXAMPLE, "image_url": server.url(path)}
         message = _invalid(handler, document)
         assert message.startswith("invalid input: image_url: ") and reason in message, message
 
 
 def test_the_pixel_limit_is_configurable() -> None:
     handler = _handler("edit", max_image_pixels=50 * 50)
-    assert "over the limit of 2,500" in _invalid(handler, SEED003_EXAMPLE)
+    assert "over the limit of 2,500" in _invalid(handler, QWEN_EDIT_EXAMPLE)
 
 
 # -- presigned uploads -----------------------------------------------------------------------------
@@ -652,9 +654,9 @@ def test_outputs_with_targets_are_uploaded_and_returned_as_urls(server: Loopback
     assert record["uploaded"] == ["video", "last_frame"] and "s3cr3t" not in lines[0]
 
 
-def test_seed_style_output_names_uploaded_media_by_url(server: LoopbackServer) -> None:
+def test_dialect_output_names_uploaded_media_by_url(server: LoopbackServer) -> None:
     document = {
-        **SEED003_EXAMPLE,
+        **QWEN_EDIT_EXAMPLE,
         "outputs": {
             "image": {
                 "put_url": server.url("/put/edited.png?sig=1", host="localhost"),
@@ -915,7 +917,7 @@ def test_cuda_out_of_memory_is_classified_as_transient() -> None:
     lines: list[str] = []
     handler = make_handler("edit", FailingEngine(error), env={}, log=lines.append)
     with pytest.raises(WorkerOOMError) as caught:
-        _run(handler, SEED003_EXAMPLE)
+        _run(handler, QWEN_EDIT_EXAMPLE)
     assert str(caught.value).startswith("CUDA out of memory: Tried to allocate 2.00 GiB")
     assert caught.value.transient and caught.value.__cause__ is error
     assert json.loads(lines[0])["status"] == "oom"
@@ -935,7 +937,7 @@ def test_other_engine_errors_propagate_unchanged() -> None:
     error = ZeroDivisionError("a bug")
     handler = make_handler("animate", FailingEngine(error), env={})
     with pytest.raises(ZeroDivisionError) as caught:
-        _run(handler, {**SEED000_EXAMPLE, "image_base64": PNG_B64})
+        _run(handler, {**COMFY_WAN_EXAMPLE, "image_base64": PNG_B64})
     assert caught.value is error
 
 
@@ -969,8 +971,8 @@ def test_format_output_native_is_the_result_dump() -> None:
     request = EditRequest(images=[MediaInput(base64=PNG_B64)], prompt="x", seed=1)
     result = asyncio.run(load_engine("edit", "preview").edit(request, JobContext("s", "edit")))
     assert format_output(result, "native") == result.model_dump(mode="json")
-    seed = format_output(result, "seed003")
-    assert seed["edited_image_base64"] == result.image.base64 and seed["width"] == result.width
+    qwen = format_output(result, "qwen-edit-worker")
+    assert qwen["edited_image_base64"] == result.image.base64 and qwen["width"] == result.width
 
 
 def test_native_credentials_are_refused_and_hostile_field_names_are_cut_short() -> None:

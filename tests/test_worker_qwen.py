@@ -282,7 +282,7 @@ def test_output_uploaded_to_presigned_url(
     assert inline["image"]["sha256"] == media.sha256  # same job, same pixels, either way
 
 
-def test_seed003_style_input(lightning: qwen.QwenEngine) -> None:
+def test_qwen_edit_worker_style_input(lightning: qwen.QwenEngine) -> None:
     document = {
         "image_base64": "data:image/png;base64," + _b64(WIDE),
         "images_base64": [_b64(SQUARE)],
@@ -508,7 +508,7 @@ def test_lightning_ignores_cfg(
         "refused-url",
         "four-images",
         "steps-5",
-        "seed003-steps",
+        "qwen-edit-worker-steps",
     ],
 )
 def test_bad_input_is_refused_and_the_engine_serves_the_next_job(
@@ -917,7 +917,7 @@ def test_loading_draws_no_progress_bars(capfd: pytest.CaptureFixture[str]) -> No
     assert json.loads(lines[0])["event"] == "videokit.qwen.load"
 
 
-# -- CUDA out of memory, seed formats --------------------------------------------------------------
+# -- CUDA out of memory, dialects ------------------------------------------------------------------
 
 
 def test_a_cuda_oom_in_the_pipeline_is_reported_as_transient_and_frees_the_jobs_tensors(
@@ -959,13 +959,13 @@ def test_a_cuda_oom_in_the_pipeline_is_reported_as_transient_and_frees_the_jobs_
     assert out["width"] == 128
 
 
-def test_seed_format_results_carry_peak_memory_when_it_was_measured(
+def test_dialect_results_carry_peak_memory_when_it_was_measured(
     lightning: qwen.QwenEngine,
 ) -> None:
     from videokit.worker.compat import format_output
 
     request = EditRequest(images=[MediaInput.from_bytes(WIDE)], prompt="x", seed=1, steps=4)
     result = asyncio.run(lightning.edit(request, JobContext(scene="s", stage="edit")))
-    assert "peak_memory_bytes" not in format_output(result, "seed003")  # CPU: not measured
+    assert "peak_memory_bytes" not in format_output(result, "qwen-edit-worker")  # CPU: not measured
     on_gpu = result.model_copy(update={"peak_memory_bytes": 58 * 2**30})
-    assert format_output(on_gpu, "seed003")["peak_memory_bytes"] == 58 * 2**30
+    assert format_output(on_gpu, "qwen-edit-worker")["peak_memory_bytes"] == 58 * 2**30

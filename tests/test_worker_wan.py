@@ -817,16 +817,16 @@ def test_a_cuda_oom_in_the_pipeline_is_reported_as_transient_and_frees_the_jobs_
     assert _run(make_handler("animate", engine, env={}), _document())["frames"] == 5
 
 
-# -- seed formats, TI2V-5B -------------------------------------------------------------------------
+# -- dialects, TI2V-5B -----------------------------------------------------------------------------
 
 
-def test_seed_format_results_carry_peak_memory_when_it_was_measured(engine: wan.WanEngine) -> None:
+def test_dialect_results_carry_peak_memory_when_it_was_measured(engine: wan.WanEngine) -> None:
     from videokit.worker.compat import format_output
 
     result = asyncio.run(engine.animate(_request(), JobContext(scene="s", stage="animate")))
-    assert "peak_memory_bytes" not in format_output(result, "seed001")  # CPU: not measured
+    assert "peak_memory_bytes" not in format_output(result, "lightx2v-worker")  # CPU: not measured
     on_gpu = result.model_copy(update={"peak_memory_bytes": 41 * 2**30})
-    assert format_output(on_gpu, "seed001")["peak_memory_bytes"] == 41 * 2**30
+    assert format_output(on_gpu, "lightx2v-worker")["peak_memory_bytes"] == 41 * 2**30
 
 
 def test_a_ti2v_5b_snapshot_loads_and_animates_through_the_real_loader(

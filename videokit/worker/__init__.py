@@ -6,9 +6,10 @@
     handler = make_handler("animate", engine)    # VIDEOKIT_ALLOW_PRIVATE_URLS read here
     runpod.serverless.start({"handler": handler})
 
-:mod:`~videokit.worker.compat` maps the seed workers' input formats onto the wire protocol,
-:mod:`~videokit.worker.fetch` fetches URL inputs without SSRF, :mod:`~videokit.worker.engines`
-is the engine registry and :mod:`~videokit.worker.handler` ties them together.
+:mod:`~videokit.worker.compat` maps the older workers' dialects (:mod:`videokit.dialects`) onto
+the wire protocol and back, :mod:`~videokit.worker.fetch` fetches URL inputs without SSRF,
+:mod:`~videokit.worker.engines` is the engine registry and :mod:`~videokit.worker.handler` ties
+them together.
 """
 
 from __future__ import annotations

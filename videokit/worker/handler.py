@@ -8,7 +8,7 @@ await, so a cancelled job stops at the next one and ``CancelledError`` leaves th
 
 A job goes through:
 
-1. :func:`~videokit.worker.compat.parse_job_input`: native or seed-format input → native request
+1. :func:`~videokit.worker.compat.parse_job_input`: native or dialect input → native request
    (``{"warmup": true}`` is answered at once: the engine was loaded before the first job);
 2. URL inputs fetched with :func:`~videokit.worker.fetch.fetch_url` (SSRF-safe) and replaced by
    inline base64; every input image checked with :func:`~videokit.media.images.inspect_image`
@@ -241,7 +241,7 @@ class _Worker:
             record.frames = result.frames
         with _Timer(record, "upload"):
             result = await self._upload(request, result, record)
-        return format_output(result, style)
+        return format_output(result, style, request)
 
     # -- inputs ------------------------------------------------------------------------------------
 
