@@ -251,6 +251,9 @@ class AnimateRequest(_Wire):
     seed: Seed
     drop_first_frame: bool = False
     outputs: dict[Literal["video", "last_frame"], OutputTarget] = Field(default_factory=dict)
+    #: A soundtrack that drives the clip, for sound-to-video endpoints (a ComfyUI graph that
+    #: binds ``audio``); videokit's own workers take none.
+    audio: MediaInput | None = None
 
     @model_validator(mode="before")
     @classmethod

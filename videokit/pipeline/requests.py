@@ -80,12 +80,13 @@ def animate_request(scene: ScenePlan, image: bytes) -> AnimateRequest:
         guidance_scale=scene.guidance,
         guidance_scale_2=scene.guidance_2,
         seed=scene.seed,
+        audio=MediaInput.from_bytes(scene.audio.read_bytes()) if scene.audio is not None else None,
     )
 
 
 def request_params(request: EditRequest | AnimateRequest) -> dict[str, object]:
     """A request's parameters without media, for the manifest."""
-    return request.model_dump(mode="json", exclude={"image", "images", "outputs"})
+    return request.model_dump(mode="json", exclude={"image", "images", "outputs", "audio"})
 
 
 def payload_bounds(plan: StoryPlan) -> dict[Stage, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from videokit.capabilities import AnimateCapabilities, EditCapabilities, format_size
+from videokit.capabilities import AnimateCapabilities, EditCapabilities
 from videokit.protocol import AnimateRequest, EditRequest
 from videokit.story.model import Scene, Story
 from videokit.story.problem_collector import ProblemCollector
@@ -20,7 +20,10 @@ from videokit.story.problem_collector import ProblemCollector
 __all__ = [
     "check_animate_frame",
     "check_animate_settings",
+    "check_audio",
     "check_edit_settings",
+    "check_frame_count",
+    "check_prompt",
     "endpoint_frames",
 ]
 
@@ -46,22 +49,77 @@ def check_animate_frame(
     if caps is None:
         return False
     d = story.defaults
-    if caps.fps is not None and d.fps != caps.fps:
+    if not caps.takes_fps(d.fps):
+        rates = f"{caps.fps}" if caps.fps is not None else "{}-{}".format(*caps.fps_range or ())
         errors.add(
-            f"the animate endpoint {caps.endpoint} renders {caps.fps} fps, not {d.fps}",
+            f"the animate endpoint {caps.endpoint} renders {rates} fps, not {d.fps}",
             ("defaults", "fps"),
-            hint=f"set fps: {caps.fps}",
+            hint=f"set fps: {caps.nearest_fps(d.fps)}",
         )
-    if caps.sizes is None or (d.width, d.height) in caps.sizes:
+    if caps.takes_size(d.width, d.height):
         return False
     width, height = caps.nearest_size(d.width, d.height)
-    sizes = " or ".join(format_size(size) for size in caps.sizes)
     errors.add(
-        f"the animate endpoint {caps.endpoint} renders {sizes}, not {d.width}x{d.height}",
+        f"the animate endpoint {caps.endpoint} renders {caps.describe_sizes()}, not "
+        f"{d.width}x{d.height}",
         ("defaults", "height" if width == d.width else "width"),
         hint=f"set width: {width} and height: {height}",
     )
     return True
+
+
+def check_frame_count(
+    scene: Scene, i: int, frames: int, caps: AnimateCapabilities | None, errors: ProblemCollector
+) -> None:
+    """A clip length (frames, from ``frames`` or ``duration``) against an endpoint with a frame
+    range or step of its own (whole-second endpoints go through :func:`endpoint_frames`)."""
+    if caps is None or caps.frame_counts() is not None or caps.takes_frames(frames):
+        return
+    nearest = caps.nearest_frames(frames)
+    d = errors.story.defaults
+    if scene.frames is not None or scene.duration is not None:
+        where: Loc = ("scenes", i, "frames" if scene.frames is not None else "duration")
+        scene_id: str | None = scene.id
+    else:
+        where, scene_id = ("defaults", "frames" if d.frames is not None else "duration"), None
+    errors.add(
+        f"the animate endpoint {caps.endpoint} cannot render a clip of {frames} frames: it "
+        f"renders {caps.describe_lengths()}",
+        where,
+        scene=scene_id,
+        hint=f"use frames: {nearest}",
+    )
+
+
+def check_prompt(
+    scene: Scene, i: int, caps: AnimateCapabilities | None, errors: ProblemCollector
+) -> None:
+    """A motion prompt longer than the animate endpoint takes."""
+    if caps is None or caps.prompt_chars is None or len(scene.motion) <= caps.prompt_chars:
+        return
+    errors.add(
+        f"the motion prompt is {len(scene.motion)} characters; the animate endpoint "
+        f"{caps.endpoint} takes at most {caps.prompt_chars}",
+        ("scenes", i, "motion"),
+        scene=scene.id,
+        hint=f"shorten it to {caps.prompt_chars} characters",
+    )
+
+
+def check_audio(
+    scene: Scene, i: int, caps: AnimateCapabilities | None, errors: ProblemCollector
+) -> None:
+    """A scene with a soundtrack needs an endpoint that takes one (a sound-to-video graph)."""
+    if scene.audio is None or (caps is not None and caps.audio):
+        return
+    name = f"the animate endpoint {caps.endpoint}" if caps is not None else "this backend"
+    errors.add(
+        f"scene '{scene.id}' has audio, and {name} takes no soundtrack",
+        ("scenes", i, "audio"),
+        scene=scene.id,
+        hint="render it on a worker-comfyui endpoint whose workflow binds `audio` (see "
+        "examples/comfy/wan22-s2v.toml), or remove audio",
+    )
 
 
 def endpoint_frames(
@@ -155,7 +213,16 @@ def check_animate_settings(
     steps, guidance, guidance_2 = values
     fields = AnimateRequest.model_fields
     defaults = tuple(fields[n].default for n in ("steps", "guidance_scale", "guidance_scale_2"))
-    if values != defaults:
+    if values[:2] != defaults[:2] and not caps.sampler_settings:
+        loc, scene_id = _setting(scene, i, "animate", "steps")
+        errors.warn(
+            f"steps and guidance are ignored by the animate endpoint {caps.endpoint}: it runs "
+            "its own",
+            loc,
+            scene=scene_id,
+            hint="remove them, or bind them in the workflow's bindings table",
+        )
+    elif values != defaults:
         own = " (or leave steps and guidance out: the endpoint then runs its own defaults)"
         for name, value, bounds in (
             ("steps", steps, caps.steps),

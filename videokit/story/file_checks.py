@@ -65,17 +65,24 @@ def check_story_files(
             check_image(resolve_path(story, image), ("scenes", i, "edit", "images", j), scene.id)
         if source.kind == "file" and source.path is not None:
             check_image(source.path, ("scenes", i, "from"), scene.id)
-    if audio is not None:
-        problem, hint = _file_problem(audio, story.base_dir)
+
+    def check_audio(path: Path, loc: tuple[str | int, ...], scene: str | None = None) -> None:
+        problem, hint = _file_problem(path, story.base_dir)
         if problem is None:
             try:
-                probe_audio(audio)
+                probe_audio(path)
             except (VideoKitError, OSError, ValueError) as exc:
                 reason = getattr(exc, "message", str(exc)).splitlines()[0]
-                problem = f"{_shown(audio)}: not an audio file ({reason})"
+                problem = f"{_shown(path)}: not an audio file ({reason})"
                 hint = "give an audio file: M4A, MP3, WAV, FLAC, ..."
         if problem is not None:
-            errors.add(problem, ("output", "audio"), hint=hint)
+            errors.add(problem, loc, scene=scene, hint=hint)
+
+    for i, scene in enumerate(story.scenes):
+        if scene.audio is not None:
+            check_audio(resolve_path(story, scene.audio), ("scenes", i, "audio"), scene.id)
+    if audio is not None:
+        check_audio(audio, ("output", "audio"))
     if output is not None:
         _check_output(output, errors)
     return sizes

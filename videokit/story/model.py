@@ -258,6 +258,11 @@ class Scene(_ClipLength):
         description="How this scene's starting image (the reference or an image path in 'from') "
         "becomes a frame when its aspect ratio differs (default: defaults.fit).",
     )
+    audio: PathLike | None = Field(
+        default=None,
+        description="A soundtrack that drives this clip (sound-to-video): only an animate "
+        "endpoint whose ComfyUI workflow binds `audio` takes it.",
+    )
 
     @field_validator("motion")
     @classmethod

@@ -24,7 +24,10 @@ from videokit.protocol import (
 )
 from videokit.story.capability_checks import (
     check_animate_settings,
+    check_audio,
     check_edit_settings,
+    check_frame_count,
+    check_prompt,
     endpoint_frames,
 )
 from videokit.story.model import (
@@ -104,6 +107,8 @@ class ScenePlan:
     #: How the starting image becomes a frame when its aspect ratio differs: the scene's ``fit``,
     #: else ``defaults.fit`` (crop, pad or stretch; see videokit.media.images.fit_image).
     fit: str
+    #: A soundtrack that drives the clip (sound-to-video endpoints only).
+    audio: Path | None = None
 
 
 def derive_seed(story_seed: int, scene_id: str) -> int:
@@ -192,6 +197,9 @@ def plan_scene(
         frames, note = endpoint_frames(scene, i, caps.animate, DEFAULT_FRAMES, errors)
     else:
         frames, note = _frames(scene, i, fps, errors)
+        check_frame_count(scene, i, frames, caps.animate, errors)
+    check_audio(scene, i, caps.animate, errors)
+    check_prompt(scene, i, caps.animate, errors)
     seed = scene.seed if scene.seed is not None else derive_seed(d.seed, scene.id)
     animate = _merged(d.animate, scene.animate)
     check_animate_settings(
@@ -223,6 +231,7 @@ def plan_scene(
         guidance_2=animate.guidance_2,
         crossfade_out_s=crossfade,
         fit=scene.fit if scene.fit is not None else d.fit,
+        audio=resolve_path(story, scene.audio) if scene.audio is not None else None,
     )
 
 
