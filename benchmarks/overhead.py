@@ -45,7 +45,9 @@ class NaivePollingBackend(RunPodBackend):
 
     def __init__(self, config: RunPodConfig) -> None:
         super().__init__(config)
-        self.policy.follow = self._follow  # type: ignore[method-assign]
+        for route in self.routes.values():
+            for lane in route.lanes:
+                lane.policy.follow = self._follow  # type: ignore[method-assign]
 
     async def _follow(
         self, stage: Stage, handle: JobHandle, watch: Watch, ctx: JobContext
@@ -180,9 +182,9 @@ def run(job_seconds: float) -> list[Row]:
                     if backend.stats.polls:
                         job, row.most_reads = backend.stats.polls.most_common(1)[0]
                         seconds = max(job_seconds, *job_seconds_of(manifest, job))
-                        row.budget = backend.policy.handle(
-                            endpoint, "animate", job
-                        ).budget.most_requests(seconds)
+                        row.budget = (
+                            backend.attach("animate", job).budget.most_requests(seconds)
+                        )
                     rows.append(row)
     finally:
         server.terminate()

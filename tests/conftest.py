@@ -69,6 +69,9 @@ class RecordingBackend:
     def identity(self, stage: Stage) -> str:
         return self.inner.identity(stage)
 
+    def identities(self, stage: Stage) -> tuple[str, ...]:
+        return (self.identity(stage),)
+
     def concurrency(self, stage: Stage) -> int:
         return 4
 

@@ -60,6 +60,9 @@ class BillingBackend:
     def identity(self, stage: Stage) -> str:
         return self.recording.identity(stage)
 
+    def identities(self, stage: Stage) -> tuple[str, ...]:
+        return (self.identity(stage),)
+
     def concurrency(self, stage: Stage) -> int:
         return 4
 

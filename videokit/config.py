@@ -15,8 +15,10 @@ Environment variables (also read from ``.env``; real variables win)::
     VIDEOKIT_BACKEND                preview | runpod
     VIDEOKIT_OUT                    work directory root (default: out)
     VIDEOKIT_CONCURRENCY            jobs at once per stage
-    VIDEOKIT_EDIT_ENDPOINT          endpoint id (or full URL of a `videokit serve` endpoint root)
-    VIDEOKIT_ANIMATE_ENDPOINT
+    VIDEOKIT_EDIT_ENDPOINT          endpoint id (or full URL of a `videokit serve` endpoint root),
+    VIDEOKIT_ANIMATE_ENDPOINT       optionally kind:id, or several in order of preference, comma-
+                                    separated (see videokit.backends.kinds and .runpod.routing)
+    VIDEOKIT_ANIMATE_WORKFLOW       bindings file of a worker-comfyui endpoint's ComfyUI workflow
     VIDEOKIT_RUNPOD_BASE_URL        API base (default https://api.runpod.ai/v2)
     VIDEOKIT_EDIT_GPU               GPU pool an endpoint bills at (e.g. ADA_80_PRO)
     VIDEOKIT_ANIMATE_GPU
@@ -55,9 +57,10 @@ The config file (TOML) holds the same settings, never a secret::
     gpu = "ADA_80_PRO"
 
     [animate]
-    endpoint = "def456uvw"
+    endpoint = ["http://gpu-box:8002/v2/animate", "def456uvw", "wan-2-2-i2v-720"]
     gpu = "HOPPER_141"
     bill_delay = true
+    workflow = "comfy/wan22-i2v-4step.toml"   # for worker-comfyui:... endpoints
     mode = "standard"           # the worker runs VIDEOKIT_WAN_MODE=standard
 
     [prices]                    # USD per second, merged over the defaults
@@ -177,6 +180,8 @@ class Settings:
     # price never replaces these.
     price_overrides: Mapping[str, str] = field(default_factory=dict)
     bill_delay: Mapping[str, bool] = field(default_factory=dict)
+    # Per stage, the bindings file of its worker-comfyui endpoint's ComfyUI workflow.
+    workflows: Mapping[str, Path] = field(default_factory=dict)
     # Per stage, the mode its endpoint's worker runs in (lightning unless set): estimates only.
     modes: Mapping[str, str] = field(default_factory=dict)
     # By public endpoint id, what one output costs: the catalogue's prices, with overrides.
@@ -203,8 +208,14 @@ class Settings:
         from videokit.backends.kinds import public_model
 
         per_output: dict[str, OutputPrice] = {}
-        for stage, endpoint in (("edit", self.edit_endpoint), ("animate", self.animate_endpoint)):
-            model = public_model(endpoint) if endpoint else None
+        for stage in STAGES:
+            route = self.route(stage)
+            # The first choice's price: a fallback is priced where plan shows the route.
+            model = (
+                public_model(route[0][1])
+                if route and route[0][0] in (None, "runpod-public")
+                else None
+            )
             if model is not None and model.stage == stage:
                 per_output[stage] = self.output_prices.get(model.endpoint_id, model.price)
         prices = dict(self.prices)
@@ -225,6 +236,18 @@ class Settings:
             price_sources=sources,
             cards=cards,
         )
+
+    def endpoint_spec(self, stage: str) -> str | None:
+        return self.edit_endpoint if stage == "edit" else self.animate_endpoint
+
+    def route(self, stage: str) -> list[tuple[Any, str]]:
+        """``stage``'s endpoints in order of preference: (kind or None, id or URL) each."""
+        from videokit.backends.kinds import parse_route
+
+        spec = self.endpoint_spec(stage)
+        if not spec:
+            return []
+        return list(parse_route(spec, where=f"VIDEOKIT_{stage.upper()}_ENDPOINT"))
 
     @classmethod
     def resolve(
@@ -347,7 +370,13 @@ class Settings:
         gpu: dict[str, str] = {}
         bill_delay: dict[str, bool] = {}
         modes: dict[str, str] = {}
+        workflows: dict[str, Path] = {}
         for stage in STAGES:
+            variable = f"VIDEOKIT_{stage.upper()}_WORKFLOW"
+            if env_value(variable) is not None:
+                workflows[stage] = Path(environ[variable].strip()).expanduser()
+            elif stage_value(stage, "workflow") is not None:
+                workflows[stage] = stage_value(stage, "workflow")
             variable = f"VIDEOKIT_{stage.upper()}_GPU"
             if env_value(variable) is not None:
                 gpu[stage] = check_gpu(environ[variable].strip(), prices, where=variable)
@@ -378,6 +407,7 @@ class Settings:
             prices=prices,
             price_overrides=price_overrides,
             bill_delay=bill_delay,
+            workflows=workflows,
             modes=modes,
             output_prices=_output_prices(overrides),
             queue_timeout_s=queue,

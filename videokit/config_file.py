@@ -94,6 +94,16 @@ def text(where: str, value: object) -> str:
     return value.strip()
 
 
+def endpoints(where: str, value: object) -> str:
+    """One endpoint, or a list of them in order of preference (see
+    :func:`videokit.backends.kinds.parse_route`), as one comma-separated text."""
+    if isinstance(value, list) and value:
+        return ",".join(text(f"{where}[{i}]", item) for i, item in enumerate(value))
+    if isinstance(value, list):
+        raise ConfigError(f"{where} is an empty list", hint="list at least one endpoint")
+    return text(where, value)
+
+
 def gpu_prices(where: str, value: object) -> dict[str, float]:
     if not isinstance(value, Mapping):
         raise ConfigError(
@@ -166,7 +176,7 @@ _TOP_KEYS = (
     "output_prices",
     *STAGES,
 )
-_STAGE_KEYS = ("endpoint", "gpu", "bill_delay", "mode")
+_STAGE_KEYS = ("endpoint", "gpu", "bill_delay", "mode", "workflow")
 WORKER_MODES = ("lightning", "standard")
 
 
@@ -234,10 +244,12 @@ class ConfigFile:
                 )
             _refuse_unknown(path, table, _STAGE_KEYS, f"{stage}.")
             stage_checks: dict[str, Callable[[str, object], Any]] = {
-                "endpoint": text,
+                "endpoint": endpoints,
                 "gpu": text,
                 "bill_delay": boolean_strict,
                 "mode": worker_mode,
+                # Relative to the file, as a reader of the file expects.
+                "workflow": lambda where, value: path.parent / text(where, value),
             }
             stages[stage] = {
                 key: check(where(f"{stage}.{key}"), table[key])

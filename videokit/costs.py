@@ -25,7 +25,7 @@ when classifier-free guidance runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from videokit.errors import ConfigError
@@ -136,6 +136,14 @@ class CostModel:
 
     def pool(self, stage: str) -> str:
         return self.gpu.get(stage, DEFAULT_GPU[stage])
+
+    def for_endpoint(self, stage: str, gpu: str, price: OutputPrice | None) -> CostModel:
+        """This model with ``stage`` on another endpoint: its GPU pool, or its per-output price
+        (one endpoint of a stage that lists several)."""
+        outputs = {name: p for name, p in self.output_prices.items() if name != stage}
+        if price is not None:
+            outputs[stage] = price
+        return replace(self, gpu={**self.gpu, stage: gpu}, output_prices=outputs)
 
     def price_per_second(self, stage: str) -> float:
         return self.prices[check_gpu(self.pool(stage), self.prices, where=f"{stage} GPU")]

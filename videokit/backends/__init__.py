@@ -6,12 +6,19 @@ network, no key checks), so ``validate`` and ``plan`` can hold a story against i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from videokit.backends.base import Backend, JobAttempt, JobContext, Stage
-from videokit.capabilities import AnimateCapabilities, Capabilities, EditCapabilities
+from videokit.capabilities import (
+    AnimateCapabilities,
+    Capabilities,
+    EditCapabilities,
+    intersect_animate,
+    intersect_edit,
+)
 from videokit.config import Settings
+from videokit.costs import CostModel
 from videokit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,30 +55,36 @@ def create_backend(name: str | None, settings: Settings) -> Backend:
 
 def capabilities_for(name: str | None, settings: Settings) -> Capabilities:
     """What the backend called ``name`` (default: the settings' choice, else ``preview``) can
-    render, from its configuration alone: on ``runpod``, each stage whose endpoint id is a known
-    RunPod Public Endpoint of that stage brings that endpoint's capabilities (and images then
-    travel by URL). Anything else renders what the wire protocol allows: ``Capabilities()``."""
+    render, from its configuration alone (no network, no key checks): on ``runpod``, what every
+    endpoint of each stage's route can render (a Public Endpoint's, a worker's documented limits,
+    a ComfyUI workflow's ``[limits]``); images travel by URL when some endpoint takes them so.
+    Anything else renders what the wire protocol allows: ``Capabilities()``. A route that cannot
+    be built (a workflow whose bindings are wrong) is a ConfigError here, before anything runs."""
     name = name or settings.backend or "preview"
     if name != "runpod":
         return Capabilities()
-    from videokit.backends.kinds import kind_name, public_model
+    from videokit.backends.kinds.fetch import ResultFetcher
+    from videokit.backends.runpod.lanes import make_kind
 
-    found: dict[Stage, EditCapabilities | AnimateCapabilities] = {}
-    pairs: tuple[tuple[Stage, str | None], ...] = (
-        ("edit", settings.edit_endpoint),
-        ("animate", settings.animate_endpoint),
-    )
-    for stage, endpoint_id in pairs:
-        if not endpoint_id or kind_name(endpoint_id) != "runpod-public":
-            continue
-        model = public_model(endpoint_id)
-        if model is not None and model.stage == stage:
-            found[stage] = model.capabilities
-    edit, animate = found.get("edit"), found.get("animate")
+    edit: list[EditCapabilities | None] = []
+    animate: list[AnimateCapabilities | None] = []
+    by_url = False
+    fetcher = ResultFetcher()
+    for stage, endpoint in _route_endpoints(settings, None):
+        try:
+            kind = make_kind(stage, endpoint, storage=None, fetcher=fetcher)
+        except ConfigError as exc:
+            if "worker-comfyui" in exc.message:
+                raise  # a workflow that is wrong is refused at validate
+            continue  # create_backend says what is wrong with the others
+        caps = kind.capabilities
+        by_url = by_url or kind.inputs_by_url
+        if stage == "edit":
+            edit.append(caps if isinstance(caps, EditCapabilities) else None)
+        else:
+            animate.append(caps if isinstance(caps, AnimateCapabilities) else None)
     return Capabilities(
-        edit=edit if isinstance(edit, EditCapabilities) else None,
-        animate=animate if isinstance(animate, AnimateCapabilities) else None,
-        inputs_by_url=bool(found),
+        edit=intersect_edit(edit), animate=intersect_animate(animate), inputs_by_url=by_url
     )
 
 
@@ -82,10 +95,8 @@ def capabilities_of(backend: Backend) -> Capabilities:
     if not callable(method):
         return Capabilities()
     edit, animate = method("edit"), method("animate")
-    kinds = getattr(backend, "kinds", None)
-    by_url = isinstance(kinds, Mapping) and any(
-        getattr(kind, "inputs_by_url", False) is True for kind in kinds.values()
-    )
+    takes_urls = getattr(backend, "inputs_by_url", None)
+    by_url = callable(takes_urls) and any(takes_urls(s) is True for s in ("edit", "animate"))
     return Capabilities(
         edit=edit if isinstance(edit, EditCapabilities) else None,
         animate=animate if isinstance(animate, AnimateCapabilities) else None,
@@ -96,7 +107,6 @@ def capabilities_of(backend: Backend) -> Capabilities:
 def _runpod(settings: Settings) -> Backend:
     from videokit.backends.runpod import (
         DEFAULT_BASE_URL,
-        Endpoint,
         RunPodBackend,
         RunPodConfig,
         is_runpod_hosted,
@@ -110,23 +120,18 @@ def _runpod(settings: Settings) -> Backend:
     catalog = cached_catalog(settings.environ)
     costs = settings.cost_model(catalog.prices() if catalog is not None else None)
     endpoints: dict[Stage, Endpoint] = {}
-    pairs: tuple[tuple[Stage, str | None], ...] = (
-        ("edit", settings.edit_endpoint),
-        ("animate", settings.animate_endpoint),
-    )
-    for stage, endpoint_id in pairs:
-        if endpoint_id:
-            endpoints[stage] = Endpoint(
-                id=endpoint_id,
-                gpu=costs.pool(stage),
-                concurrency=settings.concurrency or 4,
-                bill_delay=costs.bill_delay.get(stage, False),
-            )
+    fallbacks: dict[Stage, list[Endpoint]] = {}
+    for stage, endpoint in _route_endpoints(settings, costs):
+        if stage in endpoints:
+            fallbacks.setdefault(stage, []).append(endpoint)
+        else:
+            endpoints[stage] = endpoint
+    every = [*endpoints.items(), *((s, ep) for s, eps in fallbacks.items() for ep in eps)]
     # RUNPOD_API_KEY is sent to RunPod's own API only (see videokit.backends.runpod), so only
     # endpoints there need it; a self-hosted one takes VIDEOKIT_SERVE_API_KEY, if it wants one.
-    on_runpod = [
-        stage for stage, endpoint in endpoints.items() if is_runpod_hosted(endpoint.url(base_url))
-    ]
+    on_runpod = list(
+        dict.fromkeys(stage for stage, ep in every if is_runpod_hosted(ep.url(base_url)))
+    )
     if settings.api_key is None and on_runpod:
         raise ConfigError(
             f"the runpod backend needs an API key for the {' and '.join(on_runpod)} endpoint(s) "
@@ -150,8 +155,9 @@ def _runpod(settings: Settings) -> Backend:
     config = RunPodConfig(
         api_key=settings.api_key,
         serve_api_key=settings.serve_api_key,
-        story_hosts=_story_hosts(settings, endpoints, base_url),
+        story_hosts=_story_hosts(settings, every, base_url),
         endpoints=endpoints,
+        fallbacks={stage: tuple(eps) for stage, eps in fallbacks.items()},
         base_url=base_url,
         **overrides,  # type: ignore[arg-type]
     )
@@ -161,11 +167,35 @@ def _runpod(settings: Settings) -> Backend:
     storage_config = StorageConfig.from_env(settings.environ)
     if storage_config is not None:
         storage = S3Storage(storage_config)
-    return RunPodBackend(config, costs=costs, storage=storage)
+    return RunPodBackend(config, costs=costs, storage=storage, output_prices=settings.output_prices)
+
+
+def _route_endpoints(settings: Settings, costs: CostModel | None) -> list[tuple[Stage, Endpoint]]:
+    """Every stage's endpoints in order of preference, as the settings give them."""
+    from videokit.backends.runpod import Endpoint
+
+    found: list[tuple[Stage, Endpoint]] = []
+    stages: tuple[Stage, ...] = ("edit", "animate")
+    for stage in stages:
+        for kind, endpoint_id in settings.route(stage):
+            found.append(
+                (
+                    stage,
+                    Endpoint(
+                        id=endpoint_id,
+                        kind=kind,
+                        gpu=costs.pool(stage) if costs is not None else "ADA_80_PRO",
+                        concurrency=settings.concurrency or 4,
+                        bill_delay=costs.bill_delay.get(stage, False) if costs else False,
+                        workflow=settings.workflows.get(stage),
+                    ),
+                )
+            )
+    return found
 
 
 def _story_hosts(
-    settings: Settings, endpoints: Mapping[Stage, Endpoint], base_url: str
+    settings: Settings, endpoints: Sequence[tuple[Stage, Endpoint]], base_url: str
 ) -> frozenset[str]:
     """The origins only the story file named (it set the endpoint URL, or the base URL an endpoint
     id resolves against); any origin the user configured too is theirs, and keeps its key."""
@@ -173,7 +203,7 @@ def _story_hosts(
 
     named: set[str] = set()
     configured: set[str] = set()
-    for stage, endpoint in endpoints.items():
+    for stage, endpoint in endpoints:
         url = endpoint.url(base_url)
         absolute = "://" in endpoint.path("")
         by_story = f"{stage}_endpoint" in settings.from_story or (

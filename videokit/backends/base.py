@@ -35,6 +35,8 @@ class JobAttempt:
     # before it said), so ``cost_usd`` is the client's estimate from what it observed.
     cost_estimated: bool = False
     error: str | None = None
+    #: The endpoint it was submitted to (its label: an id, or the last part of a URL).
+    endpoint: str | None = None
 
 
 async def _ignore_submitted(job_id: str) -> None:
@@ -59,11 +61,20 @@ class JobContext:
     ``on_status`` is called when a job the backend watches changes state (see :data:`JobState`),
     only on changes; a backend that cannot tell queued from running may say ``"running"`` once
     the job starts.
+
+    A backend with several endpoints per stage says where the job is (``endpoint``, set before it
+    is submitted there), why it left the endpoints before it (``moves``) and the identity of the
+    one whose result it returns (``served_by``: see :meth:`Backend.identities`).
+    ``resume_endpoint`` is where the job to re-attach to was submitted.
     """
 
     scene: str
     stage: Stage
     resume_job_id: str | None = None
+    resume_endpoint: str | None = None
+    endpoint: str | None = None
+    served_by: str | None = None
+    moves: list[str] = field(default_factory=list)
     on_submitted: Callable[[str], Awaitable[None]] = _ignore_submitted
     on_progress: Callable[[float, str | None], None] = _ignore_progress
     on_status: Callable[[JobState], None] = _ignore_status
@@ -87,6 +98,12 @@ class Backend(Protocol):
     name: str
 
     def identity(self, stage: Stage) -> str: ...
+
+    def identities(self, stage: Stage) -> tuple[str, ...]:
+        """The identity of every endpoint that may serve ``stage``, in order of preference (the
+        first is :meth:`identity`). A cached result of any of them stands for a job; a result is
+        stored under the identity that made it (``JobContext.served_by``)."""
+        ...
 
     def concurrency(self, stage: Stage) -> int: ...
 

@@ -112,6 +112,9 @@ class PreviewBackend:
             return f"preview/storyboard@{_STORYBOARD_VERSION}"
         return f"preview/animatic@{_ANIMATIC_VERSION}"
 
+    def identities(self, stage: Stage) -> tuple[str, ...]:
+        return (self.identity(stage),)
+
     def concurrency(self, stage: Stage) -> int:
         return self._concurrency
 

@@ -96,6 +96,15 @@ def plan_json(
         "edit_size": list(plan.edit_size) if plan.edit_size is not None else None,
         "gpu_prices": gpu_prices,
         "gpu_prices_note": prices_note,
+        # Stages that list several endpoints: each one's cost for the jobs to render, in order.
+        "routes": {
+            stage: [
+                {"endpoint": label, "kind": kind, "cost_usd": round(usd, 4)}
+                for label, kind, usd in choices
+            ]
+            for stage, choices in guess.route_costs.items()
+        },
+        "cost_worst_usd": round(max(guess.worst_cost_usd, guess.cost_usd), 4),
     }
 
 
@@ -218,5 +227,26 @@ def print_plan(
     # Per stage: its GPU pool, cards and rate, or its price per output, and where each came from.
     for stage in sorted(plan.stages(), key=("edit", "animate").index):
         console.print(f"  {stage}: {escape(bases[stage])}")
+    _print_routes(guess)
     if prices_note:
         console.print(f"[yellow]{escape(prices_note)}[/]")
+
+
+def _print_routes(guess: Forecast) -> None:
+    """Stages that list several endpoints: every endpoint can render every scene (validate
+    checked it), what the jobs to render would cost on each, and the worst case."""
+    if not guess.route_costs:
+        return
+    console = stdout()
+    for stage, choices in guess.route_costs.items():
+        console.print(
+            f"  {stage} endpoints, in order (each can render every scene; a job moves to the "
+            "next when one fails transiently, stays queued too long or is unreachable):"
+        )
+        for n, (label, kind, usd) in enumerate(choices, start=1):
+            console.print(f"    {n}. {escape(label)} ({kind}): ${usd:.3f}")
+    worst = max(guess.worst_cost_usd, guess.cost_usd)
+    console.print(
+        f"  cost: ~${guess.cost_usd:.3f} on the first choices; up to ~${worst:.3f} if every job "
+        "ends on its costliest endpoint (attempts that failed before it add their running time)"
+    )

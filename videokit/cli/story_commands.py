@@ -259,7 +259,7 @@ def plan(
     configure_logging(quiet=quiet, verbose=verbose)
     with errors(as_json):
         from videokit.backends.base import Stage
-        from videokit.cli.endpoint_notes import endpoint_notes
+        from videokit.cli.endpoint_notes import endpoint_notes, route_endpoints
         from videokit.cli.output import stdout
         from videokit.cli.plan_view import plan_json, print_plan
         from videokit.pipeline.forecast import forecast
@@ -282,7 +282,10 @@ def plan(
             catalog, prices_note = try_catalog(key, settings.environ, refresh=refresh_prices)
             if catalog is not None:
                 costs = settings.cost_model(catalog.prices())
-        guess = forecast(story_plan, chosen, pipeline.workdir, costs=costs, force=force)
+        routes = route_endpoints(chosen, costs)
+        guess = forecast(
+            story_plan, chosen, pipeline.workdir, costs=costs, force=force, routes=routes
+        )
         # Only endpoints that will get jobs are asked (health is read-only and bounded).
         both: tuple[Stage, ...] = ("edit", "animate")
         notes = endpoint_notes(chosen, [stage for stage in both if guess.jobs(stage)])

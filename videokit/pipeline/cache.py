@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,30 @@ from pydantic import BaseModel
 
 from videokit.protocol import MediaInput
 
-__all__ = ["CacheEntry", "CacheStore", "cache_key", "file_sha256"]
+__all__ = ["CacheEntry", "CacheStore", "cache_key", "file_sha256", "lookup"]
 
 
 def cache_key(identity: str, request: BaseModel) -> str:
     """SHA-256 over the model identity and the request, with media replaced by content hashes."""
-    payload = {"identity": identity, "request": _canonical(request.model_dump(mode="python"))}
+    dump = request.model_dump(mode="python")
+    if "audio" in dump and dump["audio"] is None:
+        # A field added later (sound-to-video): left out when unused, so every key made before it
+        # existed stays valid.
+        del dump["audio"]
+    payload = {"identity": identity, "request": _canonical(dump)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def lookup(
+    store: CacheStore, stage: str, identities: Sequence[str], request: BaseModel
+) -> CacheEntry | None:
+    """The cached result of ``request`` made by any of ``identities`` (in order), if any."""
+    for identity in identities:
+        entry = store.get(stage, cache_key(identity, request))
+        if entry is not None:
+            return entry
+    return None
 
 
 def _canonical(value: Any) -> Any:

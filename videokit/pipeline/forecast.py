@@ -10,13 +10,14 @@ their estimated GPU time at the pool's rate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel, OutputPrice
-from videokit.pipeline.cache import CacheStore, cache_key
+from videokit.pipeline.cache import CacheStore, lookup
 from videokit.pipeline.requests import (
     animate_request,
     edit_request,
@@ -26,7 +27,7 @@ from videokit.pipeline.requests import (
 from videokit.protocol import AnimateRequest, EditRequest
 from videokit.story.plan import ScenePlan, StoryPlan
 
-__all__ = ["Forecast", "SceneForecast", "forecast"]
+__all__ = ["Forecast", "RouteEndpoint", "SceneForecast", "forecast"]
 
 Outcome = Literal["cached", "render", "none"]
 
@@ -41,6 +42,16 @@ class SceneForecast:
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True)
+class RouteEndpoint:
+    """One endpoint of a stage that lists several, and how it bills (see
+    :meth:`~videokit.costs.CostModel.for_endpoint`)."""
+
+    label: str
+    kind: str
+    costs: CostModel
+
+
 @dataclass
 class Forecast:
     scenes: dict[str, SceneForecast] = field(default_factory=dict)
@@ -49,6 +60,10 @@ class Forecast:
     full_cost_usd: float = 0.0
     # Stages billed per output, and at what price (the others: per GPU second).
     output_prices: dict[str, OutputPrice] = field(default_factory=dict)
+    # For a stage that lists several endpoints: (label, kind, USD of its jobs to render if all
+    # ran there), in order; and the cost if every job ended on its costliest endpoint.
+    route_costs: dict[Stage, list[tuple[str, str, float]]] = field(default_factory=dict)
+    worst_cost_usd: float = 0.0
 
     def jobs(self, stage: Stage) -> int:
         return sum(1 for s in self.scenes.values() if getattr(s, stage) == "render")
@@ -72,13 +87,25 @@ def forecast(
     *,
     costs: CostModel | None = None,
     force: bool = False,
+    routes: Mapping[Stage, Sequence[RouteEndpoint]] | None = None,
 ) -> Forecast:
-    """Predict, scene by scene, what ``render`` would reuse and what it would submit."""
+    """Predict, scene by scene, what ``render`` would reuse and what it would submit; with
+    ``routes``, what each stage's jobs would cost on each of its endpoints."""
     costs = costs or CostModel()
+    routes = routes or {}
     store = CacheStore(workdir / "cache")
     last: dict[str, bytes | None] = {}
     edited: dict[str, bytes | None] = {}
     result = Forecast(output_prices=dict(costs.output_prices))
+    per_endpoint: dict[Stage, list[float]] = {stage: [0.0] * len(r) for stage, r in routes.items()}
+
+    def charged(stage: Stage, request: EditRequest | AnimateRequest, cost: float) -> None:
+        """A job to render: its cost on each endpoint of the stage, and the worst of them."""
+        options = [end.costs.estimate_cost(stage, request) for end in routes.get(stage, ())]
+        for n, option in enumerate(options):
+            per_endpoint[stage][n] += option
+        result.worst_cost_usd += max([cost, *options])
+
     for scene_id in plan.graph.topological():
         scene = plan.scenes[scene_id]
         source = scene.source
@@ -97,15 +124,17 @@ def forecast(
             entry = None
             if image is not None and not force:
                 request = edit_request(scene, image)
-                entry = store.get("edit", cache_key(backend.identity("edit"), request))
+                entry = lookup(store, "edit", backend.identities("edit"), request)
             if entry is not None:
                 guess.edit = "cached"
                 image = edited_frame(scene, entry.file("image.png").read_bytes())
             else:
                 # The input may not exist yet; the estimate does not depend on its pixels.
-                seconds, cost = _estimate(costs, "edit", edit_request(scene, image or b"\0"))
+                request = edit_request(scene, image or b"\0")
+                seconds, cost = _estimate(costs, "edit", request)
                 guess.gpu_seconds += seconds
                 guess.cost_usd += cost
+                charged("edit", request, cost)
                 image = None
         edited[scene_id] = image
         stand_in = image if image is not None else b"\0"
@@ -116,7 +145,7 @@ def forecast(
             result.full_cost_usd += cost
         entry = None
         if image is not None and not force:
-            entry = store.get("animate", cache_key(backend.identity("animate"), animate))
+            entry = lookup(store, "animate", backend.identities("animate"), animate)
         if entry is not None:
             guess.animate = "cached"
             last[scene_id] = entry.file("last.png").read_bytes()
@@ -124,8 +153,13 @@ def forecast(
             seconds, cost = _estimate(costs, "animate", animate)
             guess.gpu_seconds += seconds
             guess.cost_usd += cost
+            charged("animate", animate, cost)
             last[scene_id] = None
         result.scenes[scene_id] = guess
+    result.route_costs = {
+        stage: [(end.label, end.kind, per_endpoint[stage][n]) for n, end in enumerate(route)]
+        for stage, route in routes.items()
+    }
     return result
 
 

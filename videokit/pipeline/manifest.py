@@ -45,6 +45,7 @@ class AttemptRecord(BaseModel):
     cost_usd: float = 0.0
     cost_estimated: bool = False
     error: str | None = None
+    endpoint: str | None = None
 
 
 StageStatus = Literal["queued", "submitted", "done", "failed", "cancelled"]
@@ -76,6 +77,10 @@ class StageRecord(BaseModel):
     # Animate only: where last.png (the next scene's first frame) came from: the worker's own
     # frame, or "decoded" from the compressed clip (endpoints that return only a video).
     last_frame: Literal["worker", "decoded"] | None = None
+    # Where the job ran (the endpoint's label) and why it left the endpoints before it, for a
+    # stage that lists several.
+    endpoint: str | None = None
+    moves: list[str] = Field(default_factory=list)
 
 
 class SceneRecord(BaseModel):

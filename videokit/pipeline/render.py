@@ -22,7 +22,7 @@ from pathlib import Path
 from videokit._version import __version__
 from videokit.backends.base import Backend, Stage
 from videokit.errors import RenderError
-from videokit.pipeline.cache import CacheEntry, CacheStore, cache_key
+from videokit.pipeline.cache import CacheEntry, CacheStore, lookup
 from videokit.pipeline.drift import model_warnings
 from videokit.pipeline.events import (
     Event,
@@ -359,15 +359,14 @@ class Render:
 
     def _is_cached(self, scene: ScenePlan, image: bytes) -> bool:
         """Whether every stage of ``scene`` has a cached result for this input (no job needed)."""
-        cache = self.ledger.cache
+        cache, backend = self.ledger.cache, self.backend
         if scene.edit is not None:
-            key = cache_key(self.backend.identity("edit"), edit_request(scene, image))
-            entry = cache.get("edit", key)
+            entry = lookup(cache, "edit", backend.identities("edit"), edit_request(scene, image))
             if entry is None:
                 return False
             image = edited_frame(scene, entry.file("image.png").read_bytes())
-        key = cache_key(self.backend.identity("animate"), animate_request(scene, image))
-        return cache.get("animate", key) is not None
+        request = animate_request(scene, image)
+        return lookup(cache, "animate", backend.identities("animate"), request) is not None
 
     def _fail_futures(self, scene_id: str, exc: BaseException) -> None:
         for futures in (self._last, self._edited):

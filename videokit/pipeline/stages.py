@@ -95,11 +95,12 @@ class StageRunner:
         """The stage's result from the cache, else from a job. ``announce``: emit SceneCached
         for a cached result (not for scenes ``only`` merely brings up to date)."""
         ledger = self.ledger
-        identity = self.backend.identity(stage)
-        key = cache_key(identity, request)
+        # Every endpoint that may serve the stage, in order: a result any of them made will do.
+        keys = [cache_key(identity, request) for identity in self.backend.identities(stage)]
+        key = keys[0]
         record = ledger.manifest.scenes[scene.id]
         previous: StageRecord | None = getattr(record, stage)
-        same_job = previous is not None and previous.key == key
+        same_job = previous is not None and previous.key in keys
         if forced and same_job and previous is not None and previous.status == "done":
             # Made by this very run before it was interrupted: it is paid for, not stale.
             forced = previous.run_id != ledger.run_id
@@ -110,13 +111,15 @@ class StageRunner:
             "params": request_params(request),
         }
         if not forced:
-            entry = ledger.cache.get(stage, key)
+            entry = next(
+                (found for k in keys if (found := ledger.cache.get(stage, k)) is not None), None
+            )
             if entry is not None:
                 setattr(
                     record,
                     stage,
                     StageRecord(
-                        **described,
+                        **{**described, "key": entry.key},
                         status="done",
                         cached=True,
                         job_id=entry.meta.get("job_id"),
@@ -128,6 +131,7 @@ class StageRunner:
                         },
                         run_id=previous.run_id if same_job and previous is not None else None,
                         last_frame=entry.meta.get("last_frame_source"),
+                        endpoint=entry.meta.get("endpoint"),
                     ),
                 )
                 ledger.save()
@@ -141,14 +145,13 @@ class StageRunner:
             self._warmed = True
             self._background.add(asyncio.create_task(self._warm_up("animate")))
         resumable = previous if same_job else None
-        return await self._submit(scene, stage, request, key, described, resumable)
+        return await self._submit(scene, stage, request, described, resumable)
 
     async def _submit(
         self,
         scene: ScenePlan,
         stage: Stage,
         request: EditRequest | AnimateRequest,
-        key: str,
         described: dict[str, object],
         previous: StageRecord | None,
     ) -> StageOutcome:
@@ -163,12 +166,15 @@ class StageRunner:
             job_id=resume,
             status="submitted" if resume else "queued",
             attempts=earlier,
+            endpoint=previous.endpoint if resume and previous is not None else None,
         )
         setattr(record, stage, stage_record)  # saved with the job id, once it is known
 
         async def submitted(job_id: str) -> None:
             stage_record.job_id = job_id
             stage_record.status = "submitted"
+            stage_record.endpoint = ctx.endpoint
+            stage_record.moves = list(ctx.moves)
             _record_attempts(stage_record, earlier, ctx)
             ledger.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             ledger.emit(
@@ -184,6 +190,7 @@ class StageRunner:
             scene=scene.id,
             stage=stage,
             resume_job_id=resume,
+            resume_endpoint=stage_record.endpoint,
             on_submitted=submitted,
             on_progress=progress,
             # The job id is on the record by the time a backend watches the job.
@@ -204,6 +211,7 @@ class StageRunner:
                     result = await self.backend.animate(request, ctx)
             except BaseException as exc:
                 stage_record.status = _status_after(exc, ctx)
+                stage_record.moves = list(ctx.moves)
                 if not isinstance(exc, asyncio.CancelledError):
                     stage_record.error = str(exc)
                 ledger.spend(
@@ -213,8 +221,15 @@ class StageRunner:
             seconds = time.monotonic() - started
         cost = _record_attempts(stage_record, earlier, ctx)
         files = _result_files(result)
+        # Stored under the identity of the endpoint that made it, never the one first in line.
+        identity = ctx.served_by or self.backend.identity(stage)
+        key = cache_key(identity, request)
+        stage_record.key = key
+        stage_record.endpoint = ctx.endpoint
+        stage_record.moves = list(ctx.moves)
         meta = {
-            "identity": self.backend.identity(stage),
+            "identity": identity,
+            "endpoint": ctx.endpoint,
             "model": result.model,
             "seed": result.seed,
             "inference_ms": result.inference_ms,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Final
 
 from videokit.backends.kinds.catalogue import PublicModel
+from videokit.backends.kinds.clips import as_png, decoded_clip_result
 from videokit.backends.kinds.fetch import ResultFetcher
 from videokit.backends.kinds.videokit_api import sniff_content_type
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
@@ -157,30 +156,19 @@ class PublicApi:
                 hint="the endpoint's API may have changed; check RunPod's documentation page "
                 f"public-endpoints/models/{self.entry.page}",
             )
-        elapsed = execution_ms or 0
         if isinstance(request, AnimateRequest):
             video = await self.fetcher.fetch(url, "video")
-            width, height, frames, fps, last = await asyncio.to_thread(_clip_facts, video)
-            return AnimateResult(
-                video=MediaOutput.inline(video, "video/mp4"),
-                last_frame=MediaOutput.inline(last, "image/png"),
-                last_frame_source="decoded",
-                seed=request.seed,
-                frames=frames,
-                fps=fps,
-                width=width,
-                height=height,
-                inference_ms=elapsed,
-                model=self.model,
+            return await decoded_clip_result(
+                request, video, model=self.model, execution_ms=execution_ms
             )
         image = await self.fetcher.fetch(url, "image")
-        png, width, height = await asyncio.to_thread(_as_png, image)
+        png, width, height = await asyncio.to_thread(as_png, image)
         return EditResult(
             image=MediaOutput.inline(png, "image/png"),
             seed=request.seed,
             width=width,
             height=height,
-            inference_ms=elapsed,
+            inference_ms=execution_ms or 0,
             model=self.model,
         )
 
@@ -197,23 +185,3 @@ def _image_size(media: MediaInput) -> tuple[int, int]:
     with Image.open(io.BytesIO(media.decode())) as image:
         width, height = image.size
     return int(width), int(height)
-
-
-def _as_png(data: bytes) -> tuple[bytes, int, int]:
-    """The image as RGB PNG (the cache and the next stage take PNG), and its size."""
-    from videokit.media.images import encode_png, load_rgb
-
-    image = load_rgb(data)
-    return encode_png(image), image.width, image.height
-
-
-def _clip_facts(video: bytes) -> tuple[int, int, int, int, bytes]:
-    """(width, height, frames, fps, last frame as PNG), the last frame decoded frame-exactly."""
-    from videokit.media.probe import extract_frame, probe_video
-
-    with tempfile.TemporaryDirectory(prefix="videokit-clip-") as folder:
-        clip = Path(folder) / "clip.mp4"
-        clip.write_bytes(video)
-        info = probe_video(clip)
-        last = extract_frame(clip, -1, Path(folder) / "last.png").read_bytes()
-    return info.width, info.height, info.frames, round(info.fps), last

@@ -22,10 +22,7 @@ import httpx
 
 from videokit.backends.base import JobAttempt, JobContext, Stage
 from videokit.backends.kinds import ApiKind
-from videokit.backends.kinds.catalogue import public_model
 from videokit.backends.kinds.fetch import ResultFetcher
-from videokit.backends.kinds.runpod_public import PublicApi
-from videokit.backends.kinds.videokit_api import VideokitApi
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod.client import RunPodClient, Vanished
 from videokit.backends.runpod.config import (
@@ -45,9 +42,16 @@ from videokit.backends.runpod.jobs import (
     check_payload,
     stuck_error,
 )
+from videokit.backends.runpod.lanes import build_route
+from videokit.backends.runpod.routing import Route
 from videokit.backends.runpod.wire import JobStatus, describe, json_body, status_of
-from videokit.capabilities import AnimateCapabilities, EditCapabilities
-from videokit.costs import CostModel
+from videokit.capabilities import (
+    AnimateCapabilities,
+    EditCapabilities,
+    intersect_animate,
+    intersect_edit,
+)
+from videokit.costs import CostModel, OutputPrice
 from videokit.errors import ConfigError, EndpointError, JobTimeoutError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
@@ -72,6 +76,7 @@ class RunPodBackend:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        output_prices: Mapping[str, OutputPrice] | None = None,
     ) -> None:
         self.config = config
         self.retry = retry or RetryPolicy(sleep=sleep, clock=clock)
@@ -83,10 +88,21 @@ class RunPodBackend:
             gpu={stage: ep.gpu for stage, ep in config.endpoints.items()},
             bill_delay={stage: ep.bill_delay for stage, ep in config.endpoints.items()},
         )
-        self.kinds: dict[Stage, ApiKind] = {
-            stage: self._kind(stage, endpoint) for stage, endpoint in config.endpoints.items()
+        self.routes: dict[Stage, Route] = {
+            stage: build_route(
+                stage,
+                config,
+                self.costs,
+                self.client,
+                storage=storage,
+                fetcher=self.fetcher,
+                output_prices=output_prices or {},
+                sleep=sleep,
+            )
+            for stage in config.endpoints
         }
-        self.policy = JobPolicy(self.client, self.kinds, self.costs, storage=storage, sleep=sleep)
+        #: Each stage's first choice of API kind.
+        self.kinds: dict[Stage, ApiKind] = {s: r.first.kind for s, r in self.routes.items()}
         self._clock = clock
         self._sleep = sleep
 
@@ -100,26 +116,12 @@ class RunPodBackend:
         """Requests so far: by route (``stats.requests``), reads per job (``stats.polls``)."""
         return self.client.stats
 
-    def _kind(self, stage: Stage, endpoint: Endpoint) -> ApiKind:
-        if endpoint.api == "runpod-public":
-            model = public_model(endpoint.label)
-            if model is None:
-                raise ConfigError(
-                    f"the {stage} endpoint {endpoint.id} is not a RunPod Public Endpoint videokit "
-                    "knows",
-                    hint="public endpoints are: wan-2-2-i2v-720, wan-2-2-t2v-720-lora, "
-                    "qwen-image-edit-2511, qwen-image-edit-2511-lora, qwen-image-edit",
-                )
-            if model.stage != stage:
-                raise ConfigError(
-                    f"{endpoint.label} is an {model.stage} endpoint ({model.title}), set as the "
-                    f"{stage} endpoint",
-                    hint=f"put it in {endpoint_variable(model.stage)} instead",
-                )
-            # A price configured for it ([output_prices], VIDEOKIT_OUTPUT_PRICES) bills estimates.
-            price = self.costs.output_prices.get(stage)
-            return PublicApi(model, storage=self.storage, fetcher=self.fetcher, price=price)
-        return VideokitApi(stage, model=endpoint.model, storage=self.storage)
+    def _policy(self, stage: Stage) -> JobPolicy:
+        return self._route(stage).first.policy
+
+    def _route(self, stage: Stage) -> Route:
+        self._endpoint(stage)  # a ConfigError naming the setting when the stage has none
+        return self.routes[stage]
 
     # -- the Backend protocol ---------------------------------------------------------------------
     def _endpoint(self, stage: Stage) -> Endpoint:
@@ -133,17 +135,29 @@ class RunPodBackend:
         return endpoint
 
     def identity(self, stage: Stage) -> str:
-        endpoint = self._endpoint(stage)
-        model = self.kinds[stage].model or endpoint.model or stage
-        return f"runpod/{model}@{endpoint.label}"
+        return self._route(stage).first.identity
+
+    def identities(self, stage: Stage) -> tuple[str, ...]:
+        return tuple(lane.identity for lane in self._route(stage).lanes)
 
     def concurrency(self, stage: Stage) -> int:
         endpoint = self.config.endpoints.get(stage)
         return endpoint.concurrency if endpoint else 1
 
     def capabilities(self, stage: Stage) -> EditCapabilities | AnimateCapabilities | None:
-        kind = self.kinds.get(stage)
-        return kind.capabilities if kind is not None else None
+        """What every endpoint of ``stage`` can render (a story must fit them all)."""
+        route = self.routes.get(stage)
+        if route is None:
+            return None
+        found = [lane.kind.capabilities for lane in route.lanes]
+        if stage == "edit":
+            return intersect_edit([c for c in found if isinstance(c, EditCapabilities)])
+        return intersect_animate([c for c in found if isinstance(c, AnimateCapabilities)])
+
+    def inputs_by_url(self, stage: Stage) -> bool:
+        """Whether some endpoint of ``stage`` takes images by URL only (storage is needed)."""
+        route = self.routes.get(stage)
+        return route is not None and any(lane.kind.inputs_by_url for lane in route.lanes)
 
     def check(
         self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
@@ -152,9 +166,14 @@ class RunPodBackend:
         request will be over the ``run`` payload limit (unless storage moves large inputs)."""
         for stage in stages:
             self._endpoint(stage)
-        by_url = [stage for stage in stages if self.kinds[stage].inputs_by_url]
+        by_url = [
+            lane.label
+            for stage in stages
+            for lane in self.routes[stage].lanes
+            if lane.kind.inputs_by_url
+        ]
         if by_url and self.storage is None:
-            labels = ", ".join(self.config.endpoints[s].label for s in by_url)
+            labels = ", ".join(by_url)
             raise ConfigError(
                 f"{labels} take(s) images by URL, and no S3/R2 storage is configured to upload "
                 "the frames to",
@@ -166,7 +185,7 @@ class RunPodBackend:
             return
         for stage in stages:
             bound = payload_bytes.get(stage)
-            if bound is not None and not self.kinds[stage].inputs_by_url:
+            if bound is not None and not self.inputs_by_url(stage):
                 check_payload(stage, bound, upfront=True)
 
     async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
@@ -180,7 +199,7 @@ class RunPodBackend:
         endpoint = self.config.endpoints.get(stage)
         if not self.config.warmup or endpoint is None or self.kinds[stage].name != "videokit":
             return
-        policy = self.policy
+        policy = self._policy(stage)
         payload = {"input": {"warmup": True}, "policy": self.config.policy()}
         try:
             job_id = await policy.submit(endpoint, payload, ctx.attempts, stage=stage)
@@ -226,7 +245,7 @@ class RunPodBackend:
     async def _wait_slowly(self, endpoint: Endpoint, stage: Stage, watch: Watch) -> JobStatus:
         """Poll a job nobody waits for (a warm-up) at slowly growing intervals, same deadlines."""
         cfg = self.config
-        handle = self.policy.handle(endpoint, stage, watch.job_id)
+        handle = self._policy(stage).handle(endpoint, stage, watch.job_id)
         interval = cfg.warmup_poll_s
         while True:
             await self._sleep(interval)
@@ -243,12 +262,12 @@ class RunPodBackend:
             interval = min(cfg.warmup_poll_max_s, interval * 1.5)
 
     async def edit(self, request: EditRequest, ctx: JobContext) -> EditResult:
-        result = await self.policy.run("edit", self._endpoint("edit"), request, ctx)
+        result = await self._route("edit").run(request, ctx)
         assert isinstance(result, EditResult)
         return result
 
     async def animate(self, request: AnimateRequest, ctx: JobContext) -> AnimateResult:
-        result = await self.policy.run("animate", self._endpoint("animate"), request, ctx)
+        result = await self._route("animate").run(request, ctx)
         assert isinstance(result, AnimateResult)
         return result
 
@@ -262,18 +281,26 @@ class RunPodBackend:
         """Submit one job and return its handle at once (nothing waits for it; nothing cancels it
         unless you call :meth:`JobHandle.cancel`). Read its result with
         :meth:`result` once :meth:`JobHandle.wait` says it completed."""
-        endpoint = self._endpoint(stage)
-        kind = self.kinds[stage]
+        lane = self._route(stage).first
+        kind = lane.kind
         body = {"input": await kind.input_document(request), "policy": self.config.policy()}
         if self.storage is None and not kind.inputs_by_url:
             check_payload(stage, len(json.dumps(body).encode()))
-        job_id = await self.policy.submit(endpoint, body)
-        return self.policy.handle(endpoint, stage, job_id)
+        job_id = await lane.policy.submit(lane.endpoint, body)
+        return lane.policy.handle(lane.endpoint, stage, job_id)
 
-    def attach(self, stage: Stage, job_id: str) -> JobHandle:
+    def attach(self, stage: Stage, job_id: str, *, endpoint: str | None = None) -> JobHandle:
         """A handle on an existing job of ``stage``'s endpoint (from another process, a manifest
-        or an earlier run); nothing is sent until you use it."""
-        return self.policy.handle(self._endpoint(stage), stage, job_id)
+        or an earlier run); nothing is sent until you use it. ``endpoint``: the label or id of
+        the endpoint it runs on, for a stage that lists several (default: the first)."""
+        route = self._route(stage)
+        lane = route.lane(endpoint) if endpoint is not None else route.first
+        if lane is None:
+            raise ConfigError(
+                f"{endpoint} is not one of the {stage} endpoints",
+                hint=f"the {stage} endpoints are: " + ", ".join(lane.label for lane in route.lanes),
+            )
+        return lane.policy.handle(lane.endpoint, stage, job_id)
 
     async def result(
         self, handle: JobHandle, request: EditRequest | AnimateRequest, status: JobStatus
@@ -286,7 +313,9 @@ class RunPodBackend:
                 job_id=handle.job_id,
             )
         try:
-            return await self.policy.result_of(self.kinds[handle.stage], request, status)
+            lane = self._route(handle.stage).lane(handle.endpoint.name)
+            assert lane is not None
+            return await lane.policy.result_of(lane.kind, request, status)
         except IncompleteResult as exc:
             raise EndpointError(f"job {handle.job_id}: {exc}", job_id=handle.job_id) from None
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,6 +68,8 @@ class Endpoint:
     bill_delay: bool = False
     stream: bool = False
     kind: KindName | None = None
+    #: The ComfyUI workflow's bindings file, for a ``worker-comfyui`` endpoint.
+    workflow: Path | None = None
 
     @property
     def api(self) -> KindName:
@@ -88,6 +91,18 @@ class Endpoint:
     def label(self) -> str:
         return self.id.rstrip("/").rsplit("/", 1)[-1] if "://" in self.id else self.id
 
+    @property
+    def name(self) -> str:
+        """What manifests and messages call it: the id, or the URL without credentials or query
+        (two self-hosted endpoints may share a label, never a name)."""
+        if "://" not in self.id:
+            return self.id
+        try:
+            url = httpx.URL(self.id)
+        except httpx.InvalidURL:
+            return self.label
+        return str(url.copy_with(username=None, password=None, query=None, fragment=None))
+
 
 @dataclass(frozen=True)
 class RunPodConfig:
@@ -96,6 +111,9 @@ class RunPodConfig:
 
     api_key: Secret | None  # RUNPOD_API_KEY: sent to RunPod's API host only
     endpoints: Mapping[Stage, Endpoint]
+    # Per stage, the endpoints a job moves to, in order, when the one before cannot take it (see
+    # videokit.backends.runpod.routing).
+    fallbacks: Mapping[Stage, tuple[Endpoint, ...]] = field(default_factory=dict)
     base_url: str = DEFAULT_BASE_URL
     # VIDEOKIT_SERVE_API_KEY: what `videokit serve --api-key` checks; sent to every other host
     # but those in story_hosts.
@@ -134,7 +152,8 @@ class RunPodConfig:
                     f"{name} must be a positive number of seconds, got {value!r}",
                     hint=f"set {variable} (or {name[:-2]} in videokit.toml)",
                 )
-        for stage, endpoint in self.endpoints.items():
+        every = [(stage, ep) for stage in self.endpoints for ep in self.route(stage)]
+        for stage, endpoint in every:
             try:
                 url = httpx.URL(endpoint.url(self.base_url))
             except httpx.InvalidURL as exc:
@@ -164,6 +183,11 @@ class RunPodConfig:
                 hint="raise VIDEOKIT_TTL or lower VIDEOKIT_EXECUTION_TIMEOUT (ttl / "
                 "execution_timeout in videokit.toml)",
             )
+
+    def route(self, stage: Stage) -> tuple[Endpoint, ...]:
+        """``stage``'s endpoints in order of preference (empty when it has none)."""
+        first = self.endpoints.get(stage)
+        return (first, *self.fallbacks.get(stage, ())) if first is not None else ()
 
     def policy(self) -> dict[str, int]:
         """The ``policy`` object sent with every job."""

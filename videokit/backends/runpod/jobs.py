@@ -112,9 +112,11 @@ class JobPolicy(Following, Accounting):
         *,
         storage: Any | None,
         sleep: Callable[[float], Awaitable[None]],
+        config: RunPodConfig | None = None,
     ) -> None:
         self.client = client
-        self.config = client.config
+        # One endpoint of a route may run under other rules (one submission before moving on).
+        self.config = config or client.config
         self.kinds = kinds
         self.costs = costs
         self.storage = storage
@@ -168,7 +170,7 @@ class JobPolicy(Following, Accounting):
                 job_id = retried or await self.submit(
                     endpoint, await payload(), ctx.attempts, stage=stage, request=request
                 )
-            attempt = JobAttempt(job_id=job_id)
+            attempt = JobAttempt(job_id=job_id, endpoint=endpoint.name)
             ctx.attempts.append(attempt)
             watch = Watch(job_id, self.clock())
             try:
@@ -314,6 +316,7 @@ class JobPolicy(Following, Accounting):
                     status="UNKNOWN",
                     cost_usd=cost,
                     cost_estimated=True,
+                    endpoint=endpoint.name,
                     error=f"reply to `run` lost ({describe(exc)}); a job may have been created "
                     "and billed without the client seeing its id (its ttl of "
                     f"{self.config.ttl_s:g} s bounds it)",
@@ -343,6 +346,7 @@ class JobPolicy(Following, Accounting):
                         stage, request, self.run_estimate_s(stage, request)
                     ),
                     cost_estimated=True,
+                    endpoint=endpoint.name,
                     error="reply to `retry` lost; the job may have run (and failed) again",
                 )
             )
