@@ -17,15 +17,10 @@ Bad parameters make the job FAILED with an error naming the field, as the real e
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import io
-import json
-import tempfile
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +30,28 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.queue_emulator import JobFailed, QueueEmulator, QueueJob
 from videokit.media.ffmpeg import RawVideoWriter
 from videokit.media.images import cover_fit, load_rgb
-from videokit.serve.app import running_server
+
+__all__ = [
+    "ENDPOINT_IDS",
+    "QWEN_EDIT",
+    "QWEN_EDIT_2511",
+    "WAN_I2V",
+    "Batch",
+    "JobFailed",
+    "PublicEndpoints",
+    "PublicJob",
+    "animate",
+    "encode_clip",
+    "serve_public_endpoints",
+    "video_frame",
+]
 
 WAN_I2V = "wan-2-2-i2v-720"
 QWEN_EDIT_2511 = "qwen-image-edit-2511"
@@ -53,48 +62,10 @@ WAN_SIZES = ("1280*720", "720*1280")
 QWEN_2511_SIZES = ("1024*1024", "1024*1280", "1280*1024", "1280*1280", "1280*1536", "1536*1080")
 FPS = 16
 _CONTENT_TYPES = dict(jpeg="image/jpeg", png="image/png", webp="image/webp", mp4="video/mp4")
-_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 _INVALID_IMAGE = "Invalid image URL"
 
 Frame = npt.NDArray[np.uint8]
-
-
-class JobFailed(Exception):
-    """Ends a job FAILED with ``str(exc)`` as its ``error``."""
-
-
-@dataclass
-class PublicJob:
-    """One job as the emulator sees it (times are ``time.time()`` seconds)."""
-
-    id: str
-    endpoint: str
-    input: dict[str, Any]
-    status: str = "IN_QUEUE"
-    output: dict[str, Any] | None = None
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    worker_id: str | None = None
-    forced_error: str | None = field(default=None, repr=False)
-    stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def body(self) -> dict[str, Any]:
-        """The RunPod status body."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status}
-        if self.started is not None:
-            body["delayTime"] = round((self.started - self.created) * 1000)
-            body["workerId"] = self.worker_id
-        if self.started is not None and self.finished is not None:
-            body["executionTime"] = round((self.finished - self.started) * 1000)
-        if self.status == "COMPLETED":
-            body["output"] = self.output
-        if self.status == "FAILED":
-            body["error"] = self.error
-        return body
+PublicJob = QueueJob  # the name this module used before the queue machinery moved out
 
 
 @dataclass
@@ -120,6 +91,30 @@ def video_frame(base3: npt.NDArray[np.uint16], index: int, count: int) -> Frame:
     top = round(index * (height - bar) / max(1, count - 1))
     frame[top : top + bar] = 255
     return frame
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A clip (or a ComfyUI IMAGE batch): ``count`` frames of ``width``×``height``, drawn on demand."""
+
+    width: int
+    height: int
+    count: int
+    draw: Callable[[int], Frame]
+
+    def frame(self, index: int) -> Frame:
+        """Frame ``index`` (negative counts from the end), H×W×3 RGB as it is before encoding."""
+        return self.draw(index % self.count)
+
+    def frames(self) -> Iterator[Frame]:
+        return (self.draw(index) for index in range(self.count))
+
+
+def animate(image: Image.Image | None, width: int, height: int, count: int) -> Batch:
+    """The "generated" clip: :func:`video_frame` over ``image`` cover-fitted (None: mid-grey)."""
+    fitted = cover_fit(image, width, height) if image else Image.new("RGB", (width, height), "grey")
+    base3 = np.asarray(fitted, dtype=np.uint16) * 3
+    return Batch(width, height, count, lambda index: video_frame(base3, index, count))
 
 
 def _edit(images: list[Image.Image], width: int, height: int) -> Frame:
@@ -190,11 +185,10 @@ def _check_common(doc: dict[str, Any], *, bools: tuple[str, ...], texts: tuple[s
         _opt(doc, name, (str,), "")
 
 
-class PublicEndpoints:
-    """State, recordings and fault knobs of the emulator; ``app`` is its ASGI application.
+class PublicEndpoints(QueueEmulator):
+    """The three endpoints: the queue machinery (tests/queue_emulator.py) with their handlers.
 
-    ``requests`` and ``authorization`` record every API request, refused ones (401/404) too;
-    ``inputs`` and ``jobs`` only those that made a job. Timing knobs may be changed at any time.
+    Recordings and fault knobs are :class:`QueueEmulator`'s; result URLs are served here.
     """
 
     def __init__(
@@ -205,50 +199,18 @@ class PublicEndpoints:
         result_ttl_s: float = 7 * 86400,
         api_key: str | None = None,
     ) -> None:
-        self.job_seconds = job_seconds
-        self.queue_seconds = queue_seconds
-        self.result_ttl_s = result_ttl_s
-        self.api_key = api_key
-        self.origin = ""
-        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.status_requests_per_job: collections.Counter[str] = collections.Counter()
-        self.inputs: list[tuple[str, dict[str, Any]]] = []
-        self.jobs: dict[str, PublicJob] = {}
-        self.authorization: list[str | None] = []
-        self._fail_next: dict[str, str] = {}
-        self._vanished: set[str] = set()
-        self._results: dict[str, _Result] = {}
-        self._video_bases: dict[str, tuple[npt.NDArray[np.uint16], int]] = {}
-        self._images: dict[str, Frame] = {}
-        self._workdir = tempfile.TemporaryDirectory(prefix="videokit-public-")
-        v2 = "/v2/{endpoint}"
-        self.app = Starlette(
-            routes=[
-                Route(f"{v2}/run", self._run, methods=["POST"]),
-                Route(f"{v2}/runsync", self._runsync, methods=["POST"]),
-                Route(f"{v2}/status/{{job_id}}", self._status, methods=["GET", "POST"]),
-                Route(f"{v2}/stream/{{job_id}}", self._stream, methods=["GET", "POST"]),
-                Route(f"{v2}/cancel/{{job_id}}", self._cancel, methods=["POST"]),
-                Route(f"{v2}/health", self._health, methods=["GET"]),
-                Route("/results/{token}/{name}", self._result, methods=["GET"]),
-            ],
-            lifespan=self._lifespan,
+        super().__init__(
+            {WAN_I2V: self._wan_i2v, QWEN_EDIT_2511: self._qwen_edit, QWEN_EDIT: self._qwen_edit},
+            job_seconds=job_seconds,
+            queue_seconds=queue_seconds,
+            api_key=api_key,
+            routes=[Route("/results/{token}/{name}", self._result, methods=["GET"])],
+            name="public",
         )
-
-    @property
-    def base_url(self) -> str:
-        """What a client sets as its RunPod API base URL (``{origin}/v2``)."""
-        return f"{self.origin}/v2"
-
-    # -- knobs for tests (thread-safe enough: single dict/set operations under the GIL)
-
-    def fail_next(self, endpoint_id: str, error: str) -> None:
-        """Make the next job submitted to ``endpoint_id`` end FAILED with ``error``."""
-        self._fail_next[endpoint_id] = error
-
-    def vanish(self, job_id: str) -> None:
-        """Make ``status``/``stream``/``cancel`` of ``job_id`` answer 404 from now on."""
-        self._vanished.add(job_id)
+        self.result_ttl_s = result_ttl_s
+        self._results: dict[str, _Result] = {}
+        self._video_bases: dict[str, Batch] = {}
+        self._images: dict[str, Frame] = {}
 
     def expire_results(self) -> None:
         """Expire every result URL handed out so far (they answer 403 "Request has expired")."""
@@ -261,119 +223,11 @@ class PublicEndpoints:
 
     def expected_frame(self, job_id: str, index: int) -> Frame:
         """Frame ``index`` (negative counts from the end) of a video job, before encoding."""
-        base3, count = self._video_bases[job_id]
-        return video_frame(base3, index % count, count)
+        return self._video_bases[job_id].frame(index)
 
     def expected_image(self, job_id: str) -> Frame:
         """The output of an edit job before encoding (H×W×3 RGB)."""
         return self._images[job_id]
-
-    # -- HTTP
-
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            tasks = [job.task for job in self.jobs.values() if job.task is not None]
-            for job in self.jobs.values():
-                job.stop.set()  # stops encoders; cancelling a finished task does nothing
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _api(self, request: Request, route: str) -> tuple[str, Response | None]:
-        """Record an API request; return its endpoint id and an error response, if any."""
-        endpoint: str = request.path_params["endpoint"]
-        self.requests[(endpoint, route)] += 1
-        header = request.headers.get("authorization")
-        self.authorization.append(header)
-        if self.api_key is not None and header != f"Bearer {self.api_key}":
-            return endpoint, JSONResponse({"error": "Unauthorized"}, 401)
-        if endpoint not in ENDPOINT_IDS:
-            return endpoint, JSONResponse({"error": f"endpoint {endpoint!r} not found"}, 404)
-        return endpoint, None
-
-    def _job(self, request: Request, route: str) -> PublicJob | Response:
-        """Record a request about a job; return the job or an error response."""
-        endpoint, error = self._api(request, route)
-        job = self.jobs.get(request.path_params["job_id"])
-        if error is not None:
-            return error
-        if job is None or job.endpoint != endpoint or job.id in self._vanished:
-            return JSONResponse({"error": "request does not exist"}, 404)
-        return job
-
-    async def _submit(self, request: Request, endpoint: str, prefix: str) -> PublicJob | Response:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return JSONResponse({"error": "request body is not valid JSON"}, 400)
-        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
-            return JSONResponse({"error": "body must be an object with an 'input' object"}, 400)
-        if not isinstance(body.get("policy", {}), dict):
-            return JSONResponse({"error": "'policy' must be an object"}, 400)
-        job = PublicJob(id=f"{prefix}{uuid.uuid4()}-u1", endpoint=endpoint, input=body["input"])
-        job.forced_error = self._fail_next.pop(endpoint, None)
-        self.inputs.append((endpoint, json.loads(json.dumps(body["input"]))))
-        self.jobs[job.id] = job
-        job.task = asyncio.create_task(self._execute(job), name=f"public-job-{job.id}")
-        return job
-
-    async def _run(self, request: Request) -> Response:
-        endpoint, error = self._api(request, "run")
-        job = error or await self._submit(request, endpoint, "")
-        if isinstance(job, Response):
-            return job
-        return JSONResponse({"id": job.id, "status": job.status})
-
-    async def _runsync(self, request: Request) -> Response:
-        endpoint, error = self._api(request, "runsync")
-        wait_ms = request.query_params.get("wait", "90000")
-        if error is None and not wait_ms.isdigit():
-            error = JSONResponse({"error": "'wait' must be a whole number of milliseconds"}, 400)
-        job = error or await self._submit(request, endpoint, "sync-")
-        if isinstance(job, Response):
-            return job
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(job.done.wait(), int(wait_ms) / 1000)
-        return JSONResponse(job.body())
-
-    async def _status(self, request: Request) -> Response:
-        self.status_requests_per_job[request.path_params["job_id"]] += 1
-        job = self._job(request, "status")
-        return job if isinstance(job, Response) else JSONResponse(job.body())
-
-    async def _stream(self, request: Request) -> Response:
-        job = self._job(request, "stream")
-        if isinstance(job, Response):
-            return job
-        chunks = [{"output": job.output}] if job.status == "COMPLETED" else []
-        return JSONResponse({"id": job.id, "status": job.status, "stream": chunks})
-
-    async def _cancel(self, request: Request) -> Response:
-        job = self._job(request, "cancel")
-        if isinstance(job, Response):
-            return job
-        if job.status not in _TERMINAL:
-            job.status = "CANCELLED"
-            job.finished = time.time()
-            job.stop.set()
-            if job.task is not None:
-                job.task.cancel()
-        return JSONResponse({"id": job.id, "status": job.status})
-
-    async def _health(self, request: Request) -> Response:
-        endpoint, error = self._api(request, "health")
-        if error is not None:
-            return error
-        counts = collections.Counter(j.status for j in self.jobs.values() if j.endpoint == endpoint)
-        running = counts["IN_PROGRESS"]
-        jobs = {"completed": counts["COMPLETED"], "failed": counts["FAILED"], "retried": 0}
-        jobs |= {"inProgress": running, "inQueue": counts["IN_QUEUE"]}
-        idle = 0 if running else 1  # jobs run side by side: think of one worker per job
-        workers = {"idle": idle, "running": running, "initializing": 0, "ready": idle}
-        return JSONResponse({"jobs": jobs, "workers": workers})
 
     async def _result(self, request: Request) -> Response:
         result = self._results.get(request.path_params["token"])
@@ -384,58 +238,28 @@ class PublicEndpoints:
             return _s3_error(403, "AccessDenied", "Request has expired")
         return Response(result.data, media_type=result.content_type)
 
-    # -- jobs
+    # -- handlers
 
-    async def _execute(self, job: PublicJob) -> None:
-        try:
-            if self.queue_seconds > 0:
-                await asyncio.sleep(self.queue_seconds)
-            job.status, job.started = "IN_PROGRESS", time.time()
-            job.worker_id = f"emulated-{job.endpoint}"
-            started = time.monotonic()
-            error: str | None = job.forced_error
-            try:
-                output = await self._work(job)
-            except JobFailed as exc:
-                output, error = None, str(exc)
-            rest = self.job_seconds - (time.monotonic() - started)
-            if rest > 0:
-                await asyncio.sleep(rest)
-            if job.status == "IN_PROGRESS":  # not cancelled meanwhile
-                if error is None:
-                    job.status, job.output = "COMPLETED", output
-                else:
-                    job.status, job.error = "FAILED", error
-        except asyncio.CancelledError:
-            if job.status not in _TERMINAL:  # server shutdown, not a client's cancel
-                job.status = "CANCELLED"
-            raise
-        except Exception as exc:  # a bug in the emulator: make it visible in the job
-            job.status, job.error = "FAILED", f"emulator error: {exc!r}"
-        finally:
-            job.finished = job.finished or time.time()
-            job.done.set()
-
-    async def _work(self, job: PublicJob) -> dict[str, Any] | None:
-        if job.forced_error is not None:
-            return None
+    async def _wan_i2v(self, job: QueueJob) -> dict[str, Any]:
         doc = job.input
-        if job.endpoint == WAN_I2V:
-            _check_common(
-                doc,
-                bools=("enable_prompt_optimization", "enable_safety_checker"),
-                texts=("negative_prompt",),
-            )
-            url = _required_str(doc, "image")
-            width, height = _size(_choice(doc, "size", WAN_SIZES))
-            _number(doc, "num_inference_steps", 30, 1, 50)
-            _number(doc, "guidance", 5.0, 0, 10)
-            _number(doc, "flow_shift", 5.0)
-            duration = int(_number(doc, "duration", 5, 5, 15))
-            images = await self._fetch([url])
-            count = FPS * duration + 1
-            data = await asyncio.to_thread(self._render, job, images[0], width, height, count)
-            return {"video_url": self._publish(data, "mp4"), "cost": round(0.06 * duration, 2)}
+        _check_common(
+            doc,
+            bools=("enable_prompt_optimization", "enable_safety_checker"),
+            texts=("negative_prompt",),
+        )
+        url = _required_str(doc, "image")
+        width, height = _size(_choice(doc, "size", WAN_SIZES))
+        _number(doc, "num_inference_steps", 30, 1, 50)
+        _number(doc, "guidance", 5.0, 0, 10)
+        _number(doc, "flow_shift", 5.0)
+        duration = int(_number(doc, "duration", 5, 5, 15))
+        images = await self._fetch([url])
+        count = FPS * duration + 1
+        data = await asyncio.to_thread(self._render, job, images[0], width, height, count)
+        return {"video_url": self._publish(data, "mp4"), "cost": round(0.06 * duration, 2)}
+
+    async def _qwen_edit(self, job: QueueJob) -> dict[str, Any]:
+        doc = job.input
         if job.endpoint == QWEN_EDIT_2511:
             _check_common(doc, bools=(), texts=())
             urls = doc.get("images")
@@ -470,25 +294,51 @@ class PublicEndpoints:
             return list(await asyncio.gather(*(one(http, url) for url in urls)))
 
     def _render(
-        self, job: PublicJob, image: Image.Image, width: int, height: int, count: int
+        self, job: QueueJob, image: Image.Image, width: int, height: int, count: int
     ) -> bytes:
-        base3 = np.asarray(cover_fit(image, width, height), dtype=np.uint16) * 3
-        self._video_bases[job.id] = (base3, count)
-        path = Path(self._workdir.name) / f"{uuid.uuid4().hex}.mp4"
-        with RawVideoWriter(path, width=width, height=height, fps=FPS, preset="ultrafast") as out:
-            for index in range(count):
-                if job.stop.is_set():  # cancelled (the task was too): kill the encoder
-                    raise InterruptedError(job.id)
-                out.write(video_frame(base3, index, count))
-        try:
-            return path.read_bytes()
-        finally:
-            path.unlink(missing_ok=True)
+        clip = self._video_bases[job.id] = animate(image, width, height, count)
+        return encode_clip(clip, fps=FPS, job=job, workdir=self.workdir)
 
     def _publish(self, data: bytes, ext: str) -> str:
         token = uuid.uuid4().hex
         self._results[token] = _Result(data, _CONTENT_TYPES[ext])
         return f"{self.origin}/results/{token}/output.{ext}"
+
+
+def encode_clip(
+    clip: Batch, *, fps: float, job: QueueJob, workdir: Path, audio: bytes | None = None
+) -> bytes:
+    """Encode ``clip`` into an H.264 MP4 (muxing ``audio``, any format ffmpeg reads, cut to the
+    clip's length); return its bytes and leave no file in ``workdir``.
+
+    Stops (killing the encoder, removing the partial file) as soon as ``job.stop`` is set.
+    """
+    path = workdir / f"{uuid.uuid4().hex}.mp4"
+    sound = path.with_suffix(".audio")
+    extra_input: tuple[str, ...] = ()
+    extra_output: tuple[str, ...] = ()
+    if audio is not None:
+        sound.write_bytes(audio)
+        extra_input = ("-i", str(sound))
+        extra_output = ("-map", "1:a:0", "-c:a", "aac", "-t", f"{clip.count / fps:.6f}")
+    try:
+        with RawVideoWriter(
+            path,
+            width=clip.width,
+            height=clip.height,
+            fps=fps,
+            preset="ultrafast",
+            extra_input=extra_input,
+            extra_output=extra_output,
+        ) as out:
+            for frame in clip.frames():
+                if job.stop.is_set():  # cancelled (the task was too): kill the encoder
+                    raise InterruptedError(job.id)
+                out.write(frame)
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+        sound.unlink(missing_ok=True)
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:
@@ -515,6 +365,5 @@ def serve_public_endpoints(
         result_ttl_s=result_ttl_s,
         api_key=api_key,
     )
-    with endpoints._workdir, running_server(endpoints.app) as origin:
-        endpoints.origin = origin
+    with endpoints.running():
         yield endpoints
