@@ -1,8 +1,8 @@
 """A stage that lists several endpoints: the first healthy one takes a job, which moves on when it
 fails there transiently or the endpoint is unreachable, never running twice at once.
 
-Real ``videokit serve`` apps on loopback (one injecting a failure into every job), the real CLI in
-a subprocess, and the manifest it writes.
+Real ``videokit serve`` endpoints on loopback (one a ``--faults`` process failing every job), the
+real CLI in a subprocess, and the manifest it writes.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import make_image
 from tests.endpoints import serve_workers
 from videokit.media.probe import probe_video
-from videokit.serve.faults import FaultConfig
 
 STORY = """\
     title: Routed
@@ -57,23 +60,54 @@ def videokit(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
     )
 
 
-def closed_port_url() -> str:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v2/animate"
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/v2/animate"
 
 
 def animate_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {scene: record["animate"] for scene, record in manifest["scenes"].items()}
 
 
+@contextmanager
+def served_with_faults(spec: str) -> Iterator[str]:
+    """``videokit serve animate --faults SPEC`` in its own process; yields its endpoint URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "videokit", "serve", "animate", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--faults", spec, "--fault-seed", "1", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().partition("=")[2]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_a_job_that_fails_on_the_first_endpoint_runs_once_on_the_next(
     tmp_path: Path, story: Path
 ) -> None:
-    every_job_fails = FaultConfig.from_spec("failed@1.0", seed=1)
-    with serve_workers(faults=every_job_fails) as faulty, serve_workers() as healthy:
-        first, second = faulty.urls["animate"], healthy.urls["animate"]
+    with served_with_faults("failed@1.0") as first, serve_workers() as healthy:
+        second = healthy.urls["animate"]
         out = tmp_path / "out"
         env = {
             "VIDEOKIT_EDIT_ENDPOINT": healthy.urls["edit"],
@@ -88,9 +122,9 @@ def test_a_job_that_fails_on_the_first_endpoint_runs_once_on_the_next(
         assert probe_video(out / "final.mp4").frames == planned["final_frames"]
         # Each job ran once where it failed, and once where it then succeeded: never twice on
         # one endpoint (no resubmission, no retry in place before moving on).
-        assert faulty.counters["animate"].runs == 3
+        jobs = httpx.get(f"{first}/health", timeout=5).json()["jobs"]
+        assert (jobs["failed"], jobs["retried"], jobs["completed"]) == (3, 0, 0)
         assert healthy.counters["animate"].runs == 3
-        assert faulty.counters["animate"].cancels == []
         manifest = json.loads((out / "manifest.json").read_text())
         for scene, record in animate_records(manifest).items():
             assert record["endpoint"] == second, scene
@@ -102,7 +136,8 @@ def test_a_job_that_fails_on_the_first_endpoint_runs_once_on_the_next(
         # Cached under the endpoint that made it: rendering again submits nothing anywhere.
         again = videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
         assert again.returncode == 0, again.stderr
-        assert (faulty.counters["animate"].runs, healthy.counters["animate"].runs) == (3, 3)
+        assert httpx.get(f"{first}/health", timeout=5).json()["jobs"]["failed"] == 3
+        assert healthy.counters["animate"].runs == 3
 
 
 def test_an_unreachable_first_endpoint_is_named_by_plan_and_skipped_by_render(

@@ -107,6 +107,8 @@ FIELD_HINTS: dict[tuple[str, str], str] = {
     ("Scene", "transition"): "use 'cut' or a mapping like {crossfade: 0.5}",
     ("Scene", "fit"): "crop, pad or stretch for this scene's starting image; leave it out to use "
     "defaults.fit",
+    ("Scene", "audio"): "an audio file (relative to the story file) that drives this clip, for a "
+    "sound-to-video endpoint, e.g. line.wav",
     ("Output", "path"): "a file name ending in .mp4 (relative to the story file), e.g. final.mp4",
     ("Output", "audio"): "an audio file (relative to the story file), e.g. theme.m4a",
     ("Output", "audio_fade_out"): "seconds of fade-out at the end of the audio, from 0 to 10",

@@ -25,6 +25,7 @@ __all__ = ["MAX_IMAGE_BYTES", "MAX_VIDEO_BYTES", "ResultFetcher", "ResultLost"]
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_VIDEO_BYTES = 1024 * 1024 * 1024
 _GONE = frozenset({403, 404, 410})
+_RP_UPLOAD_VIDEO_TYPES = frozenset({"image/mp4", "image/webm", "image/mkv", "image/mov"})
 
 
 class ResultLost(Exception):
@@ -100,8 +101,12 @@ class ResultFetcher:
                 hint="check your network; the job's result stays at the endpoint until it expires",
             ) from None
         kind = content_type.split(";", 1)[0].strip().lower()
+        # runpod-python's rp_upload (worker-comfyui's S3 upload) labels every file
+        # "image/<extension>", so a clip arrives as image/mp4; the bytes are checked below.
+        mislabelled = media == "video" and kind in _RP_UPLOAD_VIDEO_TYPES
         if kind and kind != "application/octet-stream" and not kind.startswith(f"{media}/"):
-            raise EndpointError(f"the result {where} is {kind!r}, not {media}")
+            if not mislabelled:
+                raise EndpointError(f"the result {where} is {kind!r}, not {media}")
         await asyncio.to_thread(_check_decodes, data, media, where)
         return data
 
