@@ -177,3 +177,236 @@ def test_every_endpoint_of_a_stage_must_render_the_story(tmp_path: Path, story: 
         assert checked.returncode == 2, checked.stdout
         assert "comfy-wan-worker renders sides of 256-1024 px, multiples of 64" in checked.stderr
         assert healthy.counters["animate"].runs == 0
+
+
+# -- the route itself, through the Python API ----------------------------------------------------
+
+
+def frame(width: int = 320, height: int = 192) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 90, 160)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def routed_backend(first: str, second: str, **config: Any) -> Any:
+    from videokit.backends.retry import RetryPolicy
+    from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
+
+    return RunPodBackend(
+        RunPodConfig(
+            api_key=None,
+            endpoints={"animate": Endpoint(first, kind="lightx2v-worker")},
+            fallbacks={"animate": (Endpoint(second, kind="lightx2v-worker"),)},
+            **config,
+        ),
+        retry=RetryPolicy(attempts=3, base_s=0.05, cap_s=0.2),
+    )
+
+
+def animate(backend: Any, ctx: Any) -> Any:
+    import asyncio
+
+    from videokit.protocol import AnimateRequest, MediaInput
+
+    request = AnimateRequest(
+        image=MediaInput.from_bytes(frame()),
+        prompt="waves",
+        width=320,
+        height=192,
+        frames=9,
+        seed=7,
+    )
+
+    async def main() -> Any:
+        try:
+            return await backend.animate(request, ctx)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_job_stuck_in_the_queue_is_cancelled_there_before_it_moves() -> None:
+    from tests.worker_emulators import LIGHTX2V, serve_worker_emulator
+    from videokit.backends.base import JobContext
+
+    with (
+        serve_worker_emulator(LIGHTX2V, queue_seconds=60) as stuck,
+        serve_worker_emulator(LIGHTX2V) as free,
+    ):
+        backend = routed_backend(stuck.endpoint_url, free.endpoint_url, queue_timeout_s=1.0)
+        ctx = JobContext(scene="s", stage="animate")
+        clip = animate(backend, ctx)
+        [held] = stuck.jobs.values()
+        [ran] = free.jobs.values()
+    assert clip.frames == 9 and ctx.served_by is not None
+    assert held.status == "CANCELLED"
+    # Never two copies at once: the first was cancelled before the second was submitted.
+    assert held.finished is not None and held.finished <= ran.created
+    assert [a.status for a in ctx.attempts] == ["CANCELLED", "COMPLETED"]
+    assert [a.endpoint for a in ctx.attempts] == [stuck.endpoint_url, free.endpoint_url]
+    [moved] = ctx.moves
+    assert moved.startswith(stuck.endpoint_url) and "queued" in moved
+
+
+def test_a_resumed_job_is_re_attached_on_the_endpoint_it_ran_on() -> None:
+    import base64
+
+    from tests.worker_emulators import LIGHTX2V, serve_worker_emulator
+    from videokit.backends.base import JobContext
+
+    with (
+        serve_worker_emulator(LIGHTX2V) as first,
+        serve_worker_emulator(LIGHTX2V, job_seconds=0.5) as second,
+    ):
+        document = {
+            "image_base64": base64.b64encode(frame()).decode(),
+            "prompt": "waves",
+            "num_frames": 9,
+            "width": 320,
+            "height": 192,
+            "seed": 7,
+        }
+        job = httpx.post(f"{second.endpoint_url}/run", json={"input": document}, timeout=10)
+        job_id = job.json()["id"]
+        backend = routed_backend(first.endpoint_url, second.endpoint_url)
+        ctx = JobContext(
+            scene="s",
+            stage="animate",
+            resume_job_id=job_id,
+            resume_endpoint=second.endpoint_url,
+        )
+        clip = animate(backend, ctx)
+        runs_first = len(first.jobs)
+        runs_second = len(second.jobs)
+    assert clip.frames == 9
+    assert (runs_first, runs_second) == (0, 1)  # re-attached: nothing submitted anywhere
+    assert [(a.job_id, a.endpoint) for a in ctx.attempts] == [(job_id, second.endpoint_url)]
+
+
+# -- configuration, identities and the cost of each route -----------------------------------------
+
+
+def test_a_route_comes_from_a_list_in_videokit_toml_with_kinds_and_a_workflow(
+    tmp_path: Path,
+) -> None:
+    from videokit.backends import create_backend
+    from videokit.config import Settings
+
+    comfy = tmp_path / "comfy"
+    comfy.mkdir()
+    examples = Path(__file__).resolve().parent.parent / "examples" / "comfy"
+    for name in ("wan22-i2v-4step.toml", "wan22-i2v-4step.api.json"):
+        (comfy / name).write_bytes((examples / name).read_bytes())
+    config = tmp_path / "videokit.toml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            [animate]
+            endpoint = ["http://gpu-box:8002/v2/animate", "worker-comfyui:abc123",
+                        "comfy-wan-worker:def456", "wan-2-2-i2v-720"]
+            workflow = "comfy/wan22-i2v-4step.toml"
+            """
+        )
+    )
+    settings = Settings.resolve(env={"RUNPOD_API_KEY": "k"}, dotenv=None, config_file=config)
+    assert settings.workflows["animate"] == comfy / "wan22-i2v-4step.toml"
+    backend: Any = create_backend(None, settings)
+    route = backend.config.route("animate")
+    assert [(e.id, e.api) for e in route] == [
+        ("http://gpu-box:8002/v2/animate", "videokit"),
+        ("abc123", "worker-comfyui"),
+        ("def456", "comfy-wan-worker"),
+        ("wan-2-2-i2v-720", "runpod-public"),
+    ]
+    identities = backend.identities("animate")
+    # Kind and model in every identity: no endpoint's results stand in for another model's.
+    assert identities[0] == "runpod/animate@animate"  # unchanged for videokit's own workers
+    assert identities[1].startswith("runpod/worker-comfyui/wan22-i2v-4step.api@")
+    assert (
+        identities[2] == "runpod/comfy-wan-worker/wan2.2-i2v-14b-fp8-lightx2v-4step-comfyui@def456"
+    )
+    assert identities[3] == "runpod/wan-2-2-i2v-720@wan-2-2-i2v-720"
+    assert len(set(identities)) == 4
+    # What the story must fit is what all four can render: the public Wan's 720p and the
+    # ComfyUI worker's sides up to 1024 have no size in common, and validate says so.
+    caps = backend.capabilities("animate")
+    assert caps.sizes == () and caps.fps == 16 and caps.prompt_chars == 1000
+    assert not caps.takes_size(1280, 720)
+    assert caps.describe_sizes().startswith("no size that all of them render")
+    assert "comfy-wan-worker and wan-2-2-i2v-720" in caps.endpoint
+
+
+def test_an_edited_workflow_changes_the_identity_a_reformatted_one_does_not(
+    tmp_path: Path,
+) -> None:
+    import json as jsonlib
+
+    from videokit.backends import create_backend
+    from videokit.config import Settings
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "comfy"
+    (tmp_path / "w.toml").write_text((examples / "wan22-i2v-4step.toml").read_text())
+    graph = jsonlib.loads((examples / "wan22-i2v-4step.api.json").read_text())
+    env = {
+        "VIDEOKIT_ANIMATE_ENDPOINT": "worker-comfyui:http://box:8188/v2/comfy",
+        "VIDEOKIT_ANIMATE_WORKFLOW": str(tmp_path / "w.toml"),
+    }
+
+    def identity() -> str:
+        settings = Settings.resolve(env=env, dotenv=None, config_file=None)
+        backend: Any = create_backend(None, settings)
+        return str(backend.identity("animate"))
+
+    (tmp_path / "wan22-i2v-4step.api.json").write_text(jsonlib.dumps(graph, indent=2))
+    first = identity()
+    (tmp_path / "wan22-i2v-4step.api.json").write_text(jsonlib.dumps(graph))
+    assert identity() == first
+    graph["93"]["inputs"]["text"] = "another default prompt"
+    (tmp_path / "wan22-i2v-4step.api.json").write_text(jsonlib.dumps(graph))
+    assert identity() != first
+
+
+def test_plan_prices_each_endpoint_of_a_route_and_the_worst_case(tmp_path: Path) -> None:
+    from videokit.backends import create_backend
+    from videokit.cli.endpoint_notes import route_endpoints
+    from videokit.config import Settings
+    from videokit.pipeline.forecast import forecast
+    from videokit.story.loader import load_story
+    from videokit.story.plan import plan_story
+
+    make_image(tmp_path / "ref.png", (1280, 720))
+    story = tmp_path / "story.yaml"
+    story.write_text(
+        textwrap.dedent(
+            """\
+            title: Two clips
+            reference: ref.png
+            defaults: {width: 1280, height: 720, fps: 16, duration: 5}
+            scenes:
+              - {id: one, motion: waves}
+              - {id: two, motion: more waves}
+            """
+        )
+    )
+    env = {
+        "VIDEOKIT_ANIMATE_ENDPOINT": "http://gpu-box:8002/v2/animate,wan-2-2-i2v-720",
+        "RUNPOD_API_KEY": "k",
+    }
+    settings = Settings.resolve(env=env, dotenv=None, config_file=None)
+    backend: Any = create_backend(None, settings)
+    costs = settings.cost_model()
+    plan = plan_story(load_story(story), capabilities=None)
+    guess = forecast(
+        plan, backend, tmp_path / "work", costs=costs, routes=route_endpoints(backend, costs)
+    )
+    [(own, own_kind, own_usd), (public, public_kind, public_usd)] = guess.route_costs["animate"]
+    assert (own, own_kind) == ("http://gpu-box:8002/v2/animate", "videokit")
+    assert (public, public_kind) == ("wan-2-2-i2v-720", "runpod-public")
+    assert public_usd == pytest.approx(2 * 5 * 0.06)  # two 5 s clips at $0.06 a second
+    assert guess.cost_usd == pytest.approx(own_usd)  # the first choice
+    assert guess.worst_cost_usd == pytest.approx(max(own_usd, public_usd))

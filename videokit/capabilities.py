@@ -134,6 +134,8 @@ class AnimateCapabilities:
         )
 
     def nearest_size(self, width: int, height: int) -> tuple[int, int]:
+        if self.sizes == ():
+            return (width, height)  # nothing fits every endpoint: no size to suggest
         if self.sizes is not None:
             return _nearest_size(self.sizes, width, height)
         low, high = self.side_range or (1, max(width, height, self.side_multiple))
@@ -141,6 +143,8 @@ class AnimateCapabilities:
         return fitted[0], fitted[1]
 
     def describe_sizes(self) -> str:
+        if self.sizes == ():
+            return "no size that all of them render (drop one from the route)"
         if self.sizes is not None:
             return " or ".join(format_size(size) for size in self.sizes)
         parts = []

@@ -58,7 +58,9 @@ def _own_endpoint(settings: Settings, stage: str) -> str:
 
     if stage not in ("edit", "animate"):
         raise ConfigError(f"unknown stage '{stage}'", hint="use 'edit' or 'animate'")
-    endpoint = settings.edit_endpoint if stage == "edit" else settings.animate_endpoint
+    route = settings.route(stage)
+    # `workers` and `logs` look at one endpoint: a stage's first choice.
+    endpoint = route[0][1] if route else None
     variable = f"VIDEOKIT_{stage.upper()}_ENDPOINT"
     if not endpoint:
         raise ConfigError(
@@ -332,24 +334,45 @@ def render_estimates(manifest: Manifest, settings: Settings) -> list[EndpointEst
                 spent[stage].extend(record.attempts)
     estimates = []
     for stage, attempts in spent.items():
-        if not attempts:
-            continue
-        endpoint = settings.edit_endpoint if stage == "edit" else settings.animate_endpoint
-        if not endpoint:
-            raise ConfigError(
-                f"the render ran {stage} jobs, but no {stage} endpoint is configured",
-                hint=f"set VIDEOKIT_{stage.upper()}_ENDPOINT to the endpoint the render used",
+        # Each attempt names its endpoint; older manifests do not, and mean the configured one.
+        configured = settings.route(stage)
+        fallback = configured[0][1] if configured else None
+        by_endpoint: dict[str, list[Any]] = {}
+        for attempt in attempts:
+            endpoint = attempt.endpoint or fallback
+            if endpoint is None:
+                raise ConfigError(
+                    f"the render ran {stage} jobs, but no {stage} endpoint is configured",
+                    hint=f"set VIDEOKIT_{stage.upper()}_ENDPOINT to the endpoint the render used",
+                )
+            by_endpoint.setdefault(endpoint, []).append(attempt)
+        for endpoint, group in by_endpoint.items():
+            billed_id = _billed_id(endpoint)
+            if billed_id is None:
+                continue  # a self-hosted endpoint: RunPod bills nothing for it
+            estimates.append(
+                EndpointEstimate(
+                    endpoint_id=billed_id,
+                    stage=stage,
+                    jobs=len(group),
+                    usd=sum(a.cost_usd for a in group),
+                    estimated_usd=sum(a.cost_usd for a in group if a.cost_estimated),
+                )
             )
-        estimates.append(
-            EndpointEstimate(
-                endpoint_id=endpoint,
-                stage=stage,
-                jobs=len(attempts),
-                usd=sum(a.cost_usd for a in attempts),
-                estimated_usd=sum(a.cost_usd for a in attempts if a.cost_estimated),
-            )
-        )
     return estimates
+
+
+def _billed_id(endpoint: str) -> str | None:
+    """The RunPod endpoint id billing knows ``endpoint`` by (None: not on RunPod)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in endpoint:
+        return endpoint
+    parts = urlsplit(endpoint)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.hostname == "api.runpod.ai" and len(segments) >= 2:
+        return segments[1]  # https://api.runpod.ai/v2/ID
+    return None
 
 
 def _print_cost(result: Reconciliation) -> None:

@@ -67,6 +67,8 @@ class JobSubmitted(_Event):
     stage: Literal["edit", "animate"]
     job_id: str
     resumed: bool = False
+    #: The endpoint it went to (None for in-process backends such as the preview).
+    endpoint: str | None = None
 
 
 class JobStateChanged(_Event):

@@ -178,7 +178,13 @@ class StageRunner:
             _record_attempts(stage_record, earlier, ctx)
             ledger.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             ledger.emit(
-                JobSubmitted(scene=scene.id, stage=stage, job_id=job_id, resumed=job_id == resume)
+                JobSubmitted(
+                    scene=scene.id,
+                    stage=stage,
+                    job_id=job_id,
+                    resumed=job_id == resume,
+                    endpoint=ctx.endpoint,
+                )
             )
 
         def progress(fraction: float, message: str | None) -> None:
