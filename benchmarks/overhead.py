@@ -182,9 +182,7 @@ def run(job_seconds: float) -> list[Row]:
                     if backend.stats.polls:
                         job, row.most_reads = backend.stats.polls.most_common(1)[0]
                         seconds = max(job_seconds, *job_seconds_of(manifest, job))
-                        row.budget = (
-                            backend.attach("animate", job).budget.most_requests(seconds)
-                        )
+                        row.budget = backend.attach("animate", job).budget.most_requests(seconds)
                     rows.append(row)
     finally:
         server.terminate()

@@ -553,8 +553,8 @@ def test_health_readiness_and_the_plan_note_come_from_the_health_route() -> None
     assert (health["edit"].idle, health["animate"].idle) == (1, 3)
     assert health["animate"].workers == 3 and health["animate"].in_queue == 0
     assert notes == [
-        "edit endpoint edit: 1 worker(s) up (1 idle)",
-        "animate endpoint animate: 3 worker(s) up (3 idle)",
+        f"edit endpoint {servers.urls['edit']}: 1 worker(s) up (1 idle)",
+        f"animate endpoint {servers.urls['animate']}: 3 worker(s) up (3 idle)",
     ]
     assert len(broken) == 1 and "unreachable" in broken[0]
     assert endpoint_notes(PreviewBackend(), ["edit"]) == []

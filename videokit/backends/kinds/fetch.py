@@ -103,10 +103,9 @@ class ResultFetcher:
         kind = content_type.split(";", 1)[0].strip().lower()
         # runpod-python's rp_upload (worker-comfyui's S3 upload) labels every file
         # "image/<extension>", so a clip arrives as image/mp4; the bytes are checked below.
-        mislabelled = media == "video" and kind in _RP_UPLOAD_VIDEO_TYPES
-        if kind and kind != "application/octet-stream" and not kind.startswith(f"{media}/"):
-            if not mislabelled:
-                raise EndpointError(f"the result {where} is {kind!r}, not {media}")
+        accepted = not kind or kind == "application/octet-stream" or kind.startswith(f"{media}/")
+        if not accepted and not (media == "video" and kind in _RP_UPLOAD_VIDEO_TYPES):
+            raise EndpointError(f"the result {where} is {kind!r}, not {media}")
         await asyncio.to_thread(_check_decodes, data, media, where)
         return data
 
