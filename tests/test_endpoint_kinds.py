@@ -9,10 +9,7 @@ render's film has the frame count ``plan`` computed; a story the worker would re
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import wave
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli_process import run_videokit
 from tests.conftest import make_image
 from tests.endpoints import Servers, serve_workers
 from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, S3Server, s3_server  # noqa: F401
@@ -65,17 +63,6 @@ def edit_server() -> Iterator[Servers]:
         yield servers
 
 
-def videokit(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "videokit", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=folder,
-        env={**os.environ, "VIDEOKIT_WARMUP": "0", **env},
-    )
-
-
 def settings(emulator: WorkerEmulator, edit: Servers, **extra: str) -> dict[str, str]:
     return {
         "VIDEOKIT_EDIT_ENDPOINT": edit.urls["edit"],
@@ -97,10 +84,10 @@ def bucket_env(s3: S3Server) -> dict[str, str]:
 def render_and_check(folder: Path, story: Path, env: dict[str, str]) -> dict[str, Any]:
     """plan, render, and the film's frame count against plan's; returns the manifest."""
     out = folder / "out"
-    plan = videokit(folder, "plan", str(story), "--out", str(out), "--json", **env)
+    plan = run_videokit(folder, "plan", str(story), "--out", str(out), "--json", **env)
     assert plan.returncode == 0, plan.stderr
     planned = json.loads(plan.stdout)
-    rendered = videokit(folder, "render", str(story), "--out", str(out), "--json", **env)
+    rendered = run_videokit(folder, "render", str(story), "--out", str(out), "--json", **env)
     assert rendered.returncode == 0, rendered.stderr
     assert probe_video(out / "final.mp4").frames == planned["final_frames"]
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text())
@@ -143,7 +130,7 @@ def test_lightx2v_worker_a_frame_count_its_pipeline_refuses_is_refused_by_valida
 ) -> None:
     story = write_story(tmp_path, frames=18)
     with serve_worker_emulator(LIGHTX2V) as emulator:
-        checked = videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
+        checked = run_videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
         assert checked.returncode == 2, checked.stdout
         assert "frames" in checked.stderr and "4k+1" in checked.stderr
         assert not emulator.requests
@@ -183,7 +170,7 @@ def test_comfy_wan_worker_limits_are_refused_by_validate_before_any_job(
 ) -> None:
     story = write_story(tmp_path, frames=frames, **defaults)
     with serve_worker_emulator(COMFY_WAN) as emulator:
-        checked = videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
+        checked = run_videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
         assert checked.returncode == 2, checked.stdout
         assert said in checked.stderr
         assert not emulator.requests
@@ -195,7 +182,7 @@ def test_comfy_wan_worker_a_prompt_over_its_limit_is_refused(
     story = write_story(tmp_path)
     story.write_text(story.read_text().replace("the lamp flickers", "flicker " * 130))
     with serve_worker_emulator(COMFY_WAN) as emulator:
-        checked = videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
+        checked = run_videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
     assert checked.returncode == 2
     assert "takes at most 1000" in checked.stderr
 
@@ -236,7 +223,7 @@ def test_worker_comfyui_a_clip_longer_than_the_graph_takes_is_refused(
     bindings = EXAMPLES / "wan22-i2v-4step.toml"
     with serve_worker_emulator(COMFYUI) as emulator:
         env = settings(emulator, edit_server, VIDEOKIT_ANIMATE_WORKFLOW=str(bindings))
-        checked = videokit(tmp_path, "validate", str(story), **env)
+        checked = run_videokit(tmp_path, "validate", str(story), **env)
         assert checked.returncode == 2, checked.stdout
         assert "5-81 frames (4n+1)" in checked.stderr
         assert not emulator.requests
@@ -252,7 +239,7 @@ def test_worker_comfyui_bindings_naming_a_missing_node_are_refused_by_validate(
     bindings.write_text(text.replace('frames = "98.length"', 'frames = "99.length"'))
     with serve_worker_emulator(COMFYUI) as emulator:
         env = settings(emulator, edit_server, VIDEOKIT_ANIMATE_WORKFLOW=str(bindings))
-        checked = videokit(tmp_path, "validate", str(story), **env)
+        checked = run_videokit(tmp_path, "validate", str(story), **env)
         assert checked.returncode == 2, checked.stdout
         assert "99" in checked.stderr and "98 (WanImageToVideo)" in checked.stderr
         assert not emulator.requests
@@ -304,6 +291,6 @@ def test_a_scene_with_audio_on_an_endpoint_without_a_soundtrack_is_refused(
     text = story.read_text().replace("motion: the lamp flickers", "motion: hi\n    audio: line.wav")
     story.write_text(text)
     with serve_worker_emulator(LIGHTX2V) as emulator:
-        checked = videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
+        checked = run_videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
     assert checked.returncode == 2
     assert "takes no soundtrack" in checked.stderr

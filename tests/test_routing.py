@@ -8,7 +8,6 @@ real CLI in a subprocess, and the manifest it writes.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cli_process import run_videokit
 from tests.conftest import make_image
 from tests.endpoints import serve_workers
 from videokit.media.probe import probe_video
@@ -47,17 +47,6 @@ def story(tmp_path: Path) -> Path:
     path = tmp_path / "story.yaml"
     path.write_text(textwrap.dedent(STORY))
     return path
-
-
-def videokit(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "videokit", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "VIDEOKIT_WARMUP": "0", **env},
-    )
 
 
 def free_port() -> int:
@@ -113,11 +102,11 @@ def test_a_job_that_fails_on_the_first_endpoint_runs_once_on_the_next(
             "VIDEOKIT_EDIT_ENDPOINT": healthy.urls["edit"],
             "VIDEOKIT_ANIMATE_ENDPOINT": f"{first},{second}",
         }
-        plan = videokit(tmp_path, "plan", str(story), "--out", str(out), "--json", **env)
+        plan = run_videokit(tmp_path, "plan", str(story), "--out", str(out), "--json", **env)
         assert plan.returncode == 0, plan.stderr
         planned = json.loads(plan.stdout)
         assert [e["endpoint"] for e in planned["routes"]["animate"]] == [first, second]
-        rendered = videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
+        rendered = run_videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
         assert rendered.returncode == 0, rendered.stderr
         assert probe_video(out / "final.mp4").frames == planned["final_frames"]
         # Each job ran once where it failed, and once where it then succeeded: never twice on
@@ -134,7 +123,7 @@ def test_a_job_that_fails_on_the_first_endpoint_runs_once_on_the_next(
             assert (failed["endpoint"], failed["status"]) == (first, "FAILED")
             assert (done["endpoint"], done["status"]) == (second, "COMPLETED")
         # Cached under the endpoint that made it: rendering again submits nothing anywhere.
-        again = videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
+        again = run_videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
         assert again.returncode == 0, again.stderr
         assert httpx.get(f"{first}/health", timeout=5).json()["jobs"]["failed"] == 3
         assert healthy.counters["animate"].runs == 3
@@ -151,11 +140,11 @@ def test_an_unreachable_first_endpoint_is_named_by_plan_and_skipped_by_render(
             "VIDEOKIT_EDIT_ENDPOINT": healthy.urls["edit"],
             "VIDEOKIT_ANIMATE_ENDPOINT": f"{gone},{second}",
         }
-        plan = videokit(tmp_path, "plan", str(story), "--out", str(out), **env)
+        plan = run_videokit(tmp_path, "plan", str(story), "--out", str(out), **env)
         assert plan.returncode == 0, plan.stderr
         assert f"animate endpoint 1 of 2, {gone} (videokit): unreachable" in plan.stdout
         assert f"its jobs go straight to {second}" in plan.stdout
-        rendered = videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
+        rendered = run_videokit(tmp_path, "render", str(story), "--out", str(out), "--json", **env)
         assert rendered.returncode == 0, rendered.stderr
         assert healthy.counters["animate"].runs == 3
         manifest = json.loads((out / "manifest.json").read_text())
@@ -173,7 +162,7 @@ def test_every_endpoint_of_a_stage_must_render_the_story(tmp_path: Path, story: 
             "VIDEOKIT_ANIMATE_ENDPOINT": f"{healthy.urls['animate']},comfy-wan-worker:abc123",
             "RUNPOD_API_KEY": "rp-test",
         }
-        checked = videokit(tmp_path, "validate", str(story), "--backend", "runpod", **env)
+        checked = run_videokit(tmp_path, "validate", str(story), "--backend", "runpod", **env)
         assert checked.returncode == 2, checked.stdout
         assert "comfy-wan-worker renders sides of 256-1024 px, multiples of 64" in checked.stderr
         assert healthy.counters["animate"].runs == 0

@@ -15,15 +15,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from videokit.backends.kinds.clips import decoded_clip_result
-from videokit.backends.kinds.lightx2v import output_media
 from videokit.backends.kinds.videokit_api import sniff_content_type
+from videokit.backends.kinds.worker_documents import output_media, parse_output
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
 from videokit.costs import OutputPrice
 from videokit.dialects import COMFY_WAN_LIMITS, ComfyWanInput, ComfyWanOutput, comfy_wan_problems
-from videokit.errors import ConfigError, EndpointError
+from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
 __all__ = ["ComfyWanApi"]
@@ -108,15 +106,7 @@ class ComfyWanApi:
         execution_ms: int | None,
     ) -> EditResult | AnimateResult:
         assert isinstance(request, AnimateRequest)
-        try:
-            answer = ComfyWanOutput.model_validate(output)
-        except ValidationError as exc:
-            raise EndpointError(
-                f"the comfy-wan-worker output does not match its documented shape: "
-                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['loc']}: "
-                f"{exc.errors()[0]['msg']}",
-                hint="check that the endpoint runs the ComfyUI Wan 2.2 I2V worker",
-            ) from None
+        answer = parse_output(ComfyWanOutput, output, self.name, "ComfyUI Wan 2.2 I2V worker")
         video = output_media(answer.video_base64, answer.video_url, "video/mp4", "video", self.name)
         return await decoded_clip_result(
             request,

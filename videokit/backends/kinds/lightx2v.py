@@ -14,37 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from pydantic import ValidationError
-
+from videokit.backends.kinds.worker_documents import output_media, parse_output
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
 from videokit.costs import OutputPrice
 from videokit.dialects import LightX2VInput, LightX2VOutput
-from videokit.errors import ConfigError, EndpointError
-from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult, MediaOutput
+from videokit.errors import ConfigError
+from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
-__all__ = ["LightX2VApi", "output_media"]
+__all__ = ["LightX2VApi"]
 
 _MODEL = "wan2.2-i2v-a14b-lightx2v"
-
-
-def output_media(
-    inline: str | None, url: str | None, content_type: str, what: str, endpoint: str
-) -> MediaOutput:
-    """An output file a worker answered with inline (``*_base64``); a URL-only one is refused,
-    since videokit never asked for an upload and cannot vouch for it."""
-    if inline is None:
-        raise EndpointError(
-            f"{endpoint} answered without {what}_base64"
-            + (" (it uploaded it somewhere instead)" if url else ""),
-            hint="remove the worker's R2/S3 result upload configuration, or use its inline output",
-        )
-    from videokit.protocol import MediaInput
-
-    try:
-        data = MediaInput(base64=inline).decode()
-    except ValueError as exc:
-        raise EndpointError(f"{endpoint} answered with invalid {what}_base64: {exc}") from None
-    return MediaOutput.inline(data, content_type)
 
 
 class LightX2VApi:
@@ -87,15 +66,7 @@ class LightX2VApi:
         execution_ms: int | None,
     ) -> EditResult | AnimateResult:
         assert isinstance(request, AnimateRequest)
-        try:
-            answer = LightX2VOutput.model_validate(output)
-        except ValidationError as exc:
-            raise EndpointError(
-                f"the lightx2v-worker output does not match its documented shape: "
-                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['loc']}: "
-                f"{exc.errors()[0]['msg']}",
-                hint="check that the endpoint runs the LightX2V Wan I2V worker",
-            ) from None
+        answer = parse_output(LightX2VOutput, output, self.name, "LightX2V Wan I2V worker")
         width, _, height = answer.resolution.partition("x")
         return AnimateResult(
             video=output_media(
