@@ -294,3 +294,22 @@ def test_a_scene_with_audio_on_an_endpoint_without_a_soundtrack_is_refused(
         checked = run_videokit(tmp_path, "validate", str(story), **settings(emulator, edit_server))
     assert checked.returncode == 2
     assert "takes no soundtrack" in checked.stderr
+
+
+def test_kinds_that_take_media_inline_only_are_held_to_the_payload_limit_even_with_a_bucket() -> (
+    None
+):
+    from videokit.backends.runpod import Endpoint, RunPodBackend, RunPodConfig
+    from videokit.errors import ConfigError
+
+    def backend(kind: Any) -> RunPodBackend:
+        endpoint = Endpoint("abc123", kind=kind, workflow=EXAMPLES / "wan22-i2v-4step.toml")
+        config = RunPodConfig(api_key=None, endpoints={"animate": endpoint}, base_url="http://x/v2")
+        return RunPodBackend(config, storage=object())  # a bucket is configured
+
+    too_big = {"animate": 11_000_000}
+    for inline_only in ("worker-comfyui", "lightx2v-worker"):
+        with pytest.raises(ConfigError, match="takes media inline only"):
+            backend(inline_only).check(["animate"], payload_bytes=too_big)
+    # The ComfyUI Wan worker takes the frame by URL: the bucket carries it.
+    backend("comfy-wan-worker").check(["animate"], payload_bytes=too_big)

@@ -115,7 +115,8 @@ def payload_bounds(plan: StoryPlan) -> dict[Stage, int]:
             extras = sum(_base64_size(path.stat().st_size) for path in edit.images)
             bump("edit", first + extras + _text_size(edit.prompt, edit.negative_prompt))
             animated = made_frame
-        bump("animate", animated + _text_size(scene.motion, scene.negative_prompt))
+        audio = _base64_size(scene.audio.stat().st_size) if scene.audio is not None else 0
+        bump("animate", animated + audio + _text_size(scene.motion, scene.negative_prompt))
     return bounds
 
 

@@ -114,6 +114,16 @@ class ApiKind(Protocol):
         """Images travel by URL (S3/R2 storage must be configured), never inline."""
         ...
 
+    @property
+    def offloads_inputs(self) -> bool:
+        """With S3/R2 storage configured, large inputs travel by URL (False: always inline, so
+        a job body must stay under RunPod's 10 MB)."""
+        ...
+
+    def sends_inline(self, storage: object | None) -> bool:
+        """Whether this kind's job bodies carry media inline, given the configured storage."""
+        ...
+
     async def input_document(self, request: EditRequest | AnimateRequest) -> dict[str, Any]: ...
 
     async def result(

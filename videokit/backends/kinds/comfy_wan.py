@@ -34,6 +34,7 @@ class ComfyWanApi:
 
     name: Final = "comfy-wan-worker"
     inputs_by_url = False
+    offloads_inputs = True
     price: OutputPrice | None = None
     typical_execution_s: float | None = None
 
@@ -115,6 +116,9 @@ class ComfyWanApi:
             execution_ms=execution_ms,
             seed=answer.metadata.seed,
         )
+
+    def sends_inline(self, storage: object | None) -> bool:
+        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
 
     def reported_cost(self, output: Any) -> float | None:
         return None

@@ -31,6 +31,7 @@ class LightX2VApi:
 
     name: Final = "lightx2v-worker"
     inputs_by_url = False
+    offloads_inputs = False
     price: OutputPrice | None = None
     typical_execution_s: float | None = None
 
@@ -88,6 +89,9 @@ class LightX2VApi:
             inference_ms=answer.inference_time_ms,
             model=self.model,
         )
+
+    def sends_inline(self, storage: object | None) -> bool:
+        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
 
     def reported_cost(self, output: Any) -> float | None:
         return None

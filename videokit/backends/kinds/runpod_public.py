@@ -43,6 +43,7 @@ class PublicApi:
 
     name: Final = "runpod-public"
     inputs_by_url = True
+    offloads_inputs = True
 
     def __init__(
         self,
@@ -171,6 +172,9 @@ class PublicApi:
             inference_ms=execution_ms or 0,
             model=self.model,
         )
+
+    def sends_inline(self, storage: object | None) -> bool:
+        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
 
     def reported_cost(self, output: Any) -> float | None:
         cost = output.get("cost") if isinstance(output, Mapping) else None

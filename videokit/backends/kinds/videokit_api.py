@@ -50,6 +50,7 @@ class VideokitApi:
     capabilities: EditCapabilities | AnimateCapabilities | None = None
     typical_execution_s: float | None = None
     inputs_by_url = False
+    offloads_inputs = True
 
     def __init__(self, stage: Stage, *, model: str | None = None, storage: Any | None = None):
         self.stage = stage
@@ -125,6 +126,9 @@ class VideokitApi:
                 data = await asyncio.to_thread(self.storage.download, media)
                 update[name] = MediaOutput.inline(data, media.content_type)
         return result.model_copy(update=update) if update else result
+
+    def sends_inline(self, storage: object | None) -> bool:
+        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
 
     def reported_cost(self, output: Any) -> float | None:
         return None

@@ -47,6 +47,7 @@ class WorkerComfyApi:
 
     name: Final = "worker-comfyui"
     inputs_by_url = False
+    offloads_inputs = False
     price: OutputPrice | None = None
     typical_execution_s: float | None = None
 
@@ -146,6 +147,9 @@ class WorkerComfyApi:
         return await decoded_clip_result(
             request, video, model=self.model, execution_ms=execution_ms
         )
+
+    def sends_inline(self, storage: object | None) -> bool:
+        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
 
     def reported_cost(self, output: Any) -> float | None:
         return None

@@ -163,7 +163,8 @@ class RunPodBackend:
         self, stages: Collection[Stage], *, payload_bytes: Mapping[Stage, int] | None = None
     ) -> None:
         """Endpoints exist for ``stages``; kinds that take images by URL have storage; and no
-        request will be over the ``run`` payload limit (unless storage moves large inputs)."""
+        request will be over the ``run`` payload limit (unless storage moves large inputs, for
+        the kinds that take them by URL)."""
         for stage in stages:
             self._endpoint(stage)
         by_url = [
@@ -181,12 +182,13 @@ class RunPodBackend:
                 "VIDEOKIT_S3_SECRET_ACCESS_KEY (plus VIDEOKIT_S3_ENDPOINT_URL for R2); frames "
                 "are sent as presigned URLs that expire",
             )
-        if self.storage is not None or not payload_bytes:
+        if not payload_bytes:
             return
         for stage in stages:
             bound = payload_bytes.get(stage)
-            if bound is not None and not self.inputs_by_url(stage):
-                check_payload(stage, bound, upfront=True)
+            inline = any(lane.kind.sends_inline(self.storage) for lane in self.routes[stage].lanes)
+            if bound is not None and inline:
+                check_payload(stage, bound, upfront=True, storage=self.storage is not None)
 
     async def warm_up(self, stage: Stage, ctx: JobContext) -> None:
         """Wake ``stage``'s endpoint with a ``{"warmup": true}`` job and wait for it to end.
@@ -284,7 +286,7 @@ class RunPodBackend:
         lane = self._route(stage).first
         kind = lane.kind
         body = {"input": await kind.input_document(request), "policy": self.config.policy()}
-        if self.storage is None and not kind.inputs_by_url:
+        if kind.sends_inline(self.storage):
             check_payload(stage, len(json.dumps(body).encode()))
         job_id = await lane.policy.submit(lane.endpoint, body)
         return lane.policy.handle(lane.endpoint, stage, job_id)

@@ -145,7 +145,7 @@ class JobPolicy(Following, Accounting):
             nonlocal prepared
             if prepared is None:
                 body = {"input": await kind.input_document(request), "policy": cfg.policy()}
-                if self.storage is None and not kind.inputs_by_url:
+                if kind.sends_inline(self.storage):
                     check_payload(stage, len(json.dumps(body).encode()))
                 prepared = body
             return prepared
@@ -410,13 +410,17 @@ class JobPolicy(Following, Accounting):
         return ended
 
 
-def check_payload(stage: Stage, size: int, *, upfront: bool = False) -> None:
+def check_payload(stage: Stage, size: int, *, upfront: bool = False, storage: bool = False) -> None:
     if size <= RUN_PAYLOAD_LIMIT:
         return
     what = "this render's" if upfront else "this"
+    why = (
+        "and an endpoint of the stage takes media inline only"
+        if storage
+        else "and no storage is configured"
+    )
     raise ConfigError(
         f"{what} {stage} jobs need a request body of up to {size / 1e6:.1f} MB (media inline "
-        f"as base64), over RunPod's 10 MB limit for /run payloads, and no storage is "
-        "configured",
-        hint=S3_HINT,
+        f"as base64), over RunPod's 10 MB limit for /run payloads, {why}",
+        hint="use smaller input images or a shorter soundtrack" if storage else S3_HINT,
     )
