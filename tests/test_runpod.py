@@ -265,6 +265,9 @@ def render_process(story: Path, servers: Servers, out: Path, **extra: str) -> su
         "VIDEOKIT_EDIT_ENDPOINT": servers.urls["edit"],
         "VIDEOKIT_ANIMATE_ENDPOINT": servers.urls["animate"],
         "VIDEOKIT_CONCURRENCY": "4",
+        # Self-hosted endpoints are free unless priced: bill these at a RunPod pool's rate.
+        "VIDEOKIT_EDIT_GPU": "ADA_80_PRO",
+        "VIDEOKIT_ANIMATE_GPU": "ADA_80_PRO",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -30,8 +30,19 @@ Environment variables (also read from ``.env``; real variables win)::
                                     (and over RunPod's GPU catalog, which `plan` reads with a key)
     VIDEOKIT_RUNPOD_REST_URL        REST API v2 base (default https://api.runpod.io/v2): deploy
                                     and the GPU catalog; only RunPod's own host gets the key
-    VIDEOKIT_CACHE_DIR              where the GPU catalog is cached for a day (default: the user
-                                    cache dir, e.g. ~/.cache/videokit)
+    VIDEOKIT_EDIT_IDLE_TIMEOUT      seconds an endpoint's idle worker stays up (billed) after its
+    VIDEOKIT_ANIMATE_IDLE_TIMEOUT   last job, for estimates (default: the deploy spec's, else
+                                    RunPod's 5)
+    VIDEOKIT_EDIT_START_SECONDS     seconds a worker takes to start (container and model load: a
+    VIDEOKIT_ANIMATE_START_SECONDS  cold start), for estimates (default 60 edit, 90 animate)
+    VIDEOKIT_EDIT_SELF_HOSTED_PRICE USD per second of a self-hosted endpoint's jobs (an endpoint
+    VIDEOKIT_ANIMATE_SELF_HOSTED_PRICE  URL not on https://api.runpod.ai; default: the rate of the
+                                    stage's GPU pool if you set one, else 0: free)
+    VIDEOKIT_DEPLOY_SPEC            the deploy spec your endpoints were deployed from: their idle
+                                    timeouts and max workers default to its
+    VIDEOKIT_CACHE_DIR              videokit's cache dir: where the GPU catalog is cached for a day
+                                    (default: the user cache dir, e.g. ~/.cache/videokit)
+    VIDEOKIT_MAX_COST               the most a render may cost, in USD (> 0)
     VIDEOKIT_OUTPUT_PRICES          JSON object public endpoint id -> USD per output (image, or
                                     second of video, as videokit.backends.kinds.catalogue bills it)
     VIDEOKIT_QUEUE_TIMEOUT          seconds a job may wait IN_QUEUE before it is resubmitted
@@ -51,10 +62,15 @@ The config file (TOML) holds the same settings, never a secret::
     ttl = 3600
     job_attempts = 3
     warmup = true
+    max_cost = 5.0
+    cache_dir = "cache"         # relative to this file
+    deploy_spec = "deploy.yaml" # relative to this file
 
     [edit]
     endpoint = "abc123xyz"
     gpu = "ADA_80_PRO"
+    idle_timeout = 60           # as deployed (default: deploy_spec's, else RunPod's 5)
+    start_seconds = 45          # a cold start, for estimates
 
     [animate]
     endpoint = ["http://gpu-box:8002/v2/animate", "def456uvw", "wan-2-2-i2v-720"]
@@ -62,6 +78,8 @@ The config file (TOML) holds the same settings, never a secret::
     bill_delay = true
     workflow = "comfy/wan22-i2v-4step.toml"   # for worker-comfyui:... endpoints
     mode = "standard"           # the worker runs VIDEOKIT_WAN_MODE=standard
+    self_hosted_price = 0.0003  # USD per second of a self-hosted endpoint (default: its gpu's
+                                # rate if gpu is set, else 0)
 
     [prices]                    # USD per second, merged over the defaults
     HOPPER_141 = 0.00149
@@ -83,12 +101,17 @@ from videokit.config_file import (
     CONFIG_FILE,
     STAGES,
     ConfigFile,
+    DeployFacts,
     boolean,
+    deploy_facts,
     find_config,
     gpu_prices,
+    non_negative_seconds,
     output_prices,
     positive_int,
+    positive_usd,
     seconds,
+    usd_per_second,
     worker_mode,
 )
 from videokit.costs import (
@@ -98,6 +121,7 @@ from videokit.costs import (
     OutputPrice,
     PoolPrice,
     check_gpu,
+    is_self_hosted,
 )
 from videokit.errors import ConfigError
 
@@ -191,6 +215,18 @@ class Settings:
     ttl_s: float | None = None
     job_attempts: int | None = None
     warmup: bool | None = None
+    # Per stage, its endpoint's idle timeout and a worker's start time (seconds), its max workers
+    # (from the deploy spec), and the USD per second of a self-hosted endpoint; unset: the
+    # defaults of videokit.costs. ``fact_sources`` says where each was set ("edit.idle_timeout").
+    idle_timeouts: Mapping[str, float] = field(default_factory=dict)
+    start_seconds: Mapping[str, float] = field(default_factory=dict)
+    max_workers: Mapping[str, int] = field(default_factory=dict)
+    self_hosted_prices: Mapping[str, float] = field(default_factory=dict)
+    fact_sources: Mapping[str, str] = field(default_factory=dict)
+    deploy_spec: Path | None = None
+    # videokit's cache directory, and the most a render may cost (USD); None: not set.
+    cache_dir: Path | None = None
+    max_cost: float | None = None
     config_file: Path | None = None
     # Which of edit_endpoint, animate_endpoint and base_url came from the story file: a story may
     # come from anyone, so the hosts it names are sent no key (see RunPodConfig.story_hosts).
@@ -201,13 +237,25 @@ class Settings:
         """The cost model of these settings: ``plan`` estimates and ``render`` bills with it.
 
         A stage whose endpoint is a RunPod Public Endpoint (its id alone says so) is priced per
-        output, at :attr:`output_prices`; the others per GPU second. ``catalog`` (pool -> price,
-        from RunPod's GPU catalog) replaces the built-in prices and names the cards; prices the
-        user set (:attr:`price_overrides`) still win.
+        output, at :attr:`output_prices`; one whose endpoint is a URL not on RunPod's host is
+        self-hosted, at :attr:`self_hosted_prices` (else its GPU pool's rate where :attr:`gpu`
+        sets one, else free), its run time only; the others per GPU second, with
+        their endpoint's idle timeout and start time. ``catalog`` (pool -> price, from RunPod's
+        GPU catalog) replaces the built-in prices and names the cards; prices the user set
+        (:attr:`price_overrides`) still win.
         """
         from videokit.backends.kinds import public_model
 
         per_output: dict[str, OutputPrice] = {}
+        self_hosted = frozenset(
+            stage
+            for stage in STAGES
+            if (route := self.route(stage)) and is_self_hosted(route[0][1])
+        )
+        # A self-hosted endpoint costs the price you gave it, else its GPU pool's rate if you gave
+        # it one (you said what it bills at), else nothing.
+        hosted_price: dict[str, float | None] = {stage: None for stage in self.gpu}
+        hosted_price.update(self.self_hosted_prices)
         for stage in STAGES:
             route = self.route(stage)
             # The first choice's price: a fallback is priced where plan shows the route.
@@ -235,6 +283,13 @@ class Settings:
             output_prices=per_output,
             price_sources=sources,
             cards=cards,
+            idle_timeout_s=dict(self.idle_timeouts),
+            start_s=dict(self.start_seconds),
+            max_workers=dict(self.max_workers),
+            self_hosted=self_hosted,
+            self_hosted_price=hosted_price,
+            public_endpoints=frozenset(self.output_prices),
+            fact_sources=dict(self.fact_sources),
         )
 
     def endpoint_spec(self, stage: str) -> str | None:
@@ -266,6 +321,8 @@ class Settings:
         ttl_s: float | None = None,
         job_attempts: int | None = None,
         warmup: bool | None = None,
+        cache_dir: Path | str | None = None,
+        max_cost: float | None = None,
         story: Story | None = None,
         env: Mapping[str, str] | None = None,
         dotenv: Path | None = Path(".env"),
@@ -346,6 +403,24 @@ class Settings:
         ttl = number(ttl_s, "VIDEOKIT_TTL", "ttl", seconds)
         attempts = number(job_attempts, "VIDEOKIT_JOB_ATTEMPTS", "job_attempts", positive_int)
         wake = number(warmup, "VIDEOKIT_WARMUP", "warmup", boolean)
+        most = number(max_cost, "VIDEOKIT_MAX_COST", "max_cost", positive_usd)
+
+        def path_value(explicit: Path | str | None, variable: str, file_key: str) -> Path | None:
+            # The file's paths are relative to it (ConfigFile.load made them so).
+            if explicit is not None and str(explicit).strip():
+                return Path(str(explicit).strip()).expanduser()
+            named = env_value(variable)
+            if named is not None:
+                return Path(named).expanduser()
+            found: Path | None = file_value(file_key)
+            return found
+
+        cache = path_value(cache_dir, "VIDEOKIT_CACHE_DIR", "cache_dir")
+        spec = path_value(None, "VIDEOKIT_DEPLOY_SPEC", "deploy_spec")
+        deployed: dict[str, DeployFacts] = {}
+        if spec is not None:
+            named = "VIDEOKIT_DEPLOY_SPEC" if env_value("VIDEOKIT_DEPLOY_SPEC") else None
+            deployed = deploy_facts(spec, where=named or where("deploy_spec"))
 
         prices = dict(GPU_PRICE_PER_SECOND)
         price_overrides: dict[str, str] = {}
@@ -371,7 +446,28 @@ class Settings:
         bill_delay: dict[str, bool] = {}
         modes: dict[str, str] = {}
         workflows: dict[str, Path] = {}
+        facts: dict[str, dict[str, float]] = {"idle_timeout": {}, "start": {}, "self_hosted": {}}
+        sources: dict[str, str] = {}
+        max_workers: dict[str, int] = {}
         for stage in STAGES:
+            in_spec = deployed.get(stage)
+            if in_spec is not None:
+                facts["idle_timeout"][stage] = in_spec.idle_timeout_s
+                sources[f"{stage}.idle_timeout"] = f"deploy spec {spec}"
+                if in_spec.max_workers is not None:
+                    max_workers[stage] = in_spec.max_workers
+            for fact, setting, check in (
+                ("idle_timeout", "idle_timeout", seconds),
+                ("start", "start_seconds", non_negative_seconds),
+                ("self_hosted", "self_hosted_price", usd_per_second),
+            ):
+                variable = f"VIDEOKIT_{stage.upper()}_{setting.upper()}"
+                if env_value(variable) is not None:
+                    facts[fact][stage] = check(variable, environ[variable])
+                    sources[f"{stage}.{fact}"] = variable
+                elif stage_value(stage, setting) is not None:
+                    facts[fact][stage] = stage_value(stage, setting)
+                    sources[f"{stage}.{fact}"] = where(f"{stage}.{setting}")
             variable = f"VIDEOKIT_{stage.upper()}_WORKFLOW"
             if env_value(variable) is not None:
                 workflows[stage] = Path(environ[variable].strip()).expanduser()
@@ -415,6 +511,14 @@ class Settings:
             ttl_s=ttl,
             job_attempts=attempts,
             warmup=wake,
+            idle_timeouts=facts["idle_timeout"],
+            start_seconds=facts["start"],
+            max_workers=max_workers,
+            self_hosted_prices=facts["self_hosted"],
+            fact_sources=sources,
+            deploy_spec=spec,
+            cache_dir=cache,
+            max_cost=most,
             config_file=file.path if file is not None else None,
             from_story=frozenset(from_story),
             environ=environ,

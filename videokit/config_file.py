@@ -22,13 +22,18 @@ __all__ = [
     "STAGES",
     "WORKER_MODES",
     "ConfigFile",
+    "DeployFacts",
     "boolean",
+    "deploy_facts",
     "find_config",
     "gpu_prices",
+    "non_negative_seconds",
     "output_prices",
     "positive_int",
+    "positive_usd",
     "seconds",
     "text",
+    "usd_per_second",
     "worker_mode",
 ]
 
@@ -69,6 +74,49 @@ def seconds(where: str, value: object) -> float:
         raise ConfigError(
             f"{where} must be a positive number of seconds, got {value!r}",
             hint=f"fix {where}, e.g. 600 for ten minutes",
+        )
+    return number
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number: float | None = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    else:
+        number = None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def non_negative_seconds(where: str, value: object) -> float:
+    number = _number(value)
+    if number is None or number < 0:
+        raise ConfigError(
+            f"{where} must be a number of seconds >= 0, got {value!r}",
+            hint=f"fix {where}, e.g. 60 for a worker that loads its model from a network volume",
+        )
+    return number
+
+
+def usd_per_second(where: str, value: object) -> float:
+    number = _number(value)
+    if number is None or number < 0:
+        raise ConfigError(
+            f"{where} must be a price in USD per second >= 0, got {value!r}",
+            hint=f"fix {where}, e.g. 0.0003 (about $1.08 an hour), or 0 for free",
+        )
+    return number
+
+
+def positive_usd(where: str, value: object) -> float:
+    number = _number(value)
+    if number is None or number <= 0:
+        raise ConfigError(
+            f"{where} must be an amount in USD > 0, got {value!r}",
+            hint=f"fix {where}, e.g. 5 for five dollars",
         )
     return number
 
@@ -174,9 +222,21 @@ _TOP_KEYS = (
     "warmup",
     "prices",
     "output_prices",
+    "cache_dir",
+    "max_cost",
+    "deploy_spec",
     *STAGES,
 )
-_STAGE_KEYS = ("endpoint", "gpu", "bill_delay", "mode", "workflow")
+_STAGE_KEYS = (
+    "endpoint",
+    "gpu",
+    "bill_delay",
+    "mode",
+    "workflow",
+    "idle_timeout",
+    "start_seconds",
+    "self_hosted_price",
+)
 WORKER_MODES = ("lightning", "standard")
 
 
@@ -230,6 +290,10 @@ class ConfigFile:
             "ttl": seconds,
             "job_attempts": positive_int,
             "warmup": boolean_strict,
+            "max_cost": positive_usd,
+            # Paths relative to the file, as a reader of the file expects.
+            "cache_dir": lambda where, value: path.parent / text(where, value),
+            "deploy_spec": lambda where, value: path.parent / text(where, value),
         }
         values = {key: check(where(key), data[key]) for key, check in checks.items() if key in data}
         stages: dict[str, dict[str, Any]] = {}
@@ -250,6 +314,9 @@ class ConfigFile:
                 "mode": worker_mode,
                 # Relative to the file, as a reader of the file expects.
                 "workflow": lambda where, value: path.parent / text(where, value),
+                "idle_timeout": seconds,
+                "start_seconds": non_negative_seconds,
+                "self_hosted_price": usd_per_second,
             }
             stages[stage] = {
                 key: check(where(f"{stage}.{key}"), table[key])
@@ -308,6 +375,57 @@ def _refuse_unknown(
                 hint=f"known settings{' in [' + prefix[:-1] + ']' if prefix else ''}: "
                 + ", ".join(known),
             )
+
+
+@dataclass(frozen=True)
+class DeployFacts:
+    """What a deploy spec says of one worker's endpoint that bills it: its idle timeout (RunPod's
+    default 5 s unless the spec sends one) and its max workers (None: it runs no jobs)."""
+
+    idle_timeout_s: float
+    max_workers: int | None
+
+
+def deploy_facts(path: Path, *, where: str) -> dict[str, DeployFacts]:
+    """Per worker of the deploy spec at ``path`` (``where`` names the setting), its idle timeout
+    and max workers, with the defaults and rules of ``videokit deploy`` (videokit.deploy.spec,
+    which this side may not import; a test keeps the two in step). Nothing else is checked here:
+    ``videokit deploy SPEC --dry-run`` checks the whole spec."""
+    import yaml
+
+    hint = f"fix {where}, or check the spec with `videokit deploy {path} --dry-run`"
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: cannot read the deploy spec {path}: {exc.strerror or exc}", hint=hint
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {path} is not valid YAML: {exc}", hint=hint) from None
+    workers = document.get("workers") if isinstance(document, dict) else None
+    if not isinstance(workers, dict):
+        raise ConfigError(f"{where}: {path} has no 'workers' mapping", hint=hint)
+    facts: dict[str, DeployFacts] = {}
+    for stage in STAGES:
+        spec = workers.get(stage)
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: workers.{stage} of {path} is not a mapping", hint=hint)
+        idle, most = spec.get("idle_timeout", 5), spec.get("workers_max", 2)
+        for key, value, low in (("idle_timeout", idle, 1), ("workers_max", most, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(
+                    f"{where}: workers.{stage}.{key} of {path} must be a whole number >= {low}, "
+                    f"got {value!r}",
+                    hint=hint,
+                )
+        # deploy does not send idle_timeout with REQUEST_COUNT scaling (RunPod's v2 API refuses
+        # it there): the endpoint keeps RunPod's default.
+        if spec.get("scaler_type") == "REQUEST_COUNT":
+            idle = 5
+        facts[stage] = DeployFacts(float(idle), most or None)
+    return facts
 
 
 def find_config(explicit: Path | None, environ: Mapping[str, str]) -> ConfigFile | None:

@@ -29,7 +29,10 @@ def route_endpoints(backend: Backend, costs: CostModel) -> dict[Stage, list[Rout
                 lane.label,
                 lane.kind.name,
                 costs.for_endpoint(
-                    stage, costs.pool(stage) if n == 0 else lane.endpoint.gpu, lane.kind.price
+                    stage,
+                    costs.pool(stage) if n == 0 else lane.endpoint.gpu,
+                    lane.kind.price,
+                    endpoint=lane.endpoint.id,
                 ),
             )
             for n, lane in enumerate(route.lanes)

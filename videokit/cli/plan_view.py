@@ -1,13 +1,17 @@
 """What ``videokit plan`` shows: the scene graph, jobs, cache hits, frames and cost.
 
-A stage billed per GPU second shows its GPU pool (with its cards where RunPod's catalog named
-them) and rate; one billed per output (a RunPod Public Endpoint) its price. Both say where the
-figure comes from.
+The cost is a range, from warm workers (none starts) to cold starts (every worker starts), with
+what it includes: the jobs' run time, the workers' idle timeout and start time (RunPod bills a
+worker from its start until it stops). A stage billed per GPU second shows its GPU pool (with its
+cards where RunPod's catalog named them), rate, idle timeout and start time; one billed per output
+(a RunPod Public Endpoint) its price; a self-hosted one "self-hosted" and your price, if any. Each
+says where its figures come from.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from videokit.billed_time import BilledTime
 from videokit.cli.output import stdout
-from videokit.costs import CostModel, OutputPrice
+from videokit.costs import NOT_INCLUDED, CostModel, CostRange, OutputPrice
 from videokit.pipeline.forecast import Forecast
 from videokit.story.plan import StoryPlan
 
@@ -41,9 +46,17 @@ def plan_json(
             "usd_per_second": costs.price_per_second(stage),
             "source": costs.price_source(stage),
         }
+        if costs.billing(stage) == "gpu"
+        else {
+            "pool": None,
+            "card": None,
+            "usd_per_second": costs.rate(stage),
+            "source": _self_hosted_source(costs, stage),
+        }
         for stage in ("edit", "animate")
         if costs is not None and stage not in costs.output_prices
     }
+    span = guess.cost_range
     return {
         "type": "plan",
         "story": plan.story.title,
@@ -105,7 +118,121 @@ def plan_json(
             for stage, choices in guess.route_costs.items()
         },
         "cost_worst_usd": round(max(guess.worst_cost_usd, guess.cost_usd), 4),
+        # cost_usd is the jobs' run time alone; this adds the workers' start and idle time.
+        "cost_range_usd": [round(span.warm_usd, 4), round(span.cold_usd, 4)]
+        if span is not None
+        else [round(guess.cost_usd, 4)] * 2,
+        "cost_includes": _includes_json(costs, span),
     }
+
+
+def _billed_json(billed: BilledTime, usd: float) -> dict[str, Any]:
+    return {
+        "start_s": round(billed.start_s, 1),
+        "execution_s": round(billed.execution_s, 1),
+        "idle_s": round(billed.idle_s, 1),
+        "total_s": round(billed.total_s, 1),
+        "workers": billed.workers,
+        "workers_started": billed.workers_started,
+        "usd": round(usd, 4),
+    }
+
+
+def _includes_json(costs: CostModel | None, span: CostRange | None) -> dict[str, Any]:
+    """What ``cost_range_usd`` includes: a line, and per stage how it bills and its figures."""
+    if costs is None or span is None:
+        return {"summary": None, "stages": {}, "not_included": list(NOT_INCLUDED)}
+    stages: dict[str, Any] = {}
+    for stage in _in_order(span.billing):
+        billing = span.billing[stage]
+        entry: dict[str, Any] = {"billing": billing}
+        if billing == "per-output":
+            entry["usd"] = round(span.per_output_usd.get(stage, 0.0), 4)
+        elif billing == "self-hosted":  # its run time only: no start, no idle of RunPod's
+            rate, execution = costs.rate(stage), span.warm[stage].execution_s
+            entry.update(usd_per_second=rate, execution_s=round(execution, 1))
+            entry["usd"] = round(execution * rate, 4)
+        else:
+            rate = costs.rate(stage)
+            warm, cold = span.warm[stage], span.cold[stage]
+            entry["usd_per_second"] = rate
+            entry["warm"] = _billed_json(warm, warm.total_s * rate)
+            entry["cold"] = _billed_json(cold, cold.total_s * rate)
+            entry["idle_timeout_s"] = costs.idle_timeout(stage)
+            entry["start_s"] = costs.start_time(stage)
+            entry["sources"] = {
+                "idle_timeout": _fact_source(costs, stage, "idle_timeout"),
+                "start": _fact_source(costs, stage, "start"),
+            }
+        stages[stage] = entry
+    return {
+        "summary": _includes(costs, span),
+        "stages": stages,
+        "not_included": list(NOT_INCLUDED),
+    }
+
+
+def _in_order(stages: Iterable[str]) -> list[str]:
+    """Edit before animate, as everywhere in the plan."""
+    order = ("edit", "animate")
+    return sorted(stages, key=lambda stage: order.index(stage) if stage in order else len(order))
+
+
+def _fact_source(costs: CostModel, stage: str, fact: str) -> str:
+    """Where an endpoint fact of ``stage`` was set, or what its default is."""
+    found = costs.fact_sources.get(f"{stage}.{fact}")
+    if found:
+        return found
+    return "RunPod's default" if fact == "idle_timeout" else "assumed"
+
+
+def _self_hosted_source(costs: CostModel, stage: str) -> str:
+    where = costs.fact_sources.get(f"{stage}.self_hosted")
+    if where:
+        return f"self-hosted, set in {where}"
+    if costs.self_hosted_price.get(stage, 0.0) is None:
+        return f"self-hosted, at its GPU pool's rate ({costs.price_source(stage)})"
+    return "self-hosted"
+
+
+def _self_hosted_basis(costs: CostModel, stage: str) -> str:
+    """``self-hosted, free``, or the price you gave it (or its GPU pool's rate) and where."""
+    rate = f"${costs.rate(stage):.3g}/s"
+    where = costs.fact_sources.get(f"{stage}.self_hosted")
+    if where:
+        return f"self-hosted, {rate} (set in {where})"
+    if costs.self_hosted_price.get(stage, 0.0) is None:
+        return f"self-hosted, on {costs.describe_pool(stage)}, {rate} ({costs.price_source(stage)})"
+    return "self-hosted, free"
+
+
+def _includes(costs: CostModel, span: CostRange) -> str | None:
+    """One line: what the range includes, and what it does not (None: nothing runs on RunPod's
+    GPU workers, so there is no start or idle time to speak of)."""
+    stages = _in_order(span.billing)
+    gpu = [stage for stage in stages if span.billing[stage] == "gpu"]
+    if not gpu:
+        return None
+    execution = sum(span.warm[stage].execution_s for stage in span.warm)
+    idles = [sum(billed[stage].idle_s for stage in gpu) for billed in (span.warm, span.cold)]
+    low, high = min(idles), max(idles)
+    idle = f"~{low:.0f} s" if round(low) == round(high) else f"~{low:.0f}-{high:.0f} s"
+    timeouts = ", ".join(f"{stage} {costs.idle_timeout(stage):g} s" for stage in gpu)
+    started = sum(span.cold[stage].workers_started for stage in gpu)
+    starts = ", ".join(
+        f"{stage} {span.cold[stage].workers_started} at {costs.start_time(stage):g} s"
+        for stage in gpu
+    )
+    parts = [
+        f"execution (~{execution:.0f} s)",
+        f"idle time ({idle}: gaps between a worker's jobs, and its idle timeout after the last, "
+        f"{timeouts})",
+        f"with cold starts, the start time of {started} worker(s) ({starts})",
+    ]
+    hosted = [stage for stage in stages if span.billing[stage] == "self-hosted"]
+    if hosted:
+        parts.append(f"{' and '.join(hosted)} self-hosted: run time only")
+    return f"includes {'; '.join(parts)}; not included: {', '.join(NOT_INCLUDED)}"
 
 
 def _price_source(price: OutputPrice) -> str:
@@ -126,11 +253,17 @@ def _bases(costs: CostModel) -> dict[str, str]:
         price = costs.output_prices.get(stage)
         if price is not None:
             bases[stage] = f"{price.describe()} ({_price_source(price)})"
+        elif costs.billing(stage) == "self-hosted":
+            bases[stage] = _self_hosted_basis(costs, stage) + modes.get(stage, "")
         else:
             rate = f"${costs.price_per_second(stage):.3g}/s"
             where = costs.price_source(stage)
+            idle = f"idle timeout {costs.idle_timeout(stage):g} s"
+            start = f"start {costs.start_time(stage):g} s"
             bases[stage] = (
-                f"on {costs.describe_pool(stage)}{modes.get(stage, '')}, {rate} ({where})"
+                f"on {costs.describe_pool(stage)}{modes.get(stage, '')}, {rate} ({where}); "
+                f"{idle} ({_fact_source(costs, stage, 'idle_timeout')}), "
+                f"{start} ({_fact_source(costs, stage, 'start')})"
             )
     return bases
 
@@ -222,14 +355,32 @@ def print_plan(
             f"cost ~${guess.full_cost_usd:.3f}"
         )
     else:
-        gpu_s = f"~{guess.gpu_seconds:.0f} GPU-s, " if on_gpu else ""
-        console.print(f"estimate: {gpu_s}~${guess.cost_usd:.3f} on RunPod")
+        _print_estimate(guess, costs, on_gpu)
     # Per stage: its GPU pool, cards and rate, or its price per output, and where each came from.
     for stage in sorted(plan.stages(), key=("edit", "animate").index):
         console.print(f"  {stage}: {escape(bases[stage])}")
     _print_routes(guess)
     if prices_note:
         console.print(f"[yellow]{escape(prices_note)}[/]")
+
+
+def _print_estimate(guess: Forecast, costs: CostModel, on_gpu: bool) -> None:
+    """The estimate: a range where RunPod's GPU workers run jobs (their start and idle time are
+    billed too), with what it includes; else the one figure it is."""
+    console = stdout()
+    gpu_s = f"~{guess.gpu_seconds:.0f} GPU-s, " if on_gpu else ""
+    span = guess.cost_range
+    billings = set(span.billing.values()) if span is not None else set()
+    where = " on RunPod" if billings - {"self-hosted"} or not billings else " (self-hosted)"
+    line = _includes(costs, span) if span is not None else None
+    if span is None or line is None:
+        console.print(f"estimate: {gpu_s}~${guess.cost_usd:.3f}{where}")
+        return
+    console.print(
+        f"estimate: {gpu_s}~${span.warm_usd:.2f} (warm workers) … ~${span.cold_usd:.2f} "
+        f"(cold starts){where}; the jobs' run time alone ~${guess.cost_usd:.3f}"
+    )
+    console.print(f"  {escape(line)}")
 
 
 def _print_routes(guess: Forecast) -> None:

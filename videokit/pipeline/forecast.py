@@ -5,7 +5,9 @@ scene can only be predicted as a hit when everything upstream of it is a hit too
 already in the cache); otherwise it will re-render. Costs come from
 :meth:`~videokit.costs.CostModel.estimate_cost`: a stage billed per output (a RunPod Public
 Endpoint) costs its price per image or second of video and adds no GPU seconds; the others cost
-their estimated GPU time at the pool's rate.
+their estimated GPU time at the pool's rate. ``cost_range`` adds what the workers' start and idle
+time add to that (:meth:`~videokit.costs.CostModel.estimate_range`), each job submitted as soon as
+the jobs it starts from have ended.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from videokit.backends.base import Backend, Stage
-from videokit.costs import CostModel, OutputPrice
+from videokit.costs import CostModel, CostRange, OutputPrice, StageJob
 from videokit.pipeline.cache import CacheStore, lookup
 from videokit.pipeline.requests import (
     animate_request,
@@ -64,6 +66,9 @@ class Forecast:
     # ran there), in order; and the cost if every job ended on its costliest endpoint.
     route_costs: dict[Stage, list[tuple[str, str, float]]] = field(default_factory=dict)
     worst_cost_usd: float = 0.0
+    # The jobs to render on the first choices with their workers' start and idle time, warm
+    # workers to cold starts; cost_usd above is their execution alone.
+    cost_range: CostRange | None = None
 
     def jobs(self, stage: Stage) -> int:
         return sum(1 for s in self.scenes.values() if getattr(s, stage) == "render")
@@ -88,16 +93,33 @@ def forecast(
     costs: CostModel | None = None,
     force: bool = False,
     routes: Mapping[Stage, Sequence[RouteEndpoint]] | None = None,
+    store: CacheStore | None = None,
+    concurrency: int | None = None,
 ) -> Forecast:
     """Predict, scene by scene, what ``render`` would reuse and what it would submit; with
-    ``routes``, what each stage's jobs would cost on each of its endpoints."""
+    ``routes``, what each stage's jobs would cost on each of its endpoints.
+
+    ``store`` is the cache the render reads (default: the work dir's ``cache/``); ``concurrency``
+    the jobs at once per stage it runs (default: the backend's), which bounds the workers the
+    cost range counts.
+    """
     costs = costs or CostModel()
     routes = routes or {}
-    store = CacheStore(workdir / "cache")
+    store = store if store is not None else CacheStore(workdir / "cache")
     last: dict[str, bytes | None] = {}
     edited: dict[str, bytes | None] = {}
     result = Forecast(output_prices=dict(costs.output_prices))
     per_endpoint: dict[Stage, list[float]] = {stage: [0.0] * len(r) for stage, r in routes.items()}
+    # The jobs to render, each after the job that makes its input (none: it is at hand).
+    jobs: list[StageJob] = []
+    made_by: dict[tuple[Stage, str], str] = {}  # (stage, scene) -> the key of its job
+
+    def add_job(
+        stage: Stage, scene_id: str, request: EditRequest | AnimateRequest, *after: str | None
+    ) -> None:
+        key = f"{stage}:{scene_id}"
+        jobs.append(StageJob(key, stage, request, tuple(k for k in after if k is not None)))
+        made_by[(stage, scene_id)] = key
 
     def charged(stage: Stage, request: EditRequest | AnimateRequest, cost: float) -> None:
         """A job to render: its cost on each endpoint of the stage, and the worst of them."""
@@ -119,6 +141,9 @@ def forecast(
             if image is None:
                 reason = f"starts from '{source.scene}', which will render"
         guess = SceneForecast(scene_id, edit="none", animate="render", reason=reason)
+        maker = None
+        if source.scene is not None:
+            maker = made_by.get(("animate" if source.kind == "scene" else "edit", source.scene))
         if scene.edit is not None:
             guess.edit = "render"
             entry = None
@@ -135,6 +160,8 @@ def forecast(
                 guess.gpu_seconds += seconds
                 guess.cost_usd += cost
                 charged("edit", request, cost)
+                add_job("edit", scene_id, request, maker)
+                maker = made_by[("edit", scene_id)]
                 image = None
         edited[scene_id] = image
         stand_in = image if image is not None else b"\0"
@@ -154,12 +181,16 @@ def forecast(
             guess.gpu_seconds += seconds
             guess.cost_usd += cost
             charged("animate", animate, cost)
+            add_job("animate", scene_id, animate, maker)
             last[scene_id] = None
         result.scenes[scene_id] = guess
     result.route_costs = {
         stage: [(end.label, end.kind, per_endpoint[stage][n]) for n, end in enumerate(route)]
         for stage, route in routes.items()
     }
+    stages: tuple[Stage, ...] = ("edit", "animate")
+    at_once: dict[str, int] = {stage: concurrency or backend.concurrency(stage) for stage in stages}
+    result.cost_range = costs.estimate_range(jobs, concurrency=at_once)
     return result
 
 

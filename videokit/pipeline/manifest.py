@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from videokit.billed_time import RenderBilling
 from videokit.rest.billing import Reconciliation
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "FinalRecord",
     "Manifest",
     "Reconciliation",
+    "RenderBilling",
     "RunRecord",
     "SceneRecord",
     "StageRecord",
@@ -155,6 +157,9 @@ class Manifest(BaseModel):
     seconds: float | None = None
     # The latest `videokit cost`: the render's estimate against RunPod's bill (see rest.billing).
     reconciliation: Reconciliation | None = None
+    # The latest render's jobs as billed, with the start and idle time of the workers they ran
+    # on, estimated (see videokit.billed_time.render_billing); None before a render set it.
+    billing: RenderBilling | None = None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:

@@ -124,7 +124,7 @@ def build_route(
         # The first endpoint bills at the stage's pool as the cost model has it (create_backend
         # gave it that pool); a fallback at its own.
         pool = costs.pool(stage) if position == 0 else endpoint.gpu
-        lane_costs = costs.for_endpoint(stage, pool, kind.price)
+        lane_costs = costs.for_endpoint(stage, pool, kind.price, endpoint=endpoint.id)
         policy = JobPolicy(
             client, {stage: kind}, lane_costs, storage=storage, sleep=sleep, config=rules
         )
