@@ -21,6 +21,18 @@ from videokit.backends.preview import PreviewBackend
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 
 
+@pytest.fixture(autouse=True)
+def _own_result_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test gets its own user cache dir, so the shared result store of one test never
+    serves another (subprocesses inherit it; Settings resolved with ``env=`` fall back to HOME)."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("VIDEOKIT_CACHE_DIR", str(home / ".cache" / "videokit"))
+
+
 def make_image(
     path: Path, size: tuple[int, int] = (320, 180), color: tuple[int, int, int] = (200, 90, 40)
 ) -> Path:

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "story.yaml"
 
 
+# The result store of this module's renders: the example is rendered once per module, and the
+# tests after it look for its results (each test otherwise gets a store of its own).
+MODULE_STORE: dict[str, str] = {}
+
+
 def videokit(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -31,7 +36,7 @@ def videokit(
         text=True,
         timeout=300,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **MODULE_STORE, **(env or {})},
     )
 
 
@@ -40,6 +45,7 @@ def example_render(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, dict[str, object], list[dict[str, object]]]:
     out = tmp_path_factory.mktemp("example") / "out"
+    MODULE_STORE["VIDEOKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("store"))
     plan = videokit("plan", str(EXAMPLE), "--out", str(out), "--json")
     assert plan.returncode == 0, plan.stderr
     rendered = videokit("render", str(EXAMPLE), "--out", str(out), "--json")

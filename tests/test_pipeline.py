@@ -276,7 +276,10 @@ def test_independent_branches_run_concurrently(write_story: Callable[..., Path])
     assert start["four"] >= end["three"]
 
     limited = RecordingBackend(delay=0.1)
-    videokit.Pipeline(story, backend=limited, out=story.parent / "o2", concurrency=1).run()
+    # force: the results are in the user's store now, and this render must run its jobs.
+    videokit.Pipeline(
+        story, backend=limited, out=story.parent / "o2", concurrency=1, force=True
+    ).run()
     assert limited.max_active == 1
 
 

@@ -90,7 +90,12 @@ def test_no_secret_in_payloads_logs_events_manifest_or_errors(
         # A wrong key: the error must say what is wrong (and which key it is) without echoing
         # either key.
         wrong = "vks_WRONG-KEY-55aa66bb77cc"
-        env_wrong = {**env, "VIDEOKIT_SERVE_API_KEY": wrong}
+        # Another result store: with the shared one, every result is cached and nothing is sent.
+        env_wrong = {
+            **env,
+            "VIDEOKIT_SERVE_API_KEY": wrong,
+            "VIDEOKIT_CACHE_DIR": str(tmp_path / "other-store"),
+        }
         refused = render(story, tmp_path / "refused", {**env_wrong, "VIDEOKIT_S3_BUCKET": ""})
     assert refused.returncode != 0
     assert "401" in refused.stderr and "VIDEOKIT_SERVE_API_KEY" in refused.stderr
@@ -189,7 +194,8 @@ def test_a_story_naming_another_host_never_receives_the_runpod_key(tmp_path: Pat
         }
         settings = Settings.resolve(story=story, env=env, dotenv=None)
         with pytest.raises(VideoKitError) as refused:
-            Pipeline(story, settings=settings, out=tmp_path / "out2").run()
+            # force: the first render's results are in the store, and a job must be sent.
+            Pipeline(story, settings=settings, out=tmp_path / "out2", force=True).run()
         assert recorder.seen and set(recorder.seen) == {None}
         assert "named by the story file" in str(refused.value), str(refused.value)
         assert "VIDEOKIT_RUNPOD_BASE_URL" in str(refused.value)
@@ -201,7 +207,7 @@ def test_a_story_naming_another_host_never_receives_the_runpod_key(tmp_path: Pat
             story=story, env={**env, "VIDEOKIT_RUNPOD_BASE_URL": f"{base}/v2"}, dotenv=None
         )
         assert trusted.from_story == frozenset({"animate_endpoint"})
-        Pipeline(story, settings=trusted, out=tmp_path / "out3").run()
+        Pipeline(story, settings=trusted, out=tmp_path / "out3", force=True).run()
     assert recorder.seen and set(recorder.seen) == {f"Bearer {SERVE_KEY}"}
 
 

@@ -102,7 +102,8 @@ def test_story_renders_through_tiny_model_workers(tmp_path: Path) -> None:
     for scene in ("hello", "suit", "walk", "alt"):
         clip = probe_video(tmp_path / "out" / "scenes" / scene / "clip.mp4")
         assert clip.frames == 5 and clip.codec == "h264"
-    cache_meta = list((tmp_path / "out" / "cache" / "animate").rglob("meta.json"))
-    assert all("tiny-wan" in json.loads(m.read_text())["model"] for m in cache_meta)
-    edit_meta = list((tmp_path / "out" / "cache" / "edit").rglob("meta.json"))
+    store = Path(os.environ["VIDEOKIT_CACHE_DIR"]) / "store"  # the user's result store
+    cache_meta = list((store / "animate").rglob("meta.json"))
+    assert cache_meta and all("tiny-wan" in json.loads(m.read_text())["model"] for m in cache_meta)
+    edit_meta = list((store / "edit").rglob("meta.json"))
     assert edit_meta and all("tiny-qwen" in json.loads(m.read_text())["model"] for m in edit_meta)

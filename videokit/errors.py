@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "BudgetError",
+    "BudgetSpentError",
     "ConfigError",
     "EndpointError",
     "FFmpegError",
@@ -148,6 +150,17 @@ class JobCancelledError(VideoKitError):
     """A job was cancelled (by the user, or by the endpoint)."""
 
     exit_code = 130
+
+
+class BudgetError(VideoKitError):
+    """The render would cost more than its budget (``--max-cost``): refused before any job."""
+
+    exit_code = 2
+
+
+class BudgetSpentError(VideoKitError):
+    """The budget ran out during a render: no further job was submitted (the ones running were
+    left to finish); everything finished is cached."""
 
 
 class RenderError(VideoKitError):

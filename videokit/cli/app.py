@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from videokit._version import __version__
-from videokit.cli import runpod_commands, service_commands, story_commands
+from videokit.cli import cache_commands, runpod_commands, service_commands, story_commands
 from videokit.cli.output import EXIT_USAGE, stderr
 from videokit.cli.signals import interrupt_exit_code, sigterm_as_interrupt
 
@@ -128,6 +128,7 @@ _COMMANDS: tuple[Any, ...] = (
     runpod_commands.cost,
     runpod_commands.workers,
     runpod_commands.logs,
+    cache_commands.cache,
 )
 for _command in _COMMANDS:
     app.command(cls=_Command)(_command)

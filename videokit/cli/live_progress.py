@@ -110,6 +110,7 @@ class LiveProgress:
         self.clock = clock
         self.summary = summary
         self.spent = 0.0
+        self._budget: float | None = None
         self.done: RenderDone | None = None
         self._started = clock()
         self._total: int | None = None
@@ -155,6 +156,7 @@ class LiveProgress:
         if isinstance(event, RenderStarted):
             self._started = now
             self._total = len(event.scenes)
+            self._budget = event.budget_usd
         elif isinstance(event, SceneQueued):
             self._rows[event.scene] = _Row(
                 event.scene, since=now, phase_since=now, waits_for=event.waits_for
@@ -263,7 +265,10 @@ class LiveProgress:
         scenes = list(self._rows.values())
         total = self._total if self._total is not None else len(scenes)
         finished = sum(1 for r in scenes if r.phase == "done")
-        parts = [f"spent {usd(self.spent)}", f"{finished}/{total} scenes done"]
+        spent = f"spent {usd(self.spent)}"
+        if self._budget is not None:
+            spent += f" of a {usd(self._budget)} budget"
+        parts = [spent, f"{finished}/{total} scenes done"]
         for phase in ("failed", "skipped"):
             count = sum(1 for r in scenes if r.phase == phase)
             if count:

@@ -98,6 +98,8 @@ def summary_line(done: RenderDone, *, cwd: Path | None = None) -> str:
     spent = f"{usd(done.cost_usd)} spent"
     if done.cost_estimated_usd:
         spent += f" ({usd(done.cost_estimated_usd)} of it estimated)"
+    if done.billed_usd is not None and done.billed_usd > done.cost_usd + 1e-9:
+        spent += f", ~{usd(done.billed_usd)} billed with worker start and idle time"
     head = f"done in {duration(done.seconds)}: {', '.join(counts)}, {spent}"
     return " · ".join([head, *where])
 

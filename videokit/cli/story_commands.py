@@ -93,6 +93,18 @@ def render(
         int | None,
         typer.Option("--concurrency", "-j", metavar="N", min=1, help="Jobs at once per stage."),
     ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            metavar="USD",
+            min=0.0,
+            help="A budget: refuse to start when the estimate's upper end is over it (exit 2), "
+            "and submit no job that could take spend past it (exit 1; running jobs finish, "
+            "everything finished is cached). Default: max_cost in videokit.toml, "
+            "$VIDEOKIT_MAX_COST.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -113,6 +125,7 @@ def render(
     videokit render examples/story.yaml --force -o /tmp/fresh        # ignore the cache
     videokit render examples/story.yaml --output ~/films/robbie.mp4  # the film elsewhere
     videokit render examples/story.yaml --backend runpod -j 2        # on RunPod, 2 jobs at once
+    videokit render examples/story.yaml --backend runpod --max-cost 2  # spend at most $2
     videokit render examples/story.yaml --json | jq -c 'select(.type == "scene_done")'
     videokit render examples/story.yaml 2>&1 | tee render.log        # plain progress lines
     ```
@@ -130,6 +143,7 @@ def render(
             force=force,
             only=only,
             concurrency=concurrency,
+            max_cost=max_cost,
         )
         _warn_plan(pipeline.plan())
         pipeline.check_workdir()
@@ -284,7 +298,14 @@ def plan(
                 costs = settings.cost_model(catalog.prices())
         routes = route_endpoints(chosen, costs)
         guess = forecast(
-            story_plan, chosen, pipeline.workdir, costs=costs, force=force, routes=routes
+            story_plan,
+            chosen,
+            pipeline.workdir,
+            costs=costs,
+            force=force,
+            routes=routes,
+            store=pipeline.store(),
+            concurrency=settings.concurrency,
         )
         # Only endpoints that will get jobs are asked (health is read-only and bounded).
         both: tuple[Stage, ...] = ("edit", "animate")

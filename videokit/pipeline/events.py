@@ -46,6 +46,9 @@ class RenderStarted(_Event):
     workdir: str
     scenes: list[str]
     jobs: dict[str, int]
+    #: The render's budget (``--max-cost``) and the upper end of its estimate, when it has one.
+    budget_usd: float | None = None
+    estimate_high_usd: float | None = None
 
 
 class SceneQueued(_Event):
@@ -164,6 +167,10 @@ class RenderDone(_Event):
     # Things worth a look although the render succeeded (e.g. cached results an endpoint's
     # current model did not make).
     warnings: list[str] = []
+    # What RunPod bills for the render: the jobs, plus the estimated start and idle time of the
+    # workers it woke (see videokit.billed_time.render_billing); None on the preview.
+    billed_usd: float | None = None
+    billing: str | None = None
 
 
 Event = Annotated[

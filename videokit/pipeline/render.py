@@ -10,6 +10,7 @@ only when every scene on the timeline is current.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import shutil
 import threading
@@ -21,7 +22,10 @@ from pathlib import Path
 
 from videokit._version import __version__
 from videokit.backends.base import Backend, Stage
-from videokit.errors import RenderError
+from videokit.billed_time import RenderBilling, render_billing
+from videokit.costs import CostModel
+from videokit.errors import BudgetSpentError, RenderError
+from videokit.pipeline.budget import Budget
 from videokit.pipeline.cache import CacheEntry, CacheStore, lookup
 from videokit.pipeline.drift import model_warnings
 from videokit.pipeline.events import (
@@ -36,7 +40,13 @@ from videokit.pipeline.events import (
 )
 from videokit.pipeline.finishing import contact_sheet, first_frames, stitch_film
 from videokit.pipeline.ledger import Ledger
-from videokit.pipeline.manifest import MANIFEST_VERSION, Manifest, RunRecord, SceneRecord
+from videokit.pipeline.manifest import (
+    MANIFEST_VERSION,
+    AttemptRecord,
+    Manifest,
+    RunRecord,
+    SceneRecord,
+)
 from videokit.pipeline.requests import (
     animate_request,
     edit_request,
@@ -45,6 +55,7 @@ from videokit.pipeline.requests import (
 )
 from videokit.pipeline.results import RenderResult, SceneOutput
 from videokit.pipeline.stages import StageRunner
+from videokit.pipeline.store import register_workdir
 from videokit.pipeline.workdir import WorkDir, link, story_origin
 from videokit.story.plan import ScenePlan, StoryPlan
 
@@ -75,6 +86,10 @@ class Render:
         forced: Collection[str],
         concurrency: int | None,
         on_event: EventHandler | None,
+        store: CacheStore,
+        budget: Budget | None = None,
+        costs: CostModel | None = None,
+        estimate_high_usd: float | None = None,
     ) -> None:
         self.plan = plan
         self.backend = backend
@@ -87,11 +102,15 @@ class Render:
         self.ledger = Ledger(
             workdir=workdir,
             manifest=manifest,
-            cache=CacheStore(workdir.path / "cache"),
+            cache=store,
             emit=self.emit,
             run_id=self._run_id(manifest),
         )
-        self.stages = StageRunner(self.ledger, backend, concurrency=concurrency)
+        self.budget = budget
+        self.costs = costs
+        self.concurrency = concurrency
+        self.estimate_high_usd = estimate_high_usd
+        self.stages = StageRunner(self.ledger, backend, concurrency=concurrency, budget=budget)
         self.outputs: dict[str, SceneOutput] = {}
         self.failures: dict[str, BaseException] = {}
         self.stale: dict[str, str] = {}  # scene -> why it is not current
@@ -169,6 +188,8 @@ class Render:
                     "edit": sum(1 for s in needed if plan.scenes[s].edit is not None),
                     "animate": len(needed),
                 },
+                budget_usd=self.budget.limit_usd if self.budget is not None else None,
+                estimate_high_usd=self.estimate_high_usd,
             )
         )
         for scene_id in order:
@@ -187,8 +208,24 @@ class Render:
                 if future.done() and not future.cancelled():
                     future.exception()  # mark as retrieved: failures are reported once, below
             ledger.save()
+            self._register()
         self._raise_handler_error()
         if self.failures:
+            held = {s: e for s, e in self.failures.items() if isinstance(e, BudgetSpentError)}
+            if held:
+                first = next(iter(held.values()))
+                others = len(self.failures) - len(held)
+                # The held-back scenes and those that start from them.
+                missing = [
+                    s
+                    for s in plan.graph.topological()
+                    if s in self.needed and s not in self.outputs
+                ]
+                raise BudgetSpentError(
+                    f"{first.message}. {len(missing)} scene(s) were not rendered: "
+                    f"{', '.join(missing)}" + (f"; {others} failed otherwise" if others else ""),
+                    hint=first.hint,
+                )
             raise RenderError(self.failures)
 
         await first_frames(ledger, self.outputs)
@@ -199,6 +236,7 @@ class Render:
         seconds = time.monotonic() - started
         manifest.seconds = round(seconds, 3)
         manifest.run.finished = True
+        manifest.billing = self._billing()
         ledger.save()
         warnings += model_warnings(self.stages.models)
         result = RenderResult(
@@ -226,6 +264,8 @@ class Render:
                 cached=result.cached,
                 stale=result.stale,
                 warnings=warnings,
+                billed_usd=manifest.billing.total_usd if manifest.billing else None,
+                billing=manifest.billing.describe() if manifest.billing else None,
             )
         )
         self._raise_handler_error()
@@ -249,6 +289,35 @@ class Render:
             stitch_film, self.ledger, self.plan, self.outputs, self.output
         )
         return stitched.path, stitched.frames, []
+
+    def _billing(self) -> RenderBilling | None:
+        """What RunPod bills for this run's jobs, with the start and idle time they caused."""
+        if self.costs is None or self.backend.name == "preview":
+            return None
+        manifest = self.ledger.manifest
+        run_id = manifest.run.id if manifest.run is not None else None
+        attempts: dict[str, list[AttemptRecord]] = {"edit": [], "animate": list(manifest.warmup)}
+        for scene in manifest.scenes.values():
+            for stage in ("edit", "animate"):
+                record = getattr(scene, stage)
+                if record is not None and not record.cached and record.run_id == run_id:
+                    attempts[stage].extend(record.attempts)
+        slots = {
+            stage: self.concurrency or self.backend.concurrency(stage)
+            for stage in ("edit", "animate")
+        }
+        return render_billing(attempts, self.costs, concurrency=slots)
+
+    def _register(self) -> None:
+        """Tell the store which results this work dir needs (prune keeps them)."""
+        keys = {
+            f"{stage}/{record.key}"
+            for scene in self.ledger.manifest.scenes.values()
+            for stage in ("edit", "animate")
+            if (record := getattr(scene, stage)) is not None and record.status == "done"
+        }
+        with contextlib.suppress(OSError):  # bookkeeping: never fail a render over it
+            register_workdir(self.ledger.cache, self.workdir.path, self.plan.story.title, keys)
 
     def _forget_removed_scenes(self) -> None:
         """Drop scenes the story no longer has from the manifest and ``scenes/`` (not the cache)."""

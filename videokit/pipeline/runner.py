@@ -20,14 +20,20 @@ from typing import Any
 from videokit.backends import capabilities_for, capabilities_of, create_backend
 from videokit.backends.base import Backend
 from videokit.config import Settings
-from videokit.errors import StoryError
+from videokit.costs import CostModel
+from videokit.errors import BudgetError, StoryError
+from videokit.pipeline.budget import Budget
+from videokit.pipeline.cache import CacheStore
 from videokit.pipeline.events import EventHandler
+from videokit.pipeline.forecast import Forecast, forecast
 from videokit.pipeline.interrupts import run_interruptibly
 from videokit.pipeline.manifest import Manifest
 from videokit.pipeline.render import Render
 from videokit.pipeline.requests import payload_bounds
 from videokit.pipeline.results import RenderResult, SceneOutput
+from videokit.pipeline.store import store_root
 from videokit.pipeline.workdir import WorkDir
+from videokit.rest.catalog import cached_catalog
 from videokit.story.loader import load_story
 from videokit.story.model import Scene, Story
 from videokit.story.plan import StoryPlan, plan_story
@@ -62,7 +68,9 @@ class Pipeline:
     the final video's path (default: the story's ``output.path``, else ``<out>/final.mp4``), which
     replaces an existing file videokit did not write only with ``overwrite``. ``force`` ignores
     the cache; ``only`` renders just these scenes (ignoring their cache) and what they need, and
-    stitches the film again when every other scene is still current.
+    stitches the film again when every other scene is still current. ``max_cost`` (USD, default
+    the settings' ``max_cost``) is a budget: see :meth:`estimate` and
+    :mod:`videokit.pipeline.budget`.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class Pipeline:
         reference: str | Path | None = None,
         title: str | None = None,
         settings: Settings | None = None,
+        max_cost: float | None = None,
     ) -> None:
         self.story = _coerce_story(story, reference=reference, title=title)
         self.settings = settings or Settings.resolve(
@@ -95,6 +104,7 @@ class Pipeline:
         self.force = force
         self.only = list(only) if only else None
         self.on_event = on_event
+        self.max_cost = max_cost
         self._plan: StoryPlan | None = None
 
     @property
@@ -147,6 +157,62 @@ class Pipeline:
         self._plan = plan
         return plan
 
+    def store(self, workdir: WorkDir | None = None) -> CacheStore:
+        """The user's result store (``cache_dir``, else the user cache dir); a work dir's own
+        ``cache/`` from before the store was shared is read too, and its entries adopted."""
+        root = store_root(self.settings.cache_dir, self.settings.environ)
+        legacy = (workdir or self._workdir()).path / "cache"
+        return CacheStore(root, legacy=legacy)
+
+    def estimate(self) -> Forecast:
+        """What rendering would do and cost, without doing it (nothing is submitted): per scene
+        cached or to render; ``cost_usd`` (the jobs' run time), ``cost_range`` (warm workers …
+        cold starts, with what is included), and per endpoint of a route."""
+        backend = self.backend()
+        return forecast(
+            self.plan(),
+            backend,
+            self.workdir,
+            costs=self._costs(backend),
+            force=self.force,
+            store=self.store(),
+            concurrency=self.settings.concurrency,
+        )
+
+    @staticmethod
+    def upper_cost(guess: Forecast) -> float:
+        """The upper end of an estimate: cold starts, and every job on its costliest endpoint."""
+        cold = guess.cost_range.cold_usd if guess.cost_range is not None else 0.0
+        return max(cold, guess.worst_cost_usd, guess.cost_usd)
+
+    def _costs(self, backend: Backend) -> CostModel:
+        """The cost model render bills with: the backend's own, else the settings' at the GPU
+        prices the last ``plan`` cached."""
+        own = getattr(backend, "costs", None)
+        if isinstance(own, CostModel):
+            return own
+        catalog = cached_catalog(self.settings.environ)
+        return self.settings.cost_model(catalog.prices() if catalog is not None else None)
+
+    def _budget(self, backend: Backend) -> tuple[Budget | None, float | None]:
+        """The render's budget, refused before anything runs when the estimate's upper end is
+        over it (the preview is free: no budget applies)."""
+        limit = self.max_cost if self.max_cost is not None else self.settings.max_cost
+        if limit is None or backend.name == "preview":
+            return None, None
+        guess = self.estimate()
+        high = self.upper_cost(guess)
+        if high > limit + 1e-9:
+            jobs = guess.jobs("edit") + guess.jobs("animate")
+            raise BudgetError(
+                f"this render could cost up to ${high:.3f} ({jobs} jobs to run; "
+                f"~${guess.cost_usd:.3f} with warm workers), over the budget of ${limit:.3f}",
+                hint="raise --max-cost (max_cost in videokit.toml), render fewer scenes with "
+                "--only, or see `videokit plan` for what the estimate includes",
+            )
+        costs = self._costs(backend)
+        return Budget(limit, costs.estimate_cost), high
+
     def backend(self) -> Backend:
         """The backend this pipeline renders with (created on first use, then reused)."""
         if isinstance(self._backend, Backend):
@@ -179,6 +245,7 @@ class Pipeline:
             backend.check(plan.stages(), payload_bytes=payload_bounds(plan))
             self.check_workdir()
             workdir = self._workdir()
+            budget, high = self._budget(backend)
             workdir.create()
             with workdir.locked():
                 graph = plan.graph
@@ -197,6 +264,10 @@ class Pipeline:
                     forced=forced,
                     concurrency=self.settings.concurrency,
                     on_event=self.on_event,
+                    store=self.store(workdir),
+                    budget=budget,
+                    costs=self._costs(backend),
+                    estimate_high_usd=high,
                 )
                 return await render.execute()
         finally:

@@ -2,8 +2,9 @@
 
 The manifest learns a job's id before anything waits on it, so a killed render re-attaches
 instead of paying twice; attempts an earlier render paid for stay on the record. Results go into
-the content-addressed cache. A stage made by a run that did not finish is not forced again when
-that run continues (the same ``--force`` or ``--only`` command, run again).
+the user's content-addressed store, one process at a time per result; a result the store lost is
+put back from the work dir's own scene files. A stage made by a run that did not finish is not
+forced again when that run continues (the same ``--force`` or ``--only`` command, run again).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from videokit.backends.base import Backend, JobContext, Stage
-from videokit.pipeline.cache import CacheEntry, cache_key
+from videokit.pipeline.budget import Budget
+from videokit.pipeline.cache import CacheEntry, cache_key, lookup_keys
 from videokit.pipeline.events import (
     CostUpdated,
     JobStateChanged,
@@ -27,6 +29,7 @@ from videokit.pipeline.events import (
 from videokit.pipeline.ledger import Ledger
 from videokit.pipeline.manifest import AttemptRecord, StageRecord, StageStatus
 from videokit.pipeline.requests import request_params
+from videokit.pipeline.store import claim, clear_in_flight, in_flight, record_in_flight
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
 from videokit.story.plan import ScenePlan
 
@@ -66,9 +69,11 @@ class StageRunner:
         *,
         concurrency: int | None,
         warm_up: bool = True,
+        budget: Budget | None = None,
     ) -> None:
         self.ledger = ledger
         self.backend = backend
+        self.budget = budget
         self.models: list[ModelSeen] = []
         self._slots: dict[Stage, asyncio.Semaphore] = {
             stage: asyncio.Semaphore(concurrency or backend.concurrency(stage))
@@ -111,41 +116,105 @@ class StageRunner:
             "params": request_params(request),
         }
         if not forced:
-            entry = next(
-                (found for k in keys if (found := ledger.cache.get(stage, k)) is not None), None
-            )
-            if entry is not None:
-                setattr(
-                    record,
-                    stage,
-                    StageRecord(
-                        **{**described, "key": entry.key},
-                        status="done",
-                        cached=True,
-                        job_id=entry.meta.get("job_id"),
-                        attempts=[AttemptRecord(**a) for a in entry.meta.get("attempts", [])],
-                        cost_usd=float(entry.meta.get("cost_usd", 0.0)),
-                        outputs={
-                            name: ledger.workdir.relative(entry.file(name))
-                            for name in entry.meta["files"]
-                        },
-                        run_id=previous.run_id if same_job and previous is not None else None,
-                        last_frame=entry.meta.get("last_frame_source"),
-                        endpoint=entry.meta.get("endpoint"),
-                    ),
+            hit = self._reuse(scene, stage, request, keys, described, announce)
+            if hit is not None:
+                return hit
+
+        def waiting() -> None:
+            ledger.emit(
+                SceneProgress(
+                    scene=scene.id,
+                    stage=stage,
+                    fraction=0.0,
+                    message="waiting for another render that is making this result",
                 )
-                ledger.save()
-                model = entry.meta.get("model")
-                self.models.append(ModelSeen(scene.id, stage, request.steps, model, cached=True))
-                if announce:
-                    ledger.emit(SceneCached(scene=scene.id, stage=stage))
-                return StageOutcome(entry, 0.0, cached=True)
-        if stage == "edit" and not self._warmed:
-            # The first edit to run: wake the animate endpoint now so its cold start overlaps it.
-            self._warmed = True
-            self._background.add(asyncio.create_task(self._warm_up("animate")))
-        resumable = previous if same_job else None
-        return await self._submit(scene, stage, request, described, resumable)
+            )
+
+        # About to pay for it: one process at a time per result (see videokit.pipeline.store).
+        async with claim(ledger.cache, stage, key, on_wait=waiting):
+            if not forced:
+                hit = self._reuse(scene, stage, request, keys, described, announce)
+                if hit is not None:
+                    return hit  # another process made it while this one waited
+            if stage == "edit" and not self._warmed:
+                # The first edit to run: wake the animate endpoint so its cold start overlaps it.
+                self._warmed = True
+                self._background.add(asyncio.create_task(self._warm_up("animate")))
+            resumable = previous if same_job else None
+            flight = None if forced else in_flight(ledger.cache, stage, key)
+            if flight is not None and (resumable is None or resumable.status != "submitted"):
+                # A render that was killed left this job running: re-attach, never pay twice.
+                resumable = StageRecord(
+                    **described,
+                    status="submitted",
+                    job_id=flight.job_id,
+                    endpoint=flight.endpoint,
+                )
+            return await self._submit(scene, stage, request, described, resumable)
+
+    def _reuse(
+        self,
+        scene: ScenePlan,
+        stage: Stage,
+        request: EditRequest | AnimateRequest,
+        keys: list[str],
+        described: dict[str, object],
+        announce: bool,
+    ) -> StageOutcome | None:
+        """A result in the store made by any endpoint of the stage, or restored from this work
+        dir's own scene files when the store no longer has it (pruned, or another machine's)."""
+        ledger = self.ledger
+        record = ledger.manifest.scenes[scene.id]
+        previous: StageRecord | None = getattr(record, stage)
+        same_job = previous is not None and previous.key in keys
+        entry = lookup_keys(ledger.cache, stage, keys)
+        if entry is None and same_job and previous is not None and previous.status == "done":
+            entry = self._restore(scene.id, stage, previous)
+        if entry is None:
+            return None
+        setattr(
+            record,
+            stage,
+            StageRecord(
+                **{**described, "key": entry.key},
+                status="done",
+                cached=True,
+                job_id=entry.meta.get("job_id"),
+                attempts=[AttemptRecord(**a) for a in entry.meta.get("attempts", [])],
+                cost_usd=float(entry.meta.get("cost_usd", 0.0)),
+                outputs={
+                    name: ledger.workdir.relative(entry.file(name)) for name in entry.meta["files"]
+                },
+                run_id=previous.run_id if same_job and previous is not None else None,
+                last_frame=entry.meta.get("last_frame_source"),
+                endpoint=entry.meta.get("endpoint"),
+            ),
+        )
+        ledger.save()
+        model = entry.meta.get("model")
+        self.models.append(ModelSeen(scene.id, stage, request.steps, model, cached=True))
+        if announce:
+            ledger.emit(SceneCached(scene=scene.id, stage=stage))
+        return StageOutcome(entry, 0.0, cached=True)
+
+    def _restore(self, scene_id: str, stage: Stage, previous: StageRecord) -> CacheEntry | None:
+        """Put a result back in the store from the files this work dir linked for its scene."""
+        folder = self.ledger.workdir.path / "scenes" / scene_id
+        if stage == "edit":
+            sources = {"image.png": folder / "edit.png"}
+        else:
+            sources = {"clip.mp4": folder / "clip.mp4", "last.png": folder / "last.png"}
+        meta = {
+            "job_id": previous.job_id,
+            "seed": previous.seed,
+            "params": previous.params,
+            "cost_usd": previous.cost_usd,
+            "attempts": [a.model_dump(mode="json") for a in previous.attempts],
+            "last_frame_source": previous.last_frame,
+            "endpoint": previous.endpoint,
+            "restored_from": str(self.ledger.workdir.path),
+        }
+        return self.ledger.cache.adopt(stage, previous.key, sources, meta)
 
     async def _submit(
         self,
@@ -157,6 +226,7 @@ class StageRunner:
     ) -> StageOutcome:
         ledger = self.ledger
         record = ledger.manifest.scenes[scene.id]
+        key = str(described["key"])  # the route's first key: the one claimed and recorded
         in_flight = previous is not None and previous.status == "submitted"
         resume = previous.job_id if in_flight and previous is not None else None
         # Attempts an earlier render made for this very job stay on the record: they were paid.
@@ -175,6 +245,8 @@ class StageRunner:
             stage_record.status = "submitted"
             stage_record.endpoint = ctx.endpoint
             stage_record.moves = list(ctx.moves)
+            # In the store too: a render that takes over after this one dies re-attaches.
+            record_in_flight(ledger.cache, stage, key, job_id, ctx.endpoint)
             _record_attempts(stage_record, earlier, ctx)
             ledger.save(durable=True)  # before any waiting: a resumed render re-attaches to it
             ledger.emit(
@@ -207,6 +279,10 @@ class StageRunner:
             ),
         )
         async with self._slots[stage]:
+            # A job already running (re-attached) is never held back by the budget.
+            reserved = 0.0
+            if self.budget is not None and resume is None:
+                reserved = self.budget.admit(stage, request, ledger.spent, scene.id)
             ledger.emit(SceneStarted(scene=scene.id, stage=stage))
             started = time.monotonic()
             try:
@@ -218,18 +294,23 @@ class StageRunner:
             except BaseException as exc:
                 stage_record.status = _status_after(exc, ctx)
                 stage_record.moves = list(ctx.moves)
+                if stage_record.status != "submitted":
+                    clear_in_flight(ledger.cache, stage, key)
                 if not isinstance(exc, asyncio.CancelledError):
                     stage_record.error = str(exc)
                 ledger.spend(
                     _record_attempts(stage_record, earlier, ctx), estimated=_estimated(ctx)
                 )
                 raise
+            finally:
+                if self.budget is not None:
+                    self.budget.release(reserved)
             seconds = time.monotonic() - started
         cost = _record_attempts(stage_record, earlier, ctx)
         files = _result_files(result)
         # Stored under the identity of the endpoint that made it, never the one first in line.
         identity = ctx.served_by or self.backend.identity(stage)
-        key = cache_key(identity, request)
+        first_key, key = key, cache_key(identity, request)
         stage_record.key = key
         stage_record.endpoint = ctx.endpoint
         stage_record.moves = list(ctx.moves)
@@ -248,6 +329,7 @@ class StageRunner:
             "attempts": [a.model_dump(mode="json") for a in stage_record.attempts],
         }
         entry = await asyncio.to_thread(ledger.cache.put, stage, key, files, meta)
+        clear_in_flight(ledger.cache, stage, first_key)
         self.models.append(ModelSeen(scene.id, stage, request.steps, result.model, cached=False))
         stage_record.status = "done"
         stage_record.run_id = ledger.run_id

@@ -87,6 +87,8 @@ class RunPodBackend:
         self.costs = costs or CostModel(
             gpu={stage: ep.gpu for stage, ep in config.endpoints.items()},
             bill_delay={stage: ep.bill_delay for stage, ep in config.endpoints.items()},
+            # An Endpoint names the pool it bills at, self-hosted ones too (None: that rate).
+            self_hosted_price={stage: None for stage in config.endpoints},
         )
         self.routes: dict[Stage, Route] = {
             stage: build_route(
