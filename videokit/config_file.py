@@ -272,7 +272,8 @@ class ConfigFile:
             ) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(
-                f"{path} is not valid TOML: {exc}", hint="see the example in videokit.config"
+                f"{path} is not valid TOML: {exc}",
+                hint="see docs/configuration.md for the file's keys",
             ) from None
         _refuse_secrets(path, data, "")
         _refuse_unknown(path, data, _TOP_KEYS, "")

@@ -321,17 +321,10 @@ def render_estimates(manifest: Manifest, settings: Settings) -> list[EndpointEst
     run leaves those). The warm-up jobs count for the animate endpoint.
     """
     from videokit.errors import ConfigError
+    from videokit.pipeline.accounts import run_attempts
     from videokit.rest.billing import EndpointEstimate
 
-    run_id = manifest.run.id if manifest.run is not None else None
-    spent: dict[str, list[Any]] = {"edit": [], "animate": list(manifest.warmup)}
-    for scene in manifest.scenes.values():
-        for stage in ("edit", "animate"):
-            record = getattr(scene, stage)
-            if record is None or record.cached:
-                continue
-            if record.run_id == run_id or record.status != "done":
-                spent[stage].extend(record.attempts)
+    spent = run_attempts(manifest)
     estimates = []
     for stage, attempts in spent.items():
         # Each attempt names its endpoint; older manifests do not, and mean the configured one.

@@ -10,7 +10,6 @@ only when every scene on the timeline is current.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import shutil
 import threading
@@ -22,9 +21,9 @@ from pathlib import Path
 
 from videokit._version import __version__
 from videokit.backends.base import Backend, Stage
-from videokit.billed_time import RenderBilling, render_billing
 from videokit.costs import CostModel
 from videokit.errors import BudgetSpentError, RenderError
+from videokit.pipeline.accounts import bill, register
 from videokit.pipeline.budget import Budget
 from videokit.pipeline.cache import CacheEntry, CacheStore, lookup
 from videokit.pipeline.drift import model_warnings
@@ -42,7 +41,6 @@ from videokit.pipeline.finishing import contact_sheet, first_frames, stitch_film
 from videokit.pipeline.ledger import Ledger
 from videokit.pipeline.manifest import (
     MANIFEST_VERSION,
-    AttemptRecord,
     Manifest,
     RunRecord,
     SceneRecord,
@@ -55,7 +53,6 @@ from videokit.pipeline.requests import (
 )
 from videokit.pipeline.results import RenderResult, SceneOutput
 from videokit.pipeline.stages import StageRunner
-from videokit.pipeline.store import register_workdir
 from videokit.pipeline.workdir import WorkDir, link, story_origin
 from videokit.story.plan import ScenePlan, StoryPlan
 
@@ -208,7 +205,7 @@ class Render:
                 if future.done() and not future.cancelled():
                     future.exception()  # mark as retrieved: failures are reported once, below
             ledger.save()
-            self._register()
+            register(ledger.cache, self.workdir.path, plan.story.title, ledger.manifest)
         self._raise_handler_error()
         if self.failures:
             held = {s: e for s, e in self.failures.items() if isinstance(e, BudgetSpentError)}
@@ -236,7 +233,12 @@ class Render:
         seconds = time.monotonic() - started
         manifest.seconds = round(seconds, 3)
         manifest.run.finished = True
-        manifest.billing = self._billing()
+        if self.costs is not None and self.backend.name != "preview":
+            stages: tuple[Stage, ...] = ("edit", "animate")
+            slots: dict[str, int] = {
+                s: self.concurrency or self.backend.concurrency(s) for s in stages
+            }
+            manifest.billing = bill(manifest, self.costs, slots)
         ledger.save()
         warnings += model_warnings(self.stages.models)
         result = RenderResult(
@@ -289,35 +291,6 @@ class Render:
             stitch_film, self.ledger, self.plan, self.outputs, self.output
         )
         return stitched.path, stitched.frames, []
-
-    def _billing(self) -> RenderBilling | None:
-        """What RunPod bills for this run's jobs, with the start and idle time they caused."""
-        if self.costs is None or self.backend.name == "preview":
-            return None
-        manifest = self.ledger.manifest
-        run_id = manifest.run.id if manifest.run is not None else None
-        attempts: dict[str, list[AttemptRecord]] = {"edit": [], "animate": list(manifest.warmup)}
-        for scene in manifest.scenes.values():
-            for stage in ("edit", "animate"):
-                record = getattr(scene, stage)
-                if record is not None and not record.cached and record.run_id == run_id:
-                    attempts[stage].extend(record.attempts)
-        slots = {
-            stage: self.concurrency or self.backend.concurrency(stage)
-            for stage in ("edit", "animate")
-        }
-        return render_billing(attempts, self.costs, concurrency=slots)
-
-    def _register(self) -> None:
-        """Tell the store which results this work dir needs (prune keeps them)."""
-        keys = {
-            f"{stage}/{record.key}"
-            for scene in self.ledger.manifest.scenes.values()
-            for stage in ("edit", "animate")
-            if (record := getattr(scene, stage)) is not None and record.status == "done"
-        }
-        with contextlib.suppress(OSError):  # bookkeeping: never fail a render over it
-            register_workdir(self.ledger.cache, self.workdir.path, self.plan.story.title, keys)
 
     def _forget_removed_scenes(self) -> None:
         """Drop scenes the story no longer has from the manifest and ``scenes/`` (not the cache)."""
