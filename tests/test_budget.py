@@ -6,36 +6,14 @@ the real CLI; jobs are counted on the servers.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
-from tests.cli_process import run_videokit
-from tests.conftest import make_image
+from tests.cli_process import cat_project, run_videokit
 from tests.endpoints import Servers, serve_workers
 
-STORY = """\
-    title: Cat
-    reference: ref.png
-    defaults: {width: 320, height: 192, fps: 16, frames: 9}
-    scenes:
-      - id: sit
-        motion: the cat sits
-      - id: hat
-        edit: {prompt: "the same cat in a hat"}
-        motion: the cat looks up
-      - id: leave
-        motion: the cat walks away
-"""
 # USD per second of a self-hosted GPU: the estimate of this story is ~3 s of jobs (0.47 s per
 # clip, 1.6 s for the edit), ~$0.030.
 PRICE = "0.01"
-
-
-def project(folder: Path) -> Path:
-    make_image(folder / "ref.png", (320, 192))
-    story = folder / "cat.yaml"
-    story.write_text(textwrap.dedent(STORY))
-    return story
 
 
 def priced(servers: Servers) -> dict[str, str]:
@@ -52,7 +30,7 @@ def runs(servers: Servers) -> int:
 
 
 def test_a_budget_under_the_estimate_is_refused_before_any_job(tmp_path: Path) -> None:
-    story = project(tmp_path)
+    story = cat_project(tmp_path)
     with serve_workers() as servers:
         refused = run_videokit(
             tmp_path, "render", str(story), "--max-cost", "0.01", **priced(servers)
@@ -69,7 +47,7 @@ def test_a_budget_under_the_estimate_is_refused_before_any_job(tmp_path: Path) -
 
 
 def test_a_budget_that_runs_out_mid_render_submits_nothing_past_it(tmp_path: Path) -> None:
-    story = project(tmp_path)
+    story = cat_project(tmp_path)
     # Each job really takes 2 s, far over its estimate: the first one spends most of the budget.
     with serve_workers(min_job_seconds=2.0) as servers:
         spent = run_videokit(
@@ -92,6 +70,6 @@ def test_a_budget_that_runs_out_mid_render_submits_nothing_past_it(tmp_path: Pat
 
 
 def test_the_preview_has_no_budget_to_keep(tmp_path: Path) -> None:
-    story = project(tmp_path)
+    story = cat_project(tmp_path)
     free = run_videokit(tmp_path, "render", str(story), "--max-cost", "0.001", "-q")
     assert free.returncode == 0, free.stderr

@@ -11,17 +11,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli_process import run_videokit
-from tests.conftest import make_image
+from tests.cli_process import cat_project, run_videokit, start_videokit
 from tests.endpoints import Servers, serve_workers
 from videokit.pipeline.cache import CacheStore
 from videokit.pipeline.store import (
@@ -32,28 +28,6 @@ from videokit.pipeline.store import (
     record_in_flight,
     register_workdir,
 )
-
-STORY = """\
-    title: Cat
-    reference: ref.png
-    defaults: {width: 320, height: 192, fps: 16, frames: 9}
-    scenes:
-      - id: sit
-        motion: the cat sits
-      - id: hat
-        edit: {prompt: "the same cat in a hat"}
-        motion: the cat looks up
-      - id: leave
-        motion: the cat walks away
-"""
-
-
-def project(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    make_image(folder / "ref.png", (320, 192))
-    story = folder / "cat.yaml"
-    story.write_text(textwrap.dedent(STORY))
-    return story
 
 
 def endpoints(servers: Servers) -> dict[str, str]:
@@ -82,14 +56,14 @@ def assert_consistent(store: CacheStore) -> None:
 def test_a_renamed_story_rendered_elsewhere_into_another_work_dir_pays_nothing(
     tmp_path: Path,
 ) -> None:
-    story = project(tmp_path / "one")
+    story = cat_project(tmp_path / "one")
     with serve_workers() as servers:
         first = run_videokit(story.parent, "render", str(story), "--json", **endpoints(servers))
         assert first.returncode == 0, first.stderr
         assert runs(servers) == 4
         # Another checkout, another name, another directory, another -o.
         other = tmp_path / "two" / "elsewhere"
-        copy = project(tmp_path / "two")
+        copy = cat_project(tmp_path / "two")
         shutil.copy(story, copy.with_name("cat_v2.yaml"))
         other.mkdir()
         again = run_videokit(
@@ -112,17 +86,11 @@ def test_a_renamed_story_rendered_elsewhere_into_another_work_dir_pays_nothing(
 
 
 def test_two_renders_at_once_that_need_the_same_jobs_run_each_once(tmp_path: Path) -> None:
-    story = project(tmp_path / "project")
+    story = cat_project(tmp_path / "project")
     with serve_workers(min_job_seconds=3.0) as servers:
-        env = {**os.environ, **endpoints(servers), "VIDEOKIT_WARMUP": "0"}
         procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "videokit", "render", str(story), "-o", str(out), "--json"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                cwd=story.parent,
+            start_videokit(
+                story.parent, "render", str(story), "-o", str(out), "--json", **endpoints(servers)
             )
             for out in (tmp_path / "a", tmp_path / "b")
         ]
@@ -139,17 +107,11 @@ def test_two_renders_at_once_that_need_the_same_jobs_run_each_once(tmp_path: Pat
 def test_sigkill_then_a_tiny_prune_then_render_again_completes_on_a_consistent_store(
     tmp_path: Path,
 ) -> None:
-    story = project(tmp_path / "project")
+    story = cat_project(tmp_path / "project")
     out = tmp_path / "out"
     with serve_workers(min_job_seconds=1.0) as servers:
-        env = {**os.environ, **endpoints(servers), "VIDEOKIT_WARMUP": "0"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "videokit", "render", str(story), "-o", str(out), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=story.parent,
+        proc = start_videokit(
+            story.parent, "render", str(story), "-o", str(out), "--json", **endpoints(servers)
         )
         assert proc.stdout is not None
         done = 0
@@ -177,7 +139,7 @@ def test_sigkill_then_a_tiny_prune_then_render_again_completes_on_a_consistent_s
 
 
 def test_a_pruned_store_is_refilled_from_the_work_dirs_own_scene_files(tmp_path: Path) -> None:
-    story = project(tmp_path / "project")
+    story = cat_project(tmp_path / "project")
     with serve_workers() as servers:
         first = run_videokit(story.parent, "render", str(story), "--json", **endpoints(servers))
         assert first.returncode == 0, first.stderr
@@ -253,25 +215,16 @@ def test_prune_refuses_a_size_it_cannot_read(tmp_path: Path, spec: str) -> None:
 
 
 def test_a_render_in_another_work_dir_re_attaches_to_a_killed_renders_job(tmp_path: Path) -> None:
-    story = project(tmp_path / "project")
+    story = cat_project(tmp_path / "project")
     with serve_workers(min_job_seconds=3.0) as servers:
-        env = {**os.environ, **endpoints(servers), "VIDEOKIT_WARMUP": "0"}
-        command = [
-            sys.executable,
-            "-m",
-            "videokit",
+        proc = start_videokit(
+            story.parent,
             "render",
             str(story),
             "-o",
             str(tmp_path / "a"),
-        ]
-        proc = subprocess.Popen(
-            [*command, "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=story.parent,
+            "--json",
+            **endpoints(servers),
         )
         assert proc.stdout is not None
         for line in proc.stdout:
