@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from videokit.cold_starts import COLD_DELAY_S as _COLD_DELAY_S
+
 if TYPE_CHECKING:
     from videokit.costs import CostModel
 
@@ -38,9 +40,6 @@ __all__ = [
     "simulate",
 ]
 
-# A job's delayTime at least this long means it waited for a worker to start: a warm worker
-# picks a job up within a second or two, and RunPod's scaler adds one after ~4 s of queueing.
-_COLD_DELAY_S = 10.0
 
 #: How an endpoint bills: GPU seconds of RunPod flex workers, per output (a Public Endpoint), or
 #: at your own price (a self-hosted endpoint: its jobs' run time only).

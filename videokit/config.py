@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videokit.cold_starts import measured_start
 from videokit.config_file import (
     CONFIG_FILE,
     STAGES,
@@ -194,6 +195,15 @@ class Settings:
             if pool not in self.price_overrides:
                 prices[pool] = entry.usd_per_second
                 sources[pool] = entry.source
+        start_s, fact_sources = dict(self.start_seconds), dict(self.fact_sources)
+        for stage in STAGES:
+            route = self.route(stage)
+            if stage in start_s or not route:
+                continue
+            measured = measured_start(self.cache_root(), route[0][1])
+            if measured is not None:
+                start_s[stage] = measured[0]
+                fact_sources[f"{stage}.start"] = f"measured: {measured[1]} cold start(s)"
         return CostModel(
             gpu={stage: self.gpu.get(stage, DEFAULT_GPU[stage]) for stage in STAGES},
             prices=prices,
@@ -203,13 +213,19 @@ class Settings:
             price_sources=sources,
             cards=cards,
             idle_timeout_s=dict(self.idle_timeouts),
-            start_s=dict(self.start_seconds),
+            start_s=start_s,
             max_workers=dict(self.max_workers),
             self_hosted=self_hosted,
             self_hosted_price=hosted_price,
             public_endpoints=frozenset(self.output_prices),
-            fact_sources=dict(self.fact_sources),
+            fact_sources=fact_sources,
         )
+
+    def cache_root(self) -> Path:
+        """videokit's cache dir: ``cache_dir``, else the user cache dir."""
+        from videokit.rest.catalog import user_cache_dir
+
+        return self.cache_dir or user_cache_dir(self.environ)
 
     def endpoint_spec(self, stage: str) -> str | None:
         return self.edit_endpoint if stage == "edit" else self.animate_endpoint

@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from videokit.billed_time import RenderBilling, render_billing
+from videokit.cold_starts import record_cold_starts
 from videokit.costs import CostModel
 from videokit.pipeline.cache import CacheStore
 from videokit.pipeline.manifest import AttemptRecord, Manifest
 from videokit.pipeline.store import register_workdir
 
-__all__ = ["bill", "register", "run_attempts"]
+__all__ = ["bill", "record_starts", "register", "run_attempts"]
 
 _STAGES = ("edit", "animate")
 
@@ -54,3 +55,15 @@ def register(store: CacheStore, workdir: Path, title: str | None, manifest: Mani
     }
     with contextlib.suppress(OSError):  # bookkeeping: never fail a render over it
         register_workdir(store, workdir, title, keys)
+
+
+def record_starts(manifest: Manifest, cache_dir: Path) -> None:
+    """Keep the cold starts the latest run's jobs waited for, per endpoint (see
+    :mod:`videokit.cold_starts`): estimates then use them instead of a guess."""
+    delays: dict[str, list[float]] = {}
+    for attempts in run_attempts(manifest).values():
+        for attempt in attempts:
+            if attempt.endpoint and attempt.delay_ms is not None:
+                delays.setdefault(attempt.endpoint, []).append(attempt.delay_ms / 1000)
+    with contextlib.suppress(OSError):
+        record_cold_starts(cache_dir, delays)

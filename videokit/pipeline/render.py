@@ -23,7 +23,7 @@ from videokit._version import __version__
 from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel
 from videokit.errors import BudgetSpentError, RenderError
-from videokit.pipeline.accounts import bill, register
+from videokit.pipeline.accounts import bill, record_starts, register
 from videokit.pipeline.budget import Budget
 from videokit.pipeline.cache import CacheEntry, CacheStore, lookup
 from videokit.pipeline.drift import model_warnings
@@ -239,6 +239,8 @@ class Render:
                 s: self.concurrency or self.backend.concurrency(s) for s in stages
             }
             manifest.billing = bill(manifest, self.costs, slots)
+            # The store lives in the cache dir: the cold starts are kept beside it.
+            record_starts(manifest, ledger.cache.root.parent)
         ledger.save()
         warnings += model_warnings(self.stages.models)
         result = RenderResult(
