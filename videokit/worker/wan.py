@@ -23,7 +23,7 @@
   between its *shifted* extremes and shifts again), so :class:`LightningScheduler` supplies the
   sigmas itself; the pipeline only ever passes a step count. Guidance is 1.0 for both experts
   whatever the request says: the LoRAs were distilled without CFG, and CFG would double the cost
-  and burn the picture. ``request.steps`` is honoured (4 is what the LoRAs were trained for).
+  and burn the picture. Any ``request.steps`` but 4 is refused (:mod:`.wan_checks`).
 * ``standard``: the model's own scheduler from its folder and classifier-free guidance. The
   protocol's defaults are the lightning ones (``steps`` 4, ``guidance_scale`` 1.0, no
   ``guidance_scale_2``: the :class:`~videokit.protocol.AnimateRequest` field defaults), which
@@ -34,8 +34,8 @@
   sampler and the diffusers examples use), not CFG against an empty string. Any other request
   runs as sent (the same rule as the Qwen engine's standard mode): its steps, its guidance
   (``guidance_scale_2`` defaulting to ``guidance_scale``), its negative prompt; CFG runs when
-  ``guidance_scale`` is above 1 (diffusers' rule). Each substitution is named in the job's log
-  line (``notes``).
+  ``guidance_scale`` is above 1 (diffusers' rule), so a ``guidance_scale_2`` above 1 next to a
+  lower one is refused. Each substitution is named in the job's log line (``notes``).
 
 **Files.** ``VIDEOKIT_MODEL_DIR`` (default: the first of ``/models/wan`` (baked into the image)
 and ``/runpod-volume/models/wan`` (a network volume) that holds a complete set; or, instead of
@@ -127,8 +127,6 @@ from videokit.protocol import (
     EditRequest,
     EditResult,
     MediaOutput,
-    is_valid_frame_count,
-    nearest_frame_count,
     uses_lightning_defaults,
 )
 from videokit.worker.common import (
@@ -159,6 +157,7 @@ from videokit.worker.common import (
     torch_dtype,
 )
 from videokit.worker.errors import JobInputError, is_cuda_oom
+from videokit.worker.wan_checks import WanGrid, check_cfg_pair, check_lightning_steps
 
 __all__ = [
     "BOUNDARY_RATIO",
@@ -896,9 +895,9 @@ class WanEngine:
         self._standard_steps = standard_steps
         self._standard_guidance = standard_guidance
         self._two_experts = getattr(pipe, "transformer_2", None) is not None
-        expert = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        #: Width and height must be multiples of this (VAE stride x patch size): 16 for A14B.
-        self.size_multiple = int(pipe.vae_scale_factor_spatial * expert.config.patch_size[1])
+        #: The sizes and frame counts this pipeline can build (multiples of 16 for A14B).
+        self.grid = WanGrid.of(pipe)
+        self.size_multiple = self.grid.multiple
         # Every call into the pipeline runs on this one thread, in order: jobs are serialised
         # without a lock, and torch keeps one intra-op thread pool (a second Python thread
         # driving torch gets a second OpenMP team, and the two spin against each other: on a
@@ -1011,19 +1010,12 @@ class WanEngine:
         return self._executor.submit(self._render, request, image, event, report).result()
 
     def _check(self, request: AnimateRequest) -> None:
-        # The protocol enforces these too; re-checked because a model with a coarser grid
-        # (ti2v-5b: 32) would otherwise be silently cropped by the pipeline.
-        if not is_valid_frame_count(request.frames):
-            raise JobInputError(
-                f"frames must be 4k+1; {request.frames} is not — use "
-                f"{nearest_frame_count(request.frames)}"
-            )
-        step = self.size_multiple
-        for name, value in (("width", request.width), ("height", request.height)):
-            if value % step:
-                raise JobInputError(
-                    f"{name}: {self._model_name} needs a multiple of {step}, got {value}"
-                )
+        # Before any pipeline work: these would fail deep inside it, or run silently wrong.
+        self.grid.check(self._model_name, request.width, request.height, request.frames)
+        if self.mode == "lightning":
+            check_lightning_steps(request.steps, distilled_for=LIGHTNING_STEPS)
+        elif self._two_experts:
+            check_cfg_pair(request.guidance_scale, request.guidance_scale_2)
 
     @staticmethod
     def _input_image(request: AnimateRequest, source: bytes) -> Image.Image:
