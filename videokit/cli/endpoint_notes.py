@@ -17,6 +17,7 @@ def route_endpoints(backend: Backend, costs: CostModel) -> dict[Stage, list[Rout
     """Per stage that lists several endpoints, each with the cost model it bills by (``costs``
     with that endpoint's GPU pool or per-output price); empty for other backends."""
     from videokit.backends.runpod import RunPodBackend
+    from videokit.backends.runpod.lanes import lane_costs
 
     if not isinstance(backend, RunPodBackend):
         return {}
@@ -28,12 +29,7 @@ def route_endpoints(backend: Backend, costs: CostModel) -> dict[Stage, list[Rout
             RouteEndpoint(
                 lane.label,
                 lane.kind.name,
-                costs.for_endpoint(
-                    stage,
-                    costs.pool(stage) if n == 0 else lane.endpoint.gpu,
-                    lane.kind.price,
-                    endpoint=lane.endpoint.id,
-                ),
+                lane_costs(costs, stage, n, lane.endpoint, lane.kind),
             )
             for n, lane in enumerate(route.lanes)
         ]

@@ -46,6 +46,13 @@ __all__ = [
 _LOCKS = ".locks"
 _IN_FLIGHT = ".in-flight"
 _WORKDIRS = ".workdirs"
+# Last use, in days: the buckets `videokit cache` counts entries in.
+_AGE_BUCKETS = (
+    ("under 1 day", 1.0),
+    ("1-7 days", 7.0),
+    ("7-30 days", 30.0),
+    ("over 30 days", float("inf")),
+)
 
 
 def store_root(cache_dir: Path | None, environ: Mapping[str, str]) -> Path:
@@ -260,7 +267,7 @@ def describe(store: CacheStore, *, now: float | None = None) -> dict[str, Any]:
         for key in use.keys:
             owners.setdefault(key, []).append(use.story or str(use.workdir))
     by_story: dict[str, dict[str, int]] = {}
-    ages = {"under 1 day": 0, "1-7 days": 0, "7-30 days": 0, "over 30 days": 0}
+    ages = dict.fromkeys((name for name, _ in _AGE_BUCKETS), 0)
     for entry in entries:
         size = entry_size(entry)
         name = f"{entry.meta.get('stage')}/{entry.key}"
@@ -269,16 +276,7 @@ def describe(store: CacheStore, *, now: float | None = None) -> dict[str, Any]:
             row["entries"] += 1
             row["bytes"] += size
         days = (now - entry_time(entry)) / 86400
-        bucket = (
-            "under 1 day"
-            if days < 1
-            else "1-7 days"
-            if days < 7
-            else "7-30 days"
-            if days < 30
-            else "over 30 days"
-        )
-        ages[bucket] += 1
+        ages[next(name for name, below in _AGE_BUCKETS if days < below)] += 1
     return {
         "root": str(store.root),
         "entries": len(entries),

@@ -30,6 +30,7 @@ __all__ = [
     "kind_name",
     "parse_route",
     "public_model",
+    "sends_inline",
 ]
 
 KindName = Literal[
@@ -120,10 +121,6 @@ class ApiKind(Protocol):
         a job body must stay under RunPod's 10 MB)."""
         ...
 
-    def sends_inline(self, storage: object | None) -> bool:
-        """Whether this kind's job bodies carry media inline, given the configured storage."""
-        ...
-
     async def input_document(self, request: EditRequest | AnimateRequest) -> dict[str, Any]: ...
 
     async def result(
@@ -136,3 +133,9 @@ class ApiKind(Protocol):
     def reported_cost(self, output: Any) -> float | None:
         """The job's cost as its output states it (``output.cost``), if it does."""
         ...
+
+
+def sends_inline(kind: ApiKind, storage: object | None) -> bool:
+    """Whether ``kind``'s job bodies carry media inline, given the configured storage (so they
+    are held to RunPod's 10 MB body limit)."""
+    return not kind.inputs_by_url and not (storage is not None and kind.offloads_inputs)

@@ -17,9 +17,12 @@ from typing import Any, Final
 
 from videokit.backends.kinds.clips import decoded_clip_result
 from videokit.backends.kinds.videokit_api import sniff_content_type
-from videokit.backends.kinds.worker_documents import output_media, parse_output
+from videokit.backends.kinds.worker_documents import (
+    AnimateWorkerKind,
+    output_media,
+    parse_output,
+)
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
-from videokit.costs import OutputPrice
 from videokit.dialects import COMFY_WAN_LIMITS, ComfyWanInput, ComfyWanOutput, comfy_wan_problems
 from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
@@ -29,14 +32,11 @@ __all__ = ["ComfyWanApi"]
 _MODEL = "wan2.2-i2v-14b-fp8-lightx2v-4step-comfyui"
 
 
-class ComfyWanApi:
+class ComfyWanApi(AnimateWorkerKind):
     """Requests as the ComfyUI Wan worker's documents, its outputs as results."""
 
     name: Final = "comfy-wan-worker"
-    inputs_by_url = False
     offloads_inputs = True
-    price: OutputPrice | None = None
-    typical_execution_s: float | None = None
 
     def __init__(self, *, model: str | None = None, storage: Any | None = None) -> None:
         self.model: str | None = model or _MODEL
@@ -57,8 +57,7 @@ class ComfyWanApi:
         )
 
     async def input_document(self, request: EditRequest | AnimateRequest) -> dict[str, Any]:
-        if not isinstance(request, AnimateRequest):
-            raise ConfigError("comfy-wan-worker endpoints run animate jobs only")
+        request = self.animate_request(request)
         problems = comfy_wan_problems(
             prompt=request.prompt,
             width=request.width,
@@ -106,7 +105,7 @@ class ComfyWanApi:
         output: Mapping[str, Any],
         execution_ms: int | None,
     ) -> EditResult | AnimateResult:
-        assert isinstance(request, AnimateRequest)
+        request = self.animate_request(request)
         answer = parse_output(ComfyWanOutput, output, self.name, "ComfyUI Wan 2.2 I2V worker")
         video = output_media(answer.video_base64, answer.video_url, "video/mp4", "video", self.name)
         return await decoded_clip_result(
@@ -116,9 +115,3 @@ class ComfyWanApi:
             execution_ms=execution_ms,
             seed=answer.metadata.seed,
         )
-
-    def sends_inline(self, storage: object | None) -> bool:
-        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
-
-    def reported_cost(self, output: Any) -> float | None:
-        return None

@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from videokit.backends.kinds.worker_documents import output_media, parse_output
+from videokit.backends.kinds.worker_documents import (
+    AnimateWorkerKind,
+    output_media,
+    parse_output,
+)
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
-from videokit.costs import OutputPrice
 from videokit.dialects import LightX2VInput, LightX2VOutput
 from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
@@ -26,14 +29,10 @@ __all__ = ["LightX2VApi"]
 _MODEL = "wan2.2-i2v-a14b-lightx2v"
 
 
-class LightX2VApi:
+class LightX2VApi(AnimateWorkerKind):
     """Requests as the LightX2V worker's documents, its outputs as results."""
 
     name: Final = "lightx2v-worker"
-    inputs_by_url = False
-    offloads_inputs = False
-    price: OutputPrice | None = None
-    typical_execution_s: float | None = None
 
     def __init__(self, *, model: str | None = None) -> None:
         self.model: str | None = model or _MODEL
@@ -42,8 +41,7 @@ class LightX2VApi:
         )
 
     async def input_document(self, request: EditRequest | AnimateRequest) -> dict[str, Any]:
-        if not isinstance(request, AnimateRequest):
-            raise ConfigError("lightx2v-worker endpoints run animate jobs only")
+        request = self.animate_request(request)
         if request.image.base64 is None:
             raise ConfigError("lightx2v-worker takes the starting frame inline (image_base64) only")
         document = LightX2VInput(
@@ -66,7 +64,7 @@ class LightX2VApi:
         output: Mapping[str, Any],
         execution_ms: int | None,
     ) -> EditResult | AnimateResult:
-        assert isinstance(request, AnimateRequest)
+        request = self.animate_request(request)
         answer = parse_output(LightX2VOutput, output, self.name, "LightX2V Wan I2V worker")
         width, _, height = answer.resolution.partition("x")
         return AnimateResult(
@@ -89,9 +87,3 @@ class LightX2VApi:
             inference_ms=answer.inference_time_ms,
             model=self.model,
         )
-
-    def sends_inline(self, storage: object | None) -> bool:
-        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
-
-    def reported_cost(self, output: Any) -> float | None:
-        return None

@@ -173,9 +173,6 @@ class PublicApi:
             model=self.model,
         )
 
-    def sends_inline(self, storage: object | None) -> bool:
-        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
-
     def reported_cost(self, output: Any) -> float | None:
         cost = output.get("cost") if isinstance(output, Mapping) else None
         if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:

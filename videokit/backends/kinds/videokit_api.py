@@ -127,8 +127,5 @@ class VideokitApi:
                 update[name] = MediaOutput.inline(data, media.content_type)
         return result.model_copy(update=update) if update else result
 
-    def sends_inline(self, storage: object | None) -> bool:
-        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
-
     def reported_cost(self, output: Any) -> float | None:
         return None

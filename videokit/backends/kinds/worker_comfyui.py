@@ -21,8 +21,8 @@ from typing import Any, Final
 from videokit.backends.kinds.clips import decoded_clip_result
 from videokit.backends.kinds.comfy_workflow import ComfyWorkflow, load_comfy_workflow
 from videokit.backends.kinds.fetch import ResultFetcher
+from videokit.backends.kinds.worker_documents import AnimateWorkerKind
 from videokit.capabilities import AnimateCapabilities, EditCapabilities
-from videokit.costs import OutputPrice
 from videokit.errors import ConfigError, EndpointError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult, MediaInput
 
@@ -42,14 +42,10 @@ def _audio_suffix(data: bytes) -> str:
     return ".mp3"  # MPEG frames without an ID3 tag
 
 
-class WorkerComfyApi:
+class WorkerComfyApi(AnimateWorkerKind):
     """One ComfyUI graph and its bindings, run by ``worker-comfyui``."""
 
     name: Final = "worker-comfyui"
-    inputs_by_url = False
-    offloads_inputs = False
-    price: OutputPrice | None = None
-    typical_execution_s: float | None = None
 
     def __init__(self, workflow: ComfyWorkflow, *, fetcher: ResultFetcher) -> None:
         self.workflow = workflow
@@ -78,8 +74,7 @@ class WorkerComfyApi:
         return cls(load_comfy_workflow(bindings), fetcher=fetcher)
 
     async def input_document(self, request: EditRequest | AnimateRequest) -> dict[str, Any]:
-        if not isinstance(request, AnimateRequest):
-            raise ConfigError("worker-comfyui endpoints run animate jobs only")
+        request = self.animate_request(request)
         problems = self.workflow.limits.problems(
             width=request.width, height=request.height, frames=request.frames, fps=request.fps
         )
@@ -119,7 +114,7 @@ class WorkerComfyApi:
         output: Mapping[str, Any],
         execution_ms: int | None,
     ) -> EditResult | AnimateResult:
-        assert isinstance(request, AnimateRequest)
+        request = self.animate_request(request)
         entries = output.get("images")
         videos = [
             entry
@@ -147,12 +142,6 @@ class WorkerComfyApi:
         return await decoded_clip_result(
             request, video, model=self.model, execution_ms=execution_ms
         )
-
-    def sends_inline(self, storage: object | None) -> bool:
-        return not self.inputs_by_url and not (storage is not None and self.offloads_inputs)
-
-    def reported_cost(self, output: Any) -> float | None:
-        return None
 
 
 def _inline(media: MediaInput, what: str) -> bytes:

@@ -1,5 +1,6 @@
-"""Reading what an older worker answered (:mod:`videokit.dialects`): its documented output model,
-and the media it returned inline.
+"""What the kinds of workers users already run share: animate jobs only, billed per GPU second,
+no cost in their output; and reading what they answered (:mod:`videokit.dialects`): the
+documented output model, and the media returned inline.
 """
 
 from __future__ import annotations
@@ -9,12 +10,32 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from videokit.errors import EndpointError
-from videokit.protocol import MediaInput, MediaOutput
+from videokit.costs import OutputPrice
+from videokit.errors import ConfigError, EndpointError
+from videokit.protocol import AnimateRequest, EditRequest, MediaInput, MediaOutput
 
-__all__ = ["output_media", "parse_output"]
+__all__ = ["AnimateWorkerKind", "output_media", "parse_output"]
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class AnimateWorkerKind:
+    """The parts of :class:`~videokit.backends.kinds.ApiKind` a GPU worker's kind shares."""
+
+    inputs_by_url = False
+    offloads_inputs = False
+    price: OutputPrice | None = None
+    typical_execution_s: float | None = None
+
+    def animate_request(self, request: EditRequest | AnimateRequest) -> AnimateRequest:
+        """``request``, which must be an animate one: these workers only animate."""
+        if not isinstance(request, AnimateRequest):
+            kind = getattr(self, "name", type(self).__name__)
+            raise ConfigError(f"{kind} endpoints run animate jobs only")
+        return request
+
+    def reported_cost(self, output: Any) -> float | None:
+        return None  # they are billed per GPU second, and say nothing of it
 
 
 def parse_output(model: type[Model], output: Mapping[str, Any], kind: str, worker: str) -> Model:

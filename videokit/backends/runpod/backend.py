@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from videokit.backends.base import JobAttempt, JobContext, Stage
-from videokit.backends.kinds import ApiKind
+from videokit.backends.kinds import ApiKind, sends_inline
 from videokit.backends.kinds.fetch import ResultFetcher
 from videokit.backends.retry import RetryPolicy
 from videokit.backends.runpod.client import RunPodClient, Vanished
@@ -188,7 +188,7 @@ class RunPodBackend:
             return
         for stage in stages:
             bound = payload_bytes.get(stage)
-            inline = any(lane.kind.sends_inline(self.storage) for lane in self.routes[stage].lanes)
+            inline = any(sends_inline(lane.kind, self.storage) for lane in self.routes[stage].lanes)
             if bound is not None and inline:
                 check_payload(stage, bound, upfront=True, storage=self.storage is not None)
 
@@ -288,7 +288,7 @@ class RunPodBackend:
         lane = self._route(stage).first
         kind = lane.kind
         body = {"input": await kind.input_document(request), "policy": self.config.policy()}
-        if kind.sends_inline(self.storage):
+        if sends_inline(kind, self.storage):
             check_payload(stage, len(json.dumps(body).encode()))
         job_id = await lane.policy.submit(lane.endpoint, body)
         return lane.policy.handle(lane.endpoint, stage, job_id)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from videokit.backends.base import JobAttempt, JobContext, Stage
-from videokit.backends.kinds import ApiKind
+from videokit.backends.kinds import ApiKind, sends_inline
 from videokit.backends.kinds.fetch import ResultLost
 from videokit.backends.runpod.accounting import Accounting
 from videokit.backends.runpod.client import RunPodClient, Vanished
@@ -145,7 +145,7 @@ class JobPolicy(Following, Accounting):
             nonlocal prepared
             if prepared is None:
                 body = {"input": await kind.input_document(request), "policy": cfg.policy()}
-                if kind.sends_inline(self.storage):
+                if sends_inline(kind, self.storage):
                     check_payload(stage, len(json.dumps(body).encode()))
                 prepared = body
             return prepared

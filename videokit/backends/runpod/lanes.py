@@ -22,7 +22,7 @@ from videokit.backends.runpod.routing import Lane, Route
 from videokit.costs import CostModel, OutputPrice
 from videokit.errors import ConfigError
 
-__all__ = ["build_route", "make_kind"]
+__all__ = ["build_route", "lane_costs", "make_kind"]
 
 
 def make_kind(
@@ -93,6 +93,16 @@ def identity(stage: Stage, endpoint: Endpoint, kind: ApiKind) -> str:
     return f"runpod/{kind.name}/{model}@{endpoint.label}"
 
 
+def lane_costs(
+    costs: CostModel, stage: Stage, position: int, endpoint: Endpoint, kind: ApiKind
+) -> CostModel:
+    """``costs`` as the ``position``-th endpoint of ``stage``'s route bills: the first at the
+    stage's pool as the cost model has it (create_backend gave it that pool), a fallback at its
+    own; per output where its kind bills so; self-hosted when its URL is not RunPod's."""
+    pool = costs.pool(stage) if position == 0 else endpoint.gpu
+    return costs.for_endpoint(stage, pool, kind.price, endpoint=endpoint.id)
+
+
 def build_route(
     stage: Stage,
     config: RunPodConfig,
@@ -121,12 +131,9 @@ def build_route(
         )
         last = position == len(endpoints) - 1
         rules = config if last else replace(config, job_attempts=1)
-        # The first endpoint bills at the stage's pool as the cost model has it (create_backend
-        # gave it that pool); a fallback at its own.
-        pool = costs.pool(stage) if position == 0 else endpoint.gpu
-        lane_costs = costs.for_endpoint(stage, pool, kind.price, endpoint=endpoint.id)
+        billed = lane_costs(costs, stage, position, endpoint, kind)
         policy = JobPolicy(
-            client, {stage: kind}, lane_costs, storage=storage, sleep=sleep, config=rules
+            client, {stage: kind}, billed, storage=storage, sleep=sleep, config=rules
         )
         lanes.append(Lane(endpoint, kind, policy, identity(stage, endpoint, kind)))
     return Route(stage, lanes, client, clock=client.clock)
