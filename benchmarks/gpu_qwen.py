@@ -11,7 +11,7 @@ Lightning scheduler and two random rank-64 Lightning-format LoRAs loaded as PEFT
 active, unfused, as :mod:`videokit.worker.qwen` serves them), a ~1 MP input and output.
 
 Returned (and printed as JSON): seconds per phase (``text_encode``: Qwen2.5-VL over the prompt and
-the 384² condition image; ``image_encode``: resizing + VAE encoding of the input at 1 MP;
+the 384² condition image; ``condition``: resizing + VAE encoding of the input at 1 MP;
 ``denoise``: all steps; ``decode``: VAE decoding + postprocessing), the peak GPU memory, and
 what was built. One warm-up edit runs first (CUDA kernels, cuBLAS handles); the second is timed.
 
@@ -46,6 +46,7 @@ import torch
 from PIL import Image
 
 from videokit.worker import qwen, tiny_qwen
+from videokit.worker.diffusers_engine.phases import PhaseTimer
 
 __all__ = [
     "FULL_IMAGE_PROCESSOR",
@@ -238,8 +239,8 @@ def bench_qwen(
     area = round(megapixels * 1024 * 1024)
     width, height = qwen.default_size(1, 1, area=area)  # square, like the published anchors
     inputs = [_picture(width, height) for _ in range(images)]
-    clock = qwen.PhaseClock(cuda=cuda, device=torch_device if cuda else None)
-    clock.attach(pipe)
+    timings: dict[str, int] = {}
+    clock = PhaseTimer([pipe.text_encoder], [pipe.transformer], torch_device if cuda else None)
 
     def on_step_end(*args: Any) -> dict[str, Any]:
         clock.step_done()
@@ -249,20 +250,20 @@ def bench_qwen(
         with contextlib.ExitStack() as stack:
             if tiny:
                 stack.enter_context(tiny_qwen.shrunk_image_sizes())
-            clock.start()
-            result = pipe(
-                image=inputs,
-                prompt="Turn the scene into a watercolour painting at dusk",
-                negative_prompt="blurry, low quality" if cfg_scale > 1 else None,
-                true_cfg_scale=1.0 if lightning else cfg_scale,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                generator=torch.Generator().manual_seed(0),
-                callback_on_step_end=on_step_end,
-                output_type="pil",
-            )
-            clock.stop()
+            with clock.attached():
+                result = pipe(
+                    image=inputs,
+                    prompt="Turn the scene into a watercolour painting at dusk",
+                    negative_prompt="blurry, low quality" if cfg_scale > 1 else None,
+                    true_cfg_scale=1.0 if lightning else cfg_scale,
+                    height=height,
+                    width=width,
+                    num_inference_steps=steps,
+                    generator=torch.Generator().manual_seed(0),
+                    callback_on_step_end=on_step_end,
+                    output_type="pil",
+                )
+            timings.update(clock.finish())
             return result
 
     warmup_s = None
@@ -273,8 +274,8 @@ def bench_qwen(
     if cuda:
         torch.cuda.reset_peak_memory_stats(torch_device)
     result = edit()
-    phases = {name: ms / 1000 for name, ms in clock.phases_ms().items()}
-    total = (clock.stopped or 0.0) - clock.started
+    phases = {name: ms / 1000 for name, ms in timings.items() if name != "total"}
+    total = timings["total"] / 1000
     out_w, out_h = result.images[0].size
 
     def params(module: Any) -> int:  # the model's own, without the LoRA adapters

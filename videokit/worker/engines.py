@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from videokit.backends.base import JobContext, Stage
 from videokit.errors import ConfigError
 from videokit.protocol import AnimateRequest, AnimateResult, EditRequest, EditResult
+from videokit.worker.diffusers_engine.options import OPTION_NAMES
 
 __all__ = [
     "ENGINES",
@@ -116,6 +117,7 @@ _MODEL_OPTIONS = (
     "device",
     "env",
     "hub",
+    *OPTION_NAMES,
 )
 
 #: Engines by name. Later engines register here (``ENGINES["diffusers"] = EngineSpec(...)``) from
@@ -133,7 +135,7 @@ ENGINES: dict[str, EngineSpec] = {
     ),
     "tiny": EngineSpec(
         loader=_load_tiny,
-        options=("device", "env"),
+        options=("device", "env", *OPTION_NAMES),
         description="the real pipeline classes with tiny random weights (CPU, tests)",
     ),
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from videokit.errors import VideoKitError
 
-__all__ = ["OOM_TEXT", "JobInputError", "WorkerOOMError", "is_cuda_oom"]
+__all__ = ["OOM_TEXT", "JobInputError", "JobTooLargeError", "WorkerOOMError", "is_cuda_oom"]
 
 OOM_TEXT = "CUDA out of memory"
 
@@ -21,6 +21,14 @@ class JobInputError(VideoKitError):
 
     def __init__(self, problem: str, *, hint: str | None = None) -> None:
         super().__init__(f"invalid input: {problem}", hint=hint)
+
+
+class JobTooLargeError(JobInputError):
+    """The job cannot fit in this worker's GPU memory, by the engine's admission check.
+
+    An input error, so not retried: the same job on the same card would only run out of memory
+    after paying for the GPU time. The hint names the largest size that fits.
+    """
 
 
 class WorkerOOMError(VideoKitError):
