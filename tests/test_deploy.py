@@ -21,9 +21,11 @@ from tests.rest_emulator import RestEmulator, rest_emulator
 from videokit.costs import GPU_PRICE_PER_SECOND
 from videokit.deploy import (
     GPU_POOLS,
+    MODEL_REPOS,
     MODEL_VRAM_GB,
     DeployError,
     load_spec,
+    model_reference,
     run_deploy,
 )
 from videokit.errors import ConfigError
@@ -121,7 +123,7 @@ def test_offline_dry_run_of_the_example_prints_every_v2_request_and_sends_nothin
     template, endpoint = requests[0][1], requests[1][1]
     assert template == {
         "name": "videokit-edit",
-        "image": "ghcr.io/your-org/videokit-edit:0.1.0",
+        "image": "ghcr.io/your-org/videokit-edit:0.1.0-loras",
         "disk": 20,
         "env": {"VIDEOKIT_QWEN_MODEL": "2509", "VIDEOKIT_QWEN_MODE": "lightning"},
         "serverless": True,
@@ -142,8 +144,19 @@ def test_offline_dry_run_of_the_example_prints_every_v2_request_and_sends_nothin
         "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4.0},
         "timeout": 300000,
         "flashboot": "FLASHBOOT",
-        "networkVolumes": ["vol-abc123xyz"],
-    }
+    }  # the cached model is in no v2 body: RunPod's OpenAPI document has no field for it
+    # It is attached with RunPod's CLI, whose reference form deploy prints, pinned as the image.
+    for stage, repo, commit in (
+        ("edit", "Qwen/Qwen-Image-Edit-2509", "d3968ef930e841f4c73640fb8afa3b306a78167e"),
+        ("animate", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "596658fd9ca6b7b71d5057529bbf319ecbc61d74"),
+    ):
+        reference = f"https://huggingface.co/{repo}:{commit}"
+        assert result.workers[stage].cached_model == reference
+        assert result.workers[stage].cached_model_state == "unknown"  # not looked up
+        assert (
+            f"runpodctl serverless update <id of endpoint videokit-{stage}> --model-reference"
+            f" {reference}"
+        ) in text
     assert result.env_lines == [
         "VIDEOKIT_EDIT_ENDPOINT=<id of endpoint videokit-edit>",
         "VIDEOKIT_EDIT_GPU=ADA_80_PRO",
@@ -419,6 +432,46 @@ workers:
             "    scaler_type: FAST\n",
             "workers.edit.scaler_type: Input should be 'QUEUE_DELAY' or 'REQUEST_COUNT'",
         ),
+        (
+            "    weights: nfs\n",
+            "workers.edit.weights: Input should be 'baked', 'volume' or 'cached'",
+        ),
+        ("    weights: volume\n", "workers.edit: weights: volume needs network_volume_id"),
+        ("    weights: cached\n", "workers.edit: weights: cached needs cached_model"),
+        (
+            "    weights: baked\n    cached_model: Qwen/Qwen-Image-Edit-2509\n",
+            "cached_model is only used with weights: cached (this worker has weights: baked)",
+        ),
+        (
+            "    cached_model: https://huggingface.co/Qwen/Qwen-Image-Edit-2509:main\n",
+            "workers.edit.cached_model: give the Hugging Face repository id, not a URL:"
+            " cached_model: Qwen/Qwen-Image-Edit-2509",
+        ),
+        (
+            "    cached_model: Qwen/Qwen-Image-Edit-2509:main\n",
+            "put the revision in cached_model_revision",
+        ),
+        ("    cached_model: Qwen-Image-Edit-2509\n", "is not a Hugging Face repository id"),
+        ("    cached_model: Qwen/../etc\n", "is not a Hugging Face repository id"),
+        (
+            "    cached_model: Qwen/Qwen-Image-Edit-2509\n    cached_model_revision: ../x\n",
+            "workers.edit.cached_model_revision: '../x' is not a revision",
+        ),
+        (
+            "    cached_model_revision: main\n",
+            "cached_model_revision without cached_model",
+        ),
+        (
+            "    cached_model: Wan-AI/Wan2.2-I2V-A14B-Diffusers\n",
+            "workers.edit.cached_model: 'Wan-AI/Wan2.2-I2V-A14B-Diffusers' is not the snapshot"
+            " of model 2509 (VIDEOKIT_QWEN_MODEL): the worker loads Qwen/Qwen-Image-Edit-2509;"
+            " cache that one, or set VIDEOKIT_QWEN_MODEL",
+        ),
+        (
+            "    cached_model: qwen/qwen-image-edit-2509\n",
+            "the worker loads Qwen/Qwen-Image-Edit-2509; spell it exactly",
+        ),
+        ("    cached_modle: x/y\n", "unknown field (did you mean 'cached_model'?)"),
     ],
 )
 def test_worker_spec_errors_name_the_field_and_the_fix(
@@ -467,6 +520,11 @@ def test_small_gpus_and_missing_volumes_are_warned_about(tmp_path: Path) -> None
     _, text = deploy(path, dry_run=True, api_key=None)
     assert "warning: AMPERE_48 has less than the ~62 GB model 2509 needs" in text
     assert "warning: no network_volume_id: the image must have the weights baked in" in text
+    # Said explicitly, it is no surprise.
+    _, text = deploy(
+        write_spec(tmp_path, WORKER + "    weights: baked\n"), dry_run=True, api_key=None
+    )
+    assert "no network_volume_id" not in text
     offloaded = write_spec(
         tmp_path,
         WORKER.replace("[ADA_80_PRO]", "[AMPERE_48]") + "    env: {VIDEOKIT_OFFLOAD: model}\n",
@@ -487,6 +545,14 @@ def test_gpu_pools_match_the_price_table_and_the_model_table() -> None:
     sys.modules[spec.name] = models
     spec.loader.exec_module(models)
     assert {key: c.vram_gb_resident for key, c in models.MODELS.items()} == MODEL_VRAM_GB
+    assert {key: c.snapshot.repo_id for key, c in models.MODELS.items()} == MODEL_REPOS
+    # The example caches what the images are built for: the snapshot commit the table pins.
+    example = load_spec(EXAMPLE)
+    for stage, worker in example.workers.items():
+        choice = models.choose(stage, worker.env.get(models.MODEL_ENV[stage]))
+        assert worker.weight_source == "cached"
+        assert worker.cached_model == choice.snapshot.repo_id
+        assert worker.cached_model_revision == choice.snapshot.revision
 
 
 @pytest.mark.parametrize(
@@ -524,3 +590,105 @@ def test_allowed_cuda_versions_that_lose_hosts_or_cannot_start_are_warned_about(
         # Every warning says what to write instead.
         assert "list [" in warnings[0] or "do not start" in warnings[0]
     assert cuda_versions_from(WORKER_CUDA) == ["12.6", "12.7", "12.8", "12.9", "13.0"]
+
+
+# -- cached models ------------------------------------------------------------------------------------
+
+CACHED = """
+name_prefix: vk-cache
+workers:
+  animate:
+    image: ghcr.io/acme/videokit-animate:0.1.0-loras
+    gpus: [HOPPER_141]
+    allowed_cuda_versions: ["12.6", "12.7", "12.8", "12.9", "13.0"]
+    weights: cached
+    cached_model: Wan-AI/Wan2.2-I2V-A14B-Diffusers
+"""
+WAN = "https://huggingface.co/Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+
+
+def test_weight_sources_are_explicit_or_implied(tmp_path: Path) -> None:
+    def source(extra: str) -> str:
+        spec = load_spec(write_spec(tmp_path, WORKER + extra))
+        return spec.workers["edit"].weight_source
+
+    assert source("") == "baked"
+    assert source("    network_volume_id: vol1\n") == "volume"
+    assert source("    cached_model: Qwen/Qwen-Image-Edit-2509\n") == "cached"
+    assert source("    weights: baked\n    network_volume_id: vol1\n") == "baked"
+    pinned = load_spec(
+        write_spec(
+            tmp_path,
+            WORKER + "    cached_model: Qwen/Qwen-Image-Edit-2509\n"
+            "    cached_model_revision: d3968ef930e841f4c73640fb8afa3b306a78167e\n",
+        )
+    )
+    assert model_reference(pinned.workers["edit"]) == (
+        "https://huggingface.co/Qwen/Qwen-Image-Edit-2509:d3968ef930e841f4c73640fb8afa3b306a78167e"
+    )
+    # The model the env selects decides which snapshot is right.
+    other = load_spec(
+        write_spec(
+            tmp_path,
+            WORKER + "    cached_model: Qwen/Qwen-Image-Edit-2511\n"
+            "    env: {VIDEOKIT_QWEN_MODEL: '2511'}\n",
+        )
+    )
+    assert model_reference(other.workers["edit"]) == (
+        "https://huggingface.co/Qwen/Qwen-Image-Edit-2511:main"
+    )
+
+
+def test_a_volume_beside_a_cached_model_is_warned_about(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, CACHED + "    network_volume_id: vol1\n")
+    _, text = deploy(path, dry_run=True, api_key=None)
+    assert "warning: network_volume_id with weights: cached: RunPod mounts both" in text
+    _, text = deploy(write_spec(tmp_path, CACHED), dry_run=True, api_key=None)
+    assert "warning" not in text
+
+
+def test_a_cached_model_deploys_with_valid_v2_bodies_and_the_command_that_attaches_it(
+    runpod: RestEmulator, tmp_path: Path
+) -> None:
+    """The v2 bodies stay as RunPod's OpenAPI document has them (the emulator validates each, and
+    no field exists for a cached model), and deploy says how to attach it, with the new id, until
+    the endpoint reports it."""
+    path = write_spec(tmp_path, CACHED)
+    result, text = live(runpod, path)
+    animate = result.workers["animate"]
+    assert [(m, p) for m, p, _ in writes(runpod)] == [
+        ("POST", "/v2/templates"), ("POST", "/v2/serverless"),
+    ]  # fmt: skip
+    for _, _, body in writes(runpod):
+        assert body is not None
+        assert not {k for k in body if "model" in k.lower()}
+        assert "huggingface" not in json.dumps(body)
+    endpoint = runpod.endpoints[animate.endpoint_id]
+    assert endpoint["networkVolumes"] == [] and "modelReferences" not in endpoint
+    assert (animate.cached_model, animate.cached_model_state) == (f"{WAN}:main", "absent")
+    command = f"runpodctl serverless update {animate.endpoint_id} --model-reference {WAN}:main"
+    assert command in text and "action needed: not attached yet" in text
+    assert "warning" not in text
+
+    # The answer carries no such field: deploy cannot tell, and says so.
+    runpod.requests.clear()
+    _, text = live(runpod, path)
+    assert writes(runpod) == []
+    assert "RunPod's v2 answer does not say" in text and command in text
+
+    # RunPod's CLI attached it (the :main ref resolved to a commit): nothing more to do.
+    endpoint["modelReferences"] = [f"{WAN}:596658fd9ca6b7b71d5057529bbf319ecbc61d74"]
+    again, text = live(runpod, path)
+    assert writes(runpod) == []
+    assert again.workers["animate"].cached_model_state == "attached"
+    assert f"cached model {WAN}:main: attached" in text and "runpodctl" not in text
+
+    # A pinned commit must be that commit; another model is named.
+    pinned = write_spec(tmp_path, CACHED + "    cached_model_revision: " + "a" * 40 + "\n")
+    stale, text = live(runpod, pinned)
+    assert stale.workers["animate"].cached_model_state == "other"
+    assert "the endpoint caches another model" in text
+    assert f"the endpoint reports: {WAN}:596658fd" in text
+    endpoint["modelReferences"] = []
+    _, text = live(runpod, pinned)
+    assert "not attached yet" in text and f"--model-reference {WAN}:{'a' * 40}" in text

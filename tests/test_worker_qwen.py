@@ -767,6 +767,43 @@ def test_real_loader_on_a_model_folder(model_root: Path) -> None:
         asyncio.run(engine.aclose())
 
 
+def test_a_runpod_cached_model_loads_with_the_loras_from_the_image(
+    model_root: Path, tmp_path: Path
+) -> None:
+    """RunPod's cached models: the snapshot in the Hugging Face cache layout at the pinned commit
+    (serverless/endpoints/model-caching), the LoRAs in the image's model directory."""
+    model = qwen.MODELS["2509"]
+    cache = tmp_path / "huggingface-cache" / "hub"
+    repo = cache / f"models--{model.repo.replace('/', '--')}"
+    shutil.copytree(model_root / model.folder, repo / "snapshots" / model.revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(model.revision)
+    image = tmp_path / "image"
+    shutil.copytree(model_root / "loras", image / "loras")
+    env = {"VIDEOKIT_HF_CACHE_ROOT": str(cache), "VIDEOKIT_MODEL_DIR": str(image)}
+    lines: list[str] = []
+    engine = qwen.load_engine(
+        tiny=False, device="cpu", dtype="fp32", env=env, log=lines.append, warmup="off"
+    )
+    try:
+        load = json.loads(lines[0])
+        assert load["snapshot"] == str(repo / "snapshots" / model.revision)
+        assert load["model_dir"] == str(image)
+        with tiny_qwen.shrunk_image_sizes():
+            out = _job(engine, _native([WIDE], width=128, height=128))
+        assert _png_size(MediaOutput.model_validate(out["image"]).decode()) == (128, 128)
+    finally:
+        asyncio.run(engine.aclose())
+    # Another commit in the cache is not the pinned one: the report says what was looked for.
+    (repo / "snapshots" / model.revision).rename(repo / "snapshots" / ("0" * 40))
+    (repo / "refs" / "main").write_text("0" * 40)
+    with pytest.raises(ConfigError) as caught:
+        qwen.load_engine(tiny=False, device="cpu", env=env, log=lines.append)
+    assert f"cached model {model.repo}@{model.revision[:12]}: not in the Hugging Face cache" in (
+        str(caught.value)
+    )
+
+
 def test_tiny_tokenizer_drops_exactly_the_system_prompt(tiny_pipe: Any) -> None:
     pipe = tiny_pipe
     template = pipe.prompt_template_encode

@@ -43,7 +43,7 @@ from videokit.media.images import decode_png_array, encode_png
 from videokit.media.probe import probe_video, read_frames
 from videokit.protocol import AnimateRequest, AnimateResult, MediaInput
 from videokit.storage import S3Storage, StorageConfig
-from videokit.worker import tiny_wan, wan
+from videokit.worker import tiny_wan, wan, wan_config
 from videokit.worker.engines import load_engine as load_registered_engine
 from videokit.worker.errors import JobInputError, WorkerOOMError
 from videokit.worker.handler import make_handler
@@ -710,6 +710,40 @@ def test_the_gpu_benchmark_runs_its_tiny_path_on_the_cpu() -> None:
     assert (config["num_layers"], config["ffn_dim"], config["in_channels"]) == (40, 13824, 36)
 
 
+def test_a_runpod_cached_snapshot_is_used_with_the_loras_of_a_model_directory(
+    tmp_path: Path,
+) -> None:
+    """RunPod's cached models (one per endpoint): the snapshot in the Hugging Face cache layout
+    at the pinned commit, the LoRAs baked into the image's model directory."""
+    spec = wan.MODELS["a14b"]
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--Wan-AI--Wan2.2-I2V-A14B-Diffusers" / "snapshots" / spec.revision
+    for item in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"):
+        (snapshot / item).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / item).write_text("{}")
+    for component in ("text_encoder", "transformer", "transformer_2", "vae"):
+        (snapshot / component).mkdir()
+        (snapshot / component / "config.json").write_text("{}")
+        (snapshot / component / "model.safetensors").write_bytes(b"x")
+    image = tmp_path / "image"
+    (image / "loras").mkdir(parents=True)
+    _, high, low = wan.LORA_SETS[0]
+    env = {"VIDEOKIT_HF_CACHE_ROOT": str(cache)}
+    settings = wan.resolve_settings(model_dir=image, device="cpu", env=env)
+    with pytest.raises(ConfigError, match="complete, but no model directory holds the LoRAs"):
+        wan.locate_model_files(settings, env)
+    for name in (high, low):
+        (image / "loras" / name).write_bytes(b"lora")
+    files = wan.locate_model_files(settings, env)
+    assert (files.base, files.root) == (snapshot, image)
+    assert files.loras == (image / "loras" / high, image / "loras" / low)
+    # Standard mode needs no LoRAs; a missing component is named with where it was looked for.
+    (snapshot / "vae" / "config.json").unlink()
+    with pytest.raises(ConfigError) as caught:
+        wan.locate_model_files(settings, env)
+    assert f"({snapshot}): missing Wan2.2-I2V-A14B-Diffusers/vae/config.json" in str(caught.value)
+
+
 def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
     tmp_path: Path,
 ) -> None:
@@ -744,6 +778,9 @@ def test_with_hub_access_missing_files_are_fetched_anonymously_into_the_layout(
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{high}",
         f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/split_files/loras/{low}",
     ]
+    # At the commits workers/models.py pins, never whatever the default branch holds today.
+    pinned = wan.MODELS["a14b"].revision
+    assert [c["revision"] for _, c in hub.calls] == [pinned] + [wan_config.LORA_REVISION] * 2
     # Into the model directory, never the Hugging Face cache; no token unless HF_TOKEN is set
     # (False: not even a login cached on disk).
     assert all(c.get("token") is False for _, c in hub.calls)

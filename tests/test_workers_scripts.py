@@ -143,9 +143,9 @@ def engine_check(choice: Any, mode: str, root: Path) -> list[str]:
 
         return list(qwen.missing_files(root, qwen.MODELS[choice.key], mode))
     pytest.importorskip("torch")
-    from videokit.worker import wan
+    from videokit.worker import wan_config
 
-    return list(wan._missing_in(root, wan.MODELS[choice.key], mode)[0])
+    return wan_config.missing_files(root, wan_config.MODELS[choice.key], mode)
 
 
 @pytest.mark.parametrize(("key", "mode"), CASES)
@@ -167,17 +167,19 @@ def test_the_table_names_what_the_engines_load() -> None:
     for key, choice in edit.items():
         spec = qwen.MODELS[key]
         assert (choice.snapshot.repo_id, choice.snapshot.folder) == (spec.repo, spec.folder)
+        assert choice.snapshot.revision == spec.revision  # the engine downloads the pinned commit
         loras = choice.files("lightning")
         assert {Path(f.local_path).name for f in loras} == set(spec.loras.values())
         for item in loras:
             name = Path(item.local_path).name
             assert item.repo_id == spec.lora_repo
+            assert item.revision == spec.lora_revision
             assert item.local_path == f"loras/{name}"
             expected = f"{spec.lora_subfolder}/{name}" if spec.lora_subfolder else name
             assert item.repo_path == expected
 
     pytest.importorskip("torch")
-    from videokit.worker import wan
+    from videokit.worker import wan, wan_config
 
     animate = {k: c for k, c in models.MODELS.items() if c.stage == "animate"}
     assert set(animate) == set(wan.MODELS)
@@ -185,6 +187,7 @@ def test_the_table_names_what_the_engines_load() -> None:
     for key, choice in animate.items():
         spec = wan.MODELS[key]
         assert (choice.snapshot.repo_id, choice.snapshot.folder) == (spec.repo_id, spec.folder)
+        assert choice.snapshot.revision == spec.revision
         assert ("lightning" in choice.modes) == spec.lightning
         assert ("transformer_2" in choice.snapshot.weight_components) == spec.two_experts
         if spec.lightning:
@@ -192,8 +195,12 @@ def test_the_table_names_what_the_engines_load() -> None:
             _, high, low = wan.LORA_SETS[0]
             assert [Path(f.local_path).name for f in loras] == [high, low]
             for item in loras:
-                assert item.repo_id == wan._LORA_REPO
-                assert item.repo_path == f"{wan._LORA_REPO_FOLDER}/{Path(item.local_path).name}"
+                name = Path(item.local_path).name
+                assert (item.repo_id, item.revision) == (
+                    wan_config.LORA_REPO,
+                    wan_config.LORA_REVISION,
+                )
+                assert item.repo_path == f"{wan_config.LORA_REPO_FOLDER}/{name}"
 
 
 BREAKAGES: list[tuple[str, Callable[[Path], None], str]] = [
@@ -282,9 +289,11 @@ def test_dry_run_prints_every_repository_and_destination(
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"{choice.stage} model {key} ({mode} mode)" in out
-    assert f"{choice.snapshot.repo_id} @ main -> {target / choice.snapshot.folder}" in out
+    revision = choice.snapshot.revision
+    assert f"{choice.snapshot.repo_id} @ {revision} -> {target / choice.snapshot.folder}" in out
     for item in choice.files(mode):
-        assert f"{item.repo_id} @ main: {item.repo_path} -> {target / item.local_path}" in out
+        line = f"{item.repo_id} @ {item.revision}: {item.repo_path} -> {target / item.local_path}"
+        assert line in out
     assert "token: none (public repositories)" in out
     assert out.rstrip().endswith("dry run: nothing downloaded")
     assert not target.exists()
@@ -511,7 +520,7 @@ def test_every_script_a_run_or_cmd_names_exists(stage: str) -> None:
 LOCK = ROOT / "requirements" / "lock.txt"
 # What the images install besides videokit itself: the GPU stack the engines are tested with.
 IMAGE_PACKAGES = ("diffusers", "transformers", "accelerate", "peft", "safetensors",
-                  "huggingface-hub", "hf-xet", "ftfy", "sentencepiece")  # fmt: skip
+                  "huggingface-hub", "hf-xet", "ftfy", "sentencepiece", "torchao")  # fmt: skip
 
 
 def locked_versions() -> dict[str, str]:
@@ -655,6 +664,8 @@ def test_no_secret_is_baked_and_the_image_runs_offline_and_unprivileged(stage: s
         env_pairs(i) for i in instructions if i.keyword == "ENV" and "VIDEOKIT_ENGINE" in i.args
     )
     assert engine_env["VIDEOKIT_ENGINE"] == "diffusers"
+    # Expandable segments: jobs of changing sizes do not fragment the GPU memory into an OOM.
+    assert runtime["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
 
 def test_the_two_dockerfiles_differ_only_in_their_worker() -> None:
@@ -701,6 +712,82 @@ def test_bake_models_0_makes_every_bake_step_fetch_nothing(
     for ins in steps[1:]:
         assert script.main(bake_argv(ins, build_args)) == 0
     assert capsys.readouterr().out == ""  # quiet no-ops
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bake_models_loras_bakes_only_the_loras_one_per_layer(
+    stage: str, fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``BAKE_MODELS=loras``: the Dockerfile's bake steps, as written, fetch the LoRAs alone
+    (each in its own layer) and no snapshot, the check passes on them, and the engine then
+    finds a complete set once the snapshot is beside them (from a RunPod cached model)."""
+    script = load_path("vk_download_models_loras", WORKERS / "download_models.py")
+    build_args = {**arg_defaults(dockerfile(stage)), "BAKE_MODELS": "loras"}
+    target = tmp_path / "image" / "models" / models.MODEL_SUBDIR[stage]
+    choice = models.MODELS[models.DEFAULT_MODEL[stage]]
+    layers: list[set[str]] = []
+    for ins in bake_steps(stage):
+        before = {p for p in target.rglob("*") if p.is_file()} if target.is_dir() else set()
+        argv = bake_argv(ins, build_args)
+        argv[argv.index("--target") + 1] = str(target)
+        assert script.main(argv, hub=fake_hub) == 0, capsys.readouterr()
+        after = {p for p in target.rglob("*") if p.is_file()} if target.is_dir() else set()
+        layers.append({p.relative_to(target).as_posix() for p in after - before})
+    out = capsys.readouterr().out
+    loras = [item.local_path for item in choice.files("lightning")]
+    assert len(loras) == 2
+    assert layers[: len(loras)] == [{name} for name in loras]  # one LoRA per layer
+    assert all(layer == set() for layer in layers[len(loras) :])
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == (
+        sorted(loras)
+    )
+    assert {kind for kind, _ in fake_hub.calls} == {"file"}  # never the snapshot
+    assert [call["revision"] for _, call in fake_hub.calls] == [
+        item.revision for item in choice.files("lightning")
+    ]
+    assert out.count("BAKE_MODELS=loras: only the LoRAs") == 1
+    assert f"{choice.key} (lightning) LoRAs: complete in {target}" in out  # the final --verify
+    assert script.main(["--worker", stage, "--target", str(target), "--verify"]) == 1
+    # The snapshot beside them (as a cached model provides it): the whole set is complete.
+    make_snapshot(target / choice.snapshot.folder, choice.snapshot)
+    assert models.verify(choice, "lightning", target) == []
+    # A missing LoRA fails the LoRA check.
+    (target / loras[0]).unlink()
+    assert (
+        script.main(["--worker", stage, "--target", str(target), "--bake", "loras", "--verify"])
+        == 1
+    )
+    assert f"missing: {loras[0]}" in capsys.readouterr().out
+    assert script.lora_layer(["a", "b", "c"], 2, 2) == ["b", "c"]
+    assert script.lora_layer(["a", "b"], 3, 30) == []
+
+
+def test_bake_loras_in_standard_mode_and_as_a_dry_run(tmp_path: Path) -> None:
+    standard = download(
+        "--worker", "animate", "--mode", "standard", "--target", str(tmp_path), "--bake", "loras"
+    )
+    assert standard.returncode == 0 and "has no LoRA files: nothing to bake" in standard.stdout
+    dry = download("--worker", "edit", "--target", str(tmp_path), "--bake", "loras", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "not Qwen/Qwen-Image-Edit-2509: only the LoRAs" in dry.stdout
+    assert "Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors" in dry.stdout
+    assert dry.stdout.rstrip().endswith("dry run: nothing downloaded")
+    assert not any(tmp_path.iterdir())
+
+
+def test_hub_revisions_are_commits_and_sizes_add_up() -> None:
+    """Every pinned revision is a full commit hash (a branch name would move); the sizes are the
+    files' (the bake plan and the README use them)."""
+    for key, choice in models.MODELS.items():
+        pins = [choice.snapshot.revision] + [
+            f.revision for m in choice.modes for f in choice.files(m)
+        ]
+        for pin in pins:
+            assert pin is None or re.fullmatch(r"[0-9a-f]{40}", pin), (key, pin)
+    wan = models.MODELS["a14b"]
+    assert [f.approx_gb for f in wan.files("lightning")] == [1.21, 1.21]
+    assert wan.approx_gb("lightning") == 128.6
+    assert models.MODELS["2509"].approx_gb("lightning") == 59.4
 
 
 def test_the_dockerfiles_bake_steps_are_written_from_bake_layers() -> None:

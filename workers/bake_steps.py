@@ -58,7 +58,8 @@ def render(stage: str, layers: int | None = None) -> str:
         f"# at most ~{cap} GB (one file larger than that gets a layer of its own: it cannot be",
         "# split), as registries cap a layer's size (~10 GB on GHCR) and pull layers in parallel.",
         "# Layer 1 stops the build if the groups would be too large (workers/download_models.py,",
-        '# "Layers"). BuildKit has no loops, hence one RUN each.',
+        '# "Layers"). BuildKit has no loops, hence one RUN each. BAKE_MODELS=loras bakes only the',
+        "# LoRAs, one file per layer (the snapshot then comes from a RunPod cached model).",
     ]
     for k in range(1, n + 1):
         lines += ["RUN --mount=type=secret,id=hf_token \\", f"    {command} --layer {k}/{n}"]

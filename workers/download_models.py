@@ -17,6 +17,9 @@ the engines load from. Examples::
     python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --layer 1/N
     ...                                                                     # --layer 2/N .. N/N
     python workers/download_models.py --worker edit --target /models/qwen-edit --bake 1 --verify
+    # only the LoRAs (the snapshot comes from a RunPod cached model): layer K holds LoRA K
+    python workers/download_models.py --worker edit --target /models/qwen-edit --bake loras \\
+        --layer 1/N
 
 **Layers.** Baked into one ``RUN``, 60-140 GB of weights would be one image layer: registries cap
 a layer's size (GHCR is reported to refuse layers over ~10 GB) and a single huge layer downloads
@@ -35,6 +38,11 @@ more steps, rather than failing at push time; a single file over it cannot be sp
 layer of its own, which the log says too (a registry with a 10 GB cap would refuse that layer).
 Each Dockerfile ``RUN`` is one layer: ``BAKE_LAYERS`` below is N, and ``workers/bake_steps.py``
 writes the Dockerfiles' steps from it.
+
+**LoRAs only.** ``--bake loras`` (``BAKE_MODELS=loras``) bakes the mode's files alone, the
+Lightning LoRAs (1-2.5 GB), for an endpoint whose snapshot is a RunPod cached model (one model
+per endpoint: the base snapshot). ``--layer K/N`` fetches the K-th file (the last layer any
+left), nothing past them, and ``--verify`` checks those files only.
 
 ``--model`` / ``--mode`` default to ``VIDEOKIT_QWEN_MODEL`` / ``VIDEOKIT_WAN_MODEL`` and
 ``VIDEOKIT_QWEN_MODE`` / ``VIDEOKIT_WAN_MODE``, then the engines' defaults; ``--target`` to
@@ -120,16 +128,26 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _print_plan(choice: Any, mode: str, target: Path, token_source: str) -> None:
+def _print_plan(
+    choice: Any, mode: str, target: Path, token_source: str, *, with_snapshot: bool = True
+) -> None:
     snapshot = choice.snapshot
     print(f"{choice.stage} model {choice.key} ({mode} mode): {choice.description}")
-    print(f"  about {choice.approx_gb(mode)} GB into {target}")
-    print(
-        f"  {snapshot.repo_id} @ {snapshot.revision or 'main'} -> {target / snapshot.folder}"
-        f" (~{snapshot.approx_gb} GB)"
+    size = (
+        choice.approx_gb(mode)
+        if with_snapshot
+        else round(choice.approx_gb(mode) - snapshot.approx_gb, 2)
     )
-    print(f"    allow_patterns: {', '.join(snapshot.allow_patterns)}")
-    print(f"    complete weights in: {', '.join(snapshot.weight_components)}")
+    print(f"  about {size} GB into {target}")
+    if with_snapshot:
+        print(
+            f"  {snapshot.repo_id} @ {snapshot.revision or 'main'} -> {target / snapshot.folder}"
+            f" (~{snapshot.approx_gb} GB)"
+        )
+        print(f"    allow_patterns: {', '.join(snapshot.allow_patterns)}")
+        print(f"    complete weights in: {', '.join(snapshot.weight_components)}")
+    else:
+        print(f"  not {snapshot.repo_id}: only the LoRAs (--bake loras)")
     for item in choice.files(mode):
         print(
             f"  {item.repo_id} @ {item.revision or 'main'}: {item.repo_path}"
@@ -527,14 +545,64 @@ def _layer_arg(text: str) -> tuple[int, int]:
     return layer, layers
 
 
-def _report(choice: Any, mode: str, target: Path) -> int:
-    problems = models.verify(choice, mode, target)
+def _report(choice: Any, mode: str, target: Path, *, with_snapshot: bool = True) -> int:
+    problems = models.verify(choice, mode, target, snapshot=with_snapshot)
+    what = f"{choice.key} ({mode})" + ("" if with_snapshot else " LoRAs")
     if problems:
-        print(f"{choice.key} ({mode}) is incomplete in {target} ({len(problems)} problem(s)):")
+        print(f"{what} is incomplete in {target} ({len(problems)} problem(s)):")
         for line in problems:
             print(f"  {line}")
         return 1
-    print(f"{choice.key} ({mode}): complete in {target}")
+    print(f"{what}: complete in {target}")
+    return 0
+
+
+def lora_layer(files: Sequence[Any], layer: int, layers: int) -> list[Any]:
+    """``--bake loras --layer K/N``: the K-th file, one per layer; layer N also takes any files
+    past N (there are never that many); nothing for a layer past the files."""
+    return list(files[layer - 1 :] if layer == layers else files[layer - 1 : layer])
+
+
+def _bake_loras(
+    choice: Any,
+    mode: str,
+    target: Path,
+    *,
+    layer: tuple[int, int] | None,
+    verify: bool,
+    dry_run: bool,
+    token_file: str | None,
+    hub: Any,
+) -> int:
+    """``--bake loras``: the mode's files (the LoRAs) alone, no snapshot."""
+    if verify:
+        return _report(choice, mode, target, with_snapshot=False)
+    files = list(choice.files(mode))
+    first = layer is None or layer[0] == 1
+    if first:
+        print(
+            f"BAKE_MODELS=loras: only the LoRAs of {choice.key} ({mode}) into {target / 'loras'};"
+            f" the worker loads {choice.snapshot.repo_id} from a RunPod cached model (or"
+            " VIDEOKIT_MODEL_DIR / a network volume)"
+        )
+        if not files:
+            print(f"{choice.key} ({mode}) has no LoRA files: nothing to bake")
+    if not files:
+        return 0
+    token, source = _token(token_file)
+    if dry_run or layer is None:
+        _print_plan(choice, mode, target, source, with_snapshot=False)
+        if dry_run:
+            print("dry run: nothing downloaded")
+            return 0
+        _download(choice, mode, target, token, patterns=[], files=files, hub=hub)
+        return _report(choice, mode, target, with_snapshot=False)
+    picked = lora_layer(files, *layer)
+    if not picked:
+        return 0  # quiet, like the steps of BAKE_MODELS=0
+    for item in picked:
+        print(f"layer {layer[0]}/{layer[1]}: {item.local_path} (~{item.approx_gb} GB)")
+    _download(choice, mode, target, token, patterns=[], files=picked, hub=hub)
     return 0
 
 
@@ -556,9 +624,10 @@ def _parser() -> argparse.ArgumentParser:
     action.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument(
         "--bake",
-        choices=("0", "1"),
+        choices=("0", "1", "loras"),
         help="the Dockerfile's BAKE_MODELS: 0 = fetch nothing (weights come from a network"
-        " volume), 1 = download and verify",
+        " volume), 1 = download and verify, loras = only the LoRA files (the snapshot is a"
+        " RunPod cached model)",
     )
     parser.add_argument(
         "--layer",
@@ -613,6 +682,17 @@ def main(argv: list[str] | None = None, *, hub: Any = None) -> int:
                 f" ({mode}) from VIDEOKIT_MODEL_DIR, else {default_dir} (a network volume)"
             )
         return 0
+    if args.bake == "loras":
+        return _bake_loras(
+            choice,
+            mode,
+            target,
+            layer=args.layer,
+            verify=args.verify,
+            dry_run=args.dry_run,
+            token_file=args.token_file,
+            hub=hub,
+        )
     if args.verify:
         return _report(choice, mode, target)
     token, source = _token(args.token_file)

@@ -122,13 +122,23 @@ class ModelChoice:
         return round(self.snapshot.approx_gb + sum(f.approx_gb for f in self.files(mode)), 1)
 
 
-def _qwen(key: str, lora_repo: str, lora_folder: str | None) -> ModelChoice:
+def _qwen(
+    key: str,
+    *,
+    revision: str,
+    lora_repo: str,
+    lora_folder: str | None,
+    lora_revision: str,
+) -> ModelChoice:
     folder = f"Qwen-Image-Edit-{key}"
     loras = tuple(
         RepoFile(
             repo_id=lora_repo,
             repo_path=f"{lora_folder}/{name}" if lora_folder else name,
             local_path=f"loras/{name}",
+            revision=lora_revision,
+            # 849,608,296 bytes: the Qwen-Image-Edit 4-step bf16 LoRA at the 2509 LoRA commit
+            # (public size listing); the 2509 and 2511 LoRAs have its shape (~810 MiB each).
             approx_gb=0.85,
         )
         for name in (
@@ -144,7 +154,10 @@ def _qwen(key: str, lora_repo: str, lora_folder: str | None) -> ModelChoice:
             repo_id=f"Qwen/{folder}",
             folder=folder,
             weight_components=("transformer", "text_encoder", "vae"),
-            approx_gb=57.7,  # transformer ~41 GB + Qwen2.5-VL ~16.6 GB + VAE, bf16
+            revision=revision,
+            # bf16: transformer 40.86 GB (5 shards) + Qwen2.5-VL 16.58 GB (4) + VAE 0.25 GB, the
+            # file sizes listed for 2511 at its pinned commit; 2509 has the same architecture.
+            approx_gb=57.7,
         ),
         mode_files={"lightning": loras, "standard": ()},
         vram_gb_resident=62,
@@ -152,13 +165,35 @@ def _qwen(key: str, lora_repo: str, lora_folder: str | None) -> ModelChoice:
 
 
 _WAN_LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+# Commit pinned in public code (code search: a download script fetching both
+# split_files/loras/wan2.2_i2v_lightx2v_4steps_lora_v1_{high,low}_noise files at this commit,
+# "Comfy-Org/Wan_2.2_ComfyUI_Repackaged, 2026-09-23").
+_WAN_LORA_REVISION = "ee6f4a40737a995bf5818954cfce6d59443b0f04"
 
 #: Every model a worker can run, by the engines' key.
 MODELS: dict[str, ModelChoice] = {
     choice.key: choice
     for choice in (
-        _qwen("2509", "lightx2v/Qwen-Image-Lightning", "Qwen-Image-Edit-2509"),
-        _qwen("2511", "lightx2v/Qwen-Image-Edit-2511-Lightning", None),
+        _qwen(
+            "2509",
+            # Commits as public code pins or loads them (code search, e.g. the snapshot path in
+            # sgl-project/sglang's python/sglang/multimodal_gen/test/server/musa/
+            # testcase_configs_musa.py, and a `hf_revision=` of lightx2v/Qwen-Image-Lightning
+            # whose snapshot holds Qwen-Image-Edit-2509/...-Lightning-8steps-V1.0-bf16).
+            revision="d3968ef930e841f4c73640fb8afa3b306a78167e",
+            lora_repo="lightx2v/Qwen-Image-Lightning",
+            lora_folder="Qwen-Image-Edit-2509",
+            lora_revision="e74da8d4e71a54b341de86aa9f8d2509165aa513",
+        ),
+        _qwen(
+            "2511",
+            # Commits pinned in public code (code search: several projects pin this pair, one
+            # listing both the 4- and 8-step bf16 LoRAs at that LoRA commit).
+            revision="6f3ccc0b56e431dc6a0c2b2039706d7d26f22cb9",
+            lora_repo="lightx2v/Qwen-Image-Edit-2511-Lightning",
+            lora_folder=None,
+            lora_revision="d74eba145674fd7e31b949324e148e21e7118abd",
+        ),
         ModelChoice(
             key="a14b",
             stage="animate",
@@ -170,7 +205,14 @@ MODELS: dict[str, ModelChoice] = {
                 repo_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
                 folder="Wan2.2-I2V-A14B-Diffusers",
                 weight_components=("transformer", "transformer_2", "text_encoder", "vae"),
-                approx_gb=69.0,  # two 14B experts ~28 GB each + UMT5 ~11 GB + VAE
+                # Commit pinned in public code (code search: the snapshot path
+                # models--Wan-AI--Wan2.2-I2V-A14B-Diffusers/snapshots/596658fd..., several
+                # projects, e.g. vllm-omni serving notes).
+                revision="596658fd9ca6b7b71d5057529bbf319ecbc61d74",
+                # The experts are stored in fp32: 2 x 57.15 GB (12 shards each) + UMT5 bf16
+                # 11.36 GB + VAE 0.51 GB = 126.2 GB (public byte listings of the repo and of its
+                # T2V twin); loaded in bf16 they take half that (vram_gb_resident).
+                approx_gb=126.2,
             ),
             mode_files={
                 "lightning": tuple(
@@ -178,7 +220,8 @@ MODELS: dict[str, ModelChoice] = {
                         repo_id=_WAN_LORA_REPO,
                         repo_path=f"split_files/loras/{name}",
                         local_path=f"loras/{name}",
-                        approx_gb=0.6,
+                        revision=_WAN_LORA_REVISION,
+                        approx_gb=1.21,  # >= 1,209,814,656 bytes each (public size manifests)
                     )
                     for name in (
                         "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
@@ -197,7 +240,10 @@ MODELS: dict[str, ModelChoice] = {
                 repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
                 folder="Wan2.2-TI2V-5B-Diffusers",
                 weight_components=("transformer", "text_encoder", "vae"),
-                approx_gb=24.0,
+                # Commit pinned in public code (code search: the snapshot path
+                # models--Wan-AI--Wan2.2-TI2V-5B-Diffusers/snapshots/b8fff731..., many projects).
+                revision="b8fff7315c768468a5333511427288870b2e9635",
+                approx_gb=24.0,  # an estimate: no public byte listing of this repository found
             ),
             mode_files={"standard": ()},
             vram_gb_resident=32,
@@ -225,13 +271,17 @@ def choose(stage: Stage, key: str | None) -> ModelChoice:
     return choice
 
 
-def verify(choice: ModelChoice, mode: str, model_dir: Path | str) -> list[str]:
+def verify(
+    choice: ModelChoice, mode: str, model_dir: Path | str, *, snapshot: bool = True
+) -> list[str]:
     """What is missing or incomplete for ``choice`` in ``mode`` under ``model_dir`` ([]: none).
 
-    Each entry is one line naming a path relative to ``model_dir``.
+    Each entry is one line naming a path relative to ``model_dir``. ``snapshot=False`` checks
+    only the mode's files (the LoRAs): an image that bakes them alone (``--bake loras``) beside
+    a snapshot from elsewhere (a RunPod cached model).
     """
     root = Path(model_dir)
-    problems = _verify_snapshot(root, choice.snapshot)
+    problems = _verify_snapshot(root, choice.snapshot) if snapshot else []
     for item in choice.files(mode):
         problems.extend(_nonempty_file(root / item.local_path, PurePosixPath(item.local_path)))
     for partial in sorted(root.rglob("*.incomplete")) if root.is_dir() else ():

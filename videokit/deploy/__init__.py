@@ -9,6 +9,10 @@ per worker, both called ``<prefix>-<worker>``, through RunPod's REST API v2 (:mo
   exact requests it would send (method, path, JSON body); without one, every POST body.
 * **Secrets.** The API key is never printed nor put in an error; env values whose name looks
   secret are masked, except RunPod secret references (``{{ RUNPOD_SECRET_name }}``).
+* **Cached models.** RunPod's REST API v2 has no field for an endpoint's cached model; for a
+  worker with ``weights: cached`` deploy prints the one command that attaches it (RunPod's CLI,
+  ``runpodctl serverless update <id> --model-reference https://huggingface.co/<org>/<name>:<rev>``)
+  until the endpoint reports it.
 It ends with the ``.env`` lines: ``VIDEOKIT_<WORKER>_ENDPOINT=<id>``, ``VIDEOKIT_<WORKER>_GPU=``.
 """
 
@@ -24,8 +28,10 @@ from typing import Any, TextIO
 import httpx
 
 from videokit.deploy.plan import (
+    CachedState,
     Inventory,
     Resource,
+    cached_model_state,
     endpoint_body,
     plan_endpoint,
     plan_template,
@@ -33,6 +39,7 @@ from videokit.deploy.plan import (
 )
 from videokit.deploy.spec import (
     GPU_POOLS,
+    MODEL_REPOS,
     MODEL_VRAM_GB,
     RUNPOD_CUDA_VERSIONS,
     STAGES,
@@ -43,6 +50,7 @@ from videokit.deploy.spec import (
     WorkerSpec,
     cuda_versions_from,
     load_spec,
+    model_reference,
     warnings_for,
 )
 from videokit.errors import ConfigError
@@ -56,6 +64,7 @@ from videokit.rest.models import (
 
 __all__ = [
     "GPU_POOLS",
+    "MODEL_REPOS",
     "MODEL_VRAM_GB",
     "RUNPOD_CUDA_VERSIONS",
     "WORKER_CUDA",
@@ -66,6 +75,7 @@ __all__ = [
     "WorkerSpec",
     "cuda_versions_from",
     "load_spec",
+    "model_reference",
     "run_deploy",
 ]
 
@@ -84,6 +94,10 @@ class WorkerResult:
     endpoint_id: str | None
     endpoint_action: str
     gpu: str
+    #: ``weights: cached``: the model reference RunPod caches for the endpoint, and whether the
+    #: endpoint reports it (CachedState; None when the worker has no cached model).
+    cached_model: str | None = None
+    cached_model_state: CachedState | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,10 @@ class _Worker:
     endpoint_body: CreateEndpointRequest
     template: Resource | None = None
     endpoint: Resource | None = None
+    cached_model: str | None = None  # the model reference (weights: cached)
+    cached_state: CachedState = "unknown"
+    cached_seen: tuple[str, ...] = ()  # the references the existing endpoint reports
+    cached_looked_up: bool = False
 
 
 def _secret_key(key: str) -> bool:
@@ -140,7 +158,9 @@ def run_deploy(
         name, worker = f"{spec.name_prefix}-{stage}", spec.workers[stage]
         template = template_body(stage, name, worker)
         endpoint = endpoint_body(stage, name, worker, f"<id of template {name}>")
-        workers.append(_Worker(stage, worker, template, endpoint))
+        workers.append(
+            _Worker(stage, worker, template, endpoint, cached_model=model_reference(worker))
+        )
     secrets = [v for w in spec.workers.values() for k, v in w.env.items() if _secret_key(k)]
     client = None
     if key is not None and not (dry_run and offline):
@@ -193,6 +213,14 @@ def _plan(workers: list[_Worker], inventory: Inventory | None) -> None:
             w.endpoint.body = w.endpoint_body.model_copy(
                 update={"templateId": w.template.existing_id}
             )
+        if w.cached_model and inventory is not None:
+            w.cached_looked_up = True
+            existing = inventory.endpoint(w.endpoint.name)
+            if existing is None:
+                w.cached_state = "absent"  # it is created without one: the v2 body has no field
+            else:
+                w.cached_state, seen = cached_model_state(existing, w.cached_model)
+                w.cached_seen = tuple(seen)
 
 
 async def _apply(client: RunPodRest, worker: _Worker) -> None:
@@ -282,8 +310,48 @@ def _print_worker(worker: _Worker, prefix: str, out: TextIO, *, done: bool) -> N
     print(f"\n{worker.stage} worker", file=out)
     _print_resource(worker.template, prefix, out, done=done)
     _print_resource(worker.endpoint, prefix, out, done=done)
+    _print_cached_model(worker, out)
     for warning in warnings_for(worker.stage, worker.spec):
         print(f"  warning: {warning}", file=out)
+
+
+def _print_cached_model(worker: _Worker, out: TextIO) -> None:
+    """The cached model's state, and while it is not attached, the command that attaches it."""
+    reference = worker.cached_model
+    if reference is None:
+        return
+    assert worker.endpoint is not None
+    state = worker.cached_state
+    said = _CACHED_SAID[state]
+    if state == "unknown" and not worker.cached_looked_up:
+        said = "attach it once the endpoint exists (not looked up)"
+    print(f"  cached model {reference}: {said}", file=out)
+    if worker.cached_seen:
+        print(f"    the endpoint reports: {', '.join(worker.cached_seen)}", file=out)
+    if state == "attached":
+        return
+    endpoint_id = worker.endpoint.id or f"<id of endpoint {worker.endpoint.name}>"
+    print(
+        "    RunPod's REST API v2 has no field for it: attach it once with RunPod's CLI (or in"
+        " the console: Manage > Edit Endpoint > Model):",
+        file=out,
+    )
+    print(
+        f"      runpodctl serverless update {endpoint_id} --model-reference {reference}", file=out
+    )
+    print(
+        "    then run this deploy again: it PATCHes back any field that the update reset"
+        " (the CLI saves the whole endpoint)",
+        file=out,
+    )
+
+
+_CACHED_SAID: dict[CachedState, str] = {
+    "attached": "attached",
+    "other": "action needed: the endpoint caches another model",
+    "absent": "action needed: not attached yet",
+    "unknown": "action needed unless it is attached already (RunPod's v2 answer does not say)",
+}
 
 
 def _finish(workers: list[_Worker], dry_run: bool, out: TextIO) -> DeployResult:
@@ -305,6 +373,8 @@ def _finish(workers: list[_Worker], dry_run: bool, out: TextIO) -> DeployResult:
             endpoint_id=w.endpoint.id,
             endpoint_action=w.endpoint.action,
             gpu=w.spec.gpus[0],
+            cached_model=w.cached_model,
+            cached_model_state=w.cached_state if w.cached_model else None,
         )
     if dry_run:
         print("\n.env lines (endpoint ids are known once deployed):", file=out)

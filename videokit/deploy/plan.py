@@ -7,6 +7,9 @@ settings, keeping no link) with the GPU pools and count, CUDA versions, workers,
 FlashBoot, network volume and data centers. An existing object is compared field by field with
 the spec, and the PATCH sends only the fields that differ (the endpoint's own copy of the
 container included, so a new image rolls out). Every body is a model of :mod:`videokit.rest.models`.
+A cached model (``weights: cached``) is in no v2 body: RunPod's OpenAPI document has no field
+for it (only its CLI and console set it); :func:`cached_model_state` reads whether an existing
+endpoint reports one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from videokit.deploy.spec import DeployError, Stage, WorkerSpec
+from videokit.deploy.spec import HF_MODEL_URL, DeployError, Stage, WorkerSpec
 from videokit.errors import ConfigError
 from videokit.rest import json_body
 from videokit.rest.models import (
@@ -37,8 +40,10 @@ from videokit.rest.models import (
 
 __all__ = [
     "Action",
+    "CachedState",
     "Inventory",
     "Resource",
+    "cached_model_state",
     "endpoint_body",
     "plan_endpoint",
     "plan_template",
@@ -46,8 +51,12 @@ __all__ = [
 ]
 
 Action = Literal["create", "update", "unchanged", "create or update"]
+#: Whether an endpoint caches the spec's model: it reports it (attached), another one (other),
+#: none (absent), or nothing either way (unknown: not looked up, or no field in the answer).
+CachedState = Literal["attached", "other", "absent", "unknown"]
 B = TypeVar("B", bound=BaseModel)
 _FB_SUFFIX = re.compile(r"\s*-fb$")
+_COMMIT = re.compile(r"^[0-9a-fA-F]{40}$")
 
 # v2 body field -> the spec field it comes from (named when RunPod's schema refuses a value).
 _SPEC_FIELD = {
@@ -317,3 +326,40 @@ def plan_endpoint(
     if existing is None:
         return Resource("endpoint", body.name, "create", body)
     return endpoint_patch(stage, existing, body, template)
+
+
+# -- the cached model ------------------------------------------------------------------------------
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """``https://huggingface.co/org/name:rev`` as (``org/name`` lower-cased, ``rev``)."""
+    tail = reference.strip().removeprefix(HF_MODEL_URL)
+    repo, colon, revision = tail.rpartition(":")
+    if not colon:
+        repo, revision = tail, ""
+    return repo.strip("/").lower(), revision
+
+
+def _same_model(seen: str, wanted: str) -> bool:
+    repo, revision = _split_reference(wanted)
+    seen_repo, seen_revision = _split_reference(seen)
+    if seen_repo != repo:
+        return False
+    if _COMMIT.match(revision):  # a pinned commit must be that commit
+        return seen_revision.lower() == revision.lower()
+    return True  # a branch: RunPod keeps the commit it resolved it to
+
+
+def cached_model_state(existing: Endpoint, reference: str) -> tuple[CachedState, list[str]]:
+    """Whether ``existing`` caches ``reference``, and the model references it reports.
+
+    RunPod's v2 document has no such field; an answer that carries ``modelReferences`` anyway
+    (its CLI's name for them) is read, one without it is "unknown".
+    """
+    seen = (existing.model_extra or {}).get("modelReferences")
+    if not isinstance(seen, list):
+        return "unknown", []
+    references = [str(item) for item in seen]
+    if any(_same_model(item, reference) for item in references):
+        return "attached", references
+    return ("other" if references else "absent"), references

@@ -1,9 +1,11 @@
 """The deploy spec (``examples/deploy.yaml``): its models, loading with clear errors, and warnings.
 
 A spec names a prefix and, per worker (``edit``, ``animate``), the image, GPU pools, scaling,
-timeouts, FlashBoot, network volume, disk and env. :func:`load_spec` reports every problem at once
-with the field's path; a field RunPod's REST API v2 requires (``image``, ``gpus``) is refused here,
-before any request. :func:`warnings_for` lists what would deploy but probably not run well.
+timeouts, FlashBoot, where the weights come from (``weights``: baked into the image, a network
+volume, or a RunPod cached model: ``cached_model``, the Hugging Face repository of the base
+snapshot), disk and env. :func:`load_spec` reports every problem at once with the field's path; a
+field RunPod's REST API v2 requires (``image``, ``gpus``) is refused here, before any request.
+:func:`warnings_for` lists what would deploy but probably not run well.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 from pydantic import (
@@ -28,6 +30,7 @@ from videokit.errors import ConfigError, VideoKitError
 
 __all__ = [
     "GPU_POOLS",
+    "MODEL_REPOS",
     "MODEL_VRAM_GB",
     "RUNPOD_CUDA_VERSIONS",
     "STAGES",
@@ -35,14 +38,20 @@ __all__ = [
     "DeployError",
     "DeploySpec",
     "Stage",
+    "Weights",
     "WorkerSpec",
     "cuda_versions_from",
     "load_spec",
+    "model_reference",
     "warnings_for",
 ]
 
 Stage = Literal["edit", "animate"]
 STAGES: tuple[Stage, ...] = ("edit", "animate")
+#: Where a worker's weights come from: ``baked`` into the image (BAKE_MODELS=1), a network
+#: ``volume`` (network_volume_id), or a RunPod ``cached`` model (cached_model; the image bakes
+#: only the LoRAs, BAKE_MODELS=loras). docs/deploy.md compares them.
+Weights = Literal["baked", "volume", "cached"]
 
 #: RunPod serverless GPU pools and their memory (GB); the same ids as ``videokit.costs`` prices.
 GPU_POOLS: dict[str, int] = {
@@ -85,6 +94,18 @@ WORKER_CUDA = "12.6"
 #: keys (the same numbers as workers/models.py, which the tests check).
 MODEL_VRAM_GB: dict[str, int] = {"2509": 62, "2511": 62, "a14b": 80, "ti2v-5b": 32}
 
+#: The Hugging Face repository of each model's base snapshot, by the engines' model keys (the
+#: same as workers/models.py, which the tests check): a worker with ``weights: cached`` must cache
+#: this one, since RunPod caches one model per endpoint (serverless/endpoints/model-caching).
+MODEL_REPOS: dict[str, str] = {
+    "2509": "Qwen/Qwen-Image-Edit-2509",
+    "2511": "Qwen/Qwen-Image-Edit-2511",
+    "a14b": "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+    "ti2v-5b": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+}
+#: The form of a cached model in RunPod's model references (runpodctl's ``--model-reference``).
+HF_MODEL_URL = "https://huggingface.co/"
+
 # Common GPU names -> the pool that holds them, for "did you mean" hints.
 _GPU_NAMES = {
     "H200": "HOPPER_141",
@@ -113,6 +134,9 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _CUDA = re.compile(r"^\d{2}\.\d$")
 _LOCATION = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,31}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_HF_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HF_REPO = re.compile(rf"^{_HF_NAME}/{_HF_NAME}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
 
 class DeployError(VideoKitError):
@@ -144,6 +168,9 @@ class WorkerSpec(BaseModel):
     execution_timeout: int = Field(default=600, ge=10, le=7 * 24 * 3600)
     flashboot: bool = True
     network_volume_id: str | None = None
+    weights: Weights | None = None  # None: cached with cached_model, volume with a volume, baked
+    cached_model: str | None = None
+    cached_model_revision: str | None = None
     container_disk_gb: int = Field(default=20, ge=5, le=1000)
     scaler_type: Literal["QUEUE_DELAY", "REQUEST_COUNT"] = "QUEUE_DELAY"
     scaler_value: int = Field(default=4, ge=1, le=1000)
@@ -189,6 +216,39 @@ class WorkerSpec(BaseModel):
         if value is not None and not _ID.match(value):
             raise ValueError(f"{value!r} is not a RunPod id (letters, digits, '-' and '_')")
         return value
+
+    @field_validator("cached_model")
+    @classmethod
+    def _hf_repo(cls, repo: str | None) -> str | None:
+        if repo is None:
+            return repo
+        if repo.startswith(("http://", "https://", "huggingface.co/")):
+            short = repo.split("huggingface.co/", 1)[-1].split(":", 1)[0].strip("/")
+            raise ValueError(
+                f"give the Hugging Face repository id, not a URL: cached_model: {short}"
+                " (deploy writes the reference RunPod wants)"
+            )
+        if ":" in repo or "@" in repo:
+            raise ValueError(
+                f"{repo!r}: put the revision in cached_model_revision, not in cached_model"
+            )
+        if not _HF_REPO.match(repo) or ".." in repo or "--" in repo:
+            raise ValueError(
+                f"{repo!r} is not a Hugging Face repository id (org/name, like"
+                " Wan-AI/Wan2.2-I2V-A14B-Diffusers)"
+            )
+        return repo
+
+    @field_validator("cached_model_revision")
+    @classmethod
+    def _revision(cls, revision: str | None) -> str | None:
+        if revision is not None and (
+            not _REVISION.match(revision) or ".." in revision or revision.endswith("/")
+        ):
+            raise ValueError(
+                f"{revision!r} is not a revision: a branch or tag (main) or a 40-hex commit"
+            )
+        return revision
 
     @field_validator("allowed_cuda_versions")
     @classmethod
@@ -238,6 +298,36 @@ class WorkerSpec(BaseModel):
                 f"workers_min ({self.workers_min}) is larger than workers_max ({self.workers_max})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _weights(self) -> WorkerSpec:
+        if self.weights == "volume" and not self.network_volume_id:
+            raise ValueError(
+                "weights: volume needs network_volume_id, the network volume holding"
+                " models/qwen-edit or models/wan (or use weights: cached or baked)"
+            )
+        if self.weights == "cached" and not self.cached_model:
+            raise ValueError(
+                "weights: cached needs cached_model, the Hugging Face repository of the model's"
+                " snapshot (e.g. Wan-AI/Wan2.2-I2V-A14B-Diffusers; docs/deploy.md)"
+            )
+        if self.cached_model and self.weights not in (None, "cached"):
+            raise ValueError(
+                f"cached_model is only used with weights: cached (this worker has weights:"
+                f" {self.weights}): remove it, or set weights: cached"
+            )
+        if self.cached_model_revision and not self.cached_model:
+            raise ValueError("cached_model_revision without cached_model: name the repository")
+        return self
+
+    @property
+    def weight_source(self) -> Weights:
+        """``weights``, or what the spec implies: cached, else volume, else baked."""
+        if self.weights is not None:
+            return self.weights
+        if self.cached_model:
+            return "cached"
+        return "volume" if self.network_volume_id else "baked"
 
 
 def _pool_guess(pool: str) -> str | None:
@@ -292,18 +382,49 @@ def load_spec(path: Path | str) -> DeploySpec:
             hint="see examples/deploy.yaml",
         )
     try:
-        return DeploySpec.model_validate(document)
+        spec = DeploySpec.model_validate(document)
     except ValidationError as exc:
-        problems = [_problem(error) for error in exc.errors()]
-        head = (
-            "invalid deploy spec"
-            if len(problems) == 1
-            else f"invalid deploy spec ({len(problems)} problems)"
-        )
-        raise ConfigError(
-            f"{path}: {head}:\n" + "\n".join(f"- {p}" for p in problems),
-            hint="see examples/deploy.yaml for every field, with comments",
-        ) from None
+        _invalid(path, [_problem(error) for error in exc.errors()])
+    problems = [p for stage, worker in spec.workers.items() for p in _model_problems(stage, worker)]
+    if problems:
+        _invalid(path, problems)
+    return spec
+
+
+def _invalid(path: Path, problems: list[str]) -> NoReturn:
+    head = (
+        "invalid deploy spec"
+        if len(problems) == 1
+        else f"invalid deploy spec ({len(problems)} problems)"
+    )
+    raise ConfigError(
+        f"{path}: {head}:\n" + "\n".join(f"- {p}" for p in problems),
+        hint="see examples/deploy.yaml for every field, with comments",
+    ) from None
+
+
+def _model_problems(stage: Stage, spec: WorkerSpec) -> list[str]:
+    """A cached model must be the snapshot of the model the worker's env selects."""
+    if not spec.cached_model:
+        return []
+    variable, default = _MODEL_ENV[stage]
+    model = spec.env.get(variable, default)
+    wanted = MODEL_REPOS.get(model)
+    if wanted is None or spec.cached_model == wanted:
+        return []
+    how = "spell it exactly" if spec.cached_model.lower() == wanted.lower() else "cache that one"
+    return [
+        f"workers.{stage}.cached_model: {spec.cached_model!r} is not the snapshot of model"
+        f" {model} ({variable}): the worker loads {wanted}; {how}, or set {variable}"
+    ]
+
+
+def model_reference(spec: WorkerSpec) -> str | None:
+    """The worker's cached model as RunPod references it, ``https://huggingface.co/<org>/<name>:
+    <revision>`` (runpodctl's ``--model-reference``; ``main`` unless pinned), or None."""
+    if not spec.cached_model:
+        return None
+    return f"{HF_MODEL_URL}{spec.cached_model}:{spec.cached_model_revision or 'main'}"
 
 
 def _problem(error: Mapping[str, Any]) -> str:
@@ -383,9 +504,17 @@ def warnings_for(stage: Stage, spec: WorkerSpec) -> list[str]:
                 f"{', '.join(small)} has less than the ~{need} GB model {model} needs with every"
                 " weight resident in bf16: set VIDEOKIT_OFFLOAD=model (workers/README.md)"
             )
-    if spec.network_volume_id is None:
+    source = spec.weight_source
+    if source == "baked" and spec.weights is None:
         warnings.append(
-            "no network_volume_id: the image must have the weights baked in (BAKE_MODELS=1)"
+            "no network_volume_id: the image must have the weights baked in (BAKE_MODELS=1);"
+            " say so with weights: baked, or use weights: cached (docs/deploy.md)"
+        )
+    if source == "cached" and spec.network_volume_id:
+        warnings.append(
+            "network_volume_id with weights: cached: RunPod mounts both at /runpod-volume"
+            " (serverless/endpoints/model-caching) without saying how they combine, and a volume"
+            " pins the endpoint to its data center; leave the volume out"
         )
     if spec.workers_min > 0:
         warnings.append(

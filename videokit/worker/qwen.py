@@ -39,8 +39,10 @@ from videokit.worker.qwen_config import (
     STANDARD_CFG,
     STANDARD_NEGATIVE_PROMPT,
     STANDARD_STEPS,
+    QwenFiles,
     QwenModel,
     QwenSettings,
+    locate_model_files,
     locate_model_root,
     lora_path,
     missing_files,
@@ -58,11 +60,13 @@ __all__ = [
     "STANDARD_NEGATIVE_PROMPT",
     "STANDARD_STEPS",
     "QwenEngine",
+    "QwenFiles",
     "QwenModel",
     "QwenPlan",
     "QwenSettings",
     "default_size",
     "load_engine",
+    "locate_model_files",
     "locate_model_root",
     "missing_files",
     "resolve_settings",
@@ -93,7 +97,7 @@ def load_engine(
     ``model`` (``"2509"``/``"2511"``), ``model_dir`` (one directory) or ``model_dirs`` (a search
     path), ``mode`` (``"lightning"``/``"standard"``), ``dtype`` (``"bf16"``/``"fp16"``/
     ``"fp32"``), ``offload`` (``"model"``), ``device``: left ``None``, each comes from ``env``
-    (default ``os.environ``, read now; see the module docstring). ``log`` receives the JSON log
+    (default ``os.environ``, read now; see docs/workers.md). ``log`` receives the JSON log
     lines (default: stderr); ``hub`` is what downloads with ``VIDEOKIT_ALLOW_HUB=1`` go through
     (default: ``huggingface_hub``; see :class:`~videokit.worker.common.HubClient`). Raises
     :class:`~videokit.errors.ConfigError` for unknown or bad options and for missing files.
@@ -133,17 +137,17 @@ def load_engine(
         )
     # The device first: a worker without its GPU must say so, not ask for 60 GB of weights.
     require_device(settings.device, settings.device_setting)
-    root: Path | None = None
+    files: QwenFiles | None = None
     if not tiny:
-        root = locate_model_root(settings, env_option(env), hub=client)
+        files = locate_model_files(settings, env_option(env), hub=client)
     quiet_progress_bars()
     started = time.perf_counter()
     timings: dict[str, int] = {}
     if tiny:
         engine = _load_tiny(settings, options, write, timings)
     else:
-        assert root is not None
-        pipe = _load_pipeline(settings, options, root, timings)
+        assert files is not None
+        pipe = _load_pipeline(settings, options, files, timings)
         engine = QwenEngine(pipe, settings, log=write, options=options)
     started_prepare = time.perf_counter()
     prepared = engine.prepare()
@@ -160,7 +164,8 @@ def load_engine(
                 "dtype": settings.dtype,
                 "device": settings.device,
                 "offload": settings.offload,
-                "model_dir": None if root is None else str(root),
+                "model_dir": None if files is None else str(files.root),
+                "snapshot": None if files is None else str(files.base),
                 "hub": settings.allow_hub,
                 "load_ms": elapsed,
                 "timings_ms": timings,
@@ -192,7 +197,12 @@ def _load_tiny(
         missing = missing_files(root, model, settings.mode)
         if missing:  # a bug in write_model_dir, not a user error
             raise RuntimeError(f"the tiny model folder lacks {missing}")
-        pipe = _load_pipeline(dataclasses.replace(settings, model=model), options, root, timings)
+        pipe = _load_pipeline(
+            dataclasses.replace(settings, model=model),
+            options,
+            QwenFiles(base=root / model.folder, root=root),
+            timings,
+        )
     return QwenEngine(
         pipe,
         dataclasses.replace(settings, model=model),
@@ -204,7 +214,7 @@ def _load_tiny(
 
 
 def _load_pipeline(
-    settings: QwenSettings, options: EngineOptions, root: Path, timings: dict[str, int]
+    settings: QwenSettings, options: EngineOptions, files: QwenFiles, timings: dict[str, int]
 ) -> Any:
     """``QwenImageEditPlusPipeline`` with the mode's scheduler and LoRAs, on its device.
 
@@ -223,7 +233,7 @@ def _load_pipeline(
     text_model: Any = Qwen2_5_VLForConditionalGeneration
 
     model = settings.model
-    base = str(root / model.folder)
+    base = str(files.base)
     dtype = torch_dtype(settings.dtype)
     vae_dtype = torch_dtype(options.vae_dtype) if options.vae_dtype else dtype
     place = torch.device(settings.device) if settings.offload == "none" else torch.device("cpu")
@@ -281,8 +291,8 @@ def _load_pipeline(
             # Two adapters in one model is the point; PEFT warns about it on the second.
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             for variant in variants:
-                path = lora_path(root, model, variant.steps)
-                if path is None:  # locate_model_root checked them; a file removed since
+                path = lora_path(files.root, model, variant.steps)
+                if path is None:  # locate_model_files checked them; a file removed since
                     raise ConfigError(f"the Lightning LoRA {model.loras[variant.steps]} vanished")
                 pipe.load_lora_weights(
                     str(path.parent),

@@ -28,10 +28,12 @@ from videokit.worker.diffusers_engine.model_files import (
     DirSearch,
     HubClient,
     HubFile,
+    HubSnapshot,
     download_missing,
     find_complete_dir,
     model_search_path,
 )
+from videokit.worker.model_cache import hf_cache_roots, hf_cache_snapshot
 
 __all__ = [
     "DEFAULT_MODEL_DIRS",
@@ -44,8 +46,10 @@ __all__ = [
     "LightningVariant",
     "Mode",
     "Offload",
+    "QwenFiles",
     "QwenModel",
     "QwenSettings",
+    "locate_model_files",
     "locate_model_root",
     "lora_path",
     "missing_files",
@@ -67,6 +71,8 @@ class QwenModel:
     lora_repo: str  # the Hub repo of its Lightning LoRAs
     lora_subfolder: str | None  # their folder in that repo
     loras: Mapping[int, str]  # steps -> Lightning LoRA file name
+    revision: str  # the Hub commits pinned (workers/models.py pins the same)
+    lora_revision: str
 
 
 MODELS: Mapping[str, QwenModel] = {
@@ -81,6 +87,8 @@ MODELS: Mapping[str, QwenModel] = {
             4: "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors",
             8: "Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors",
         },
+        revision="d3968ef930e841f4c73640fb8afa3b306a78167e",
+        lora_revision="e74da8d4e71a54b341de86aa9f8d2509165aa513",
     ),
     "2511": QwenModel(
         key="2511",
@@ -93,6 +101,8 @@ MODELS: Mapping[str, QwenModel] = {
             4: "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors",
             8: "Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors",
         },
+        revision="6f3ccc0b56e431dc6a0c2b2039706d7d26f22cb9",
+        lora_revision="d74eba145674fd7e31b949324e148e21e7118abd",
     ),
 }
 
@@ -143,7 +153,7 @@ LIGHTNING_STEPS: Mapping[int, LightningVariant] = {
 
 #: Standard mode's reference settings (the Qwen-Image-Edit-2509/2511 model cards: 40 steps,
 #: true_cfg_scale 4.0, negative prompt " "), used for a request whose steps and CFG scale are the
-#: protocol's Lightning defaults (see the module docstring).
+#: protocol's Lightning defaults (see docs/workers.md).
 STANDARD_STEPS = 40
 STANDARD_CFG = 4.0
 STANDARD_NEGATIVE_PROMPT = " "
@@ -267,7 +277,22 @@ def missing_files(root: Path, model: QwenModel, mode: Mode) -> list[str]:
 
     Sharded weights are checked through their index: every shard it names must be there.
     """
-    folder = root / model.folder
+    missing = _missing_base(root / model.folder, model)
+    if mode == "lightning":
+        missing += _missing_loras(root, model)
+    return missing
+
+
+def _missing_loras(root: Path, model: QwenModel) -> list[str]:
+    return [
+        f"loras/{model.loras[steps]}"
+        for steps in sorted(model.loras)
+        if lora_path(root, model, steps) is None
+    ]
+
+
+def _missing_base(folder: Path, model: QwenModel) -> list[str]:
+    """What the diffusers folder ``folder`` lacks, as ``<model folder>/<path>``."""
     missing: list[str] = []
 
     def need(relative: str) -> None:
@@ -314,10 +339,6 @@ def missing_files(root: Path, model: QwenModel, mode: Mode) -> list[str]:
     need_weights("transformer", "diffusion_pytorch_model")
     need("vae/config.json")
     need_weights("vae", "diffusion_pytorch_model")
-    if mode == "lightning":
-        for steps in sorted(model.loras):
-            if lora_path(root, model, steps) is None:
-                missing.append(f"loras/{model.loras[steps]}")
     return missing
 
 
@@ -329,32 +350,78 @@ def lora_path(root: Path, model: QwenModel, steps: int) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+@dataclass(frozen=True)
+class QwenFiles:
+    """Where the weights were found: the diffusers folder, and the root holding ``loras/``."""
+
+    base: Path
+    root: Path
+
+
 def locate_model_root(
     settings: QwenSettings, env: Mapping[str, str] | None = None, *, hub: HubClient | None = None
 ) -> Path:
-    """The first of ``settings.model_dirs`` complete for the model and mode (ConfigError if none).
+    """The first of ``settings.model_dirs`` complete for the model and mode (ConfigError if none);
+    :func:`locate_model_files` without RunPod's cached models."""
+    files = locate_model_files(settings, env, hub=hub, cache=False)
+    return files.root
+
+
+def locate_model_files(
+    settings: QwenSettings,
+    env: Mapping[str, str] | None = None,
+    *,
+    hub: HubClient | None = None,
+    cache: bool = True,
+) -> QwenFiles:
+    """The first of ``settings.model_dirs`` complete for the model and mode, else the snapshot in
+    RunPod's cached models (at the pinned commit) with the LoRAs of a model directory.
 
     With ``allow_hub`` what is missing is first downloaded through ``hub`` (default:
     ``huggingface_hub``) into the first directory (created if needed), with the token in
     ``env``'s ``HF_TOKEN`` if any (``env`` defaults to the process environment).
     """
     model, mode = settings.model, settings.mode
+    environ = os.environ if env is None else env
 
     def missing(root: Path) -> list[str]:
         return missing_files(root, model, mode)
 
     search = find_complete_dir(settings.model_dirs, missing)
     if search.found is not None:
-        return search.found
+        return QwenFiles(base=search.found / model.folder, root=search.found)
     report = search.report()
+    if cache:
+        cached, line = _cached_files(settings, environ)
+        if cached is not None:
+            return cached
+        report += "\n" + line
     if settings.allow_hub:
         root = settings.model_dirs[0]
-        _download(root, model, mode, os.environ if env is None else env, hub)
+        _download(root, model, mode, environ, hub)
         after = find_complete_dir([root], missing)
         if after.found is not None:
-            return after.found
+            return QwenFiles(base=after.found / model.folder, root=after.found)
         report += "\n" + after.report().replace(f"  {root}:", f"  {root} (after downloading):")
     raise _missing_error(settings, search, report)
+
+
+def _cached_files(settings: QwenSettings, env: Mapping[str, str]) -> tuple[QwenFiles | None, str]:
+    model = settings.model
+    cached = hf_cache_snapshot(model.repo, env=env, revision=model.revision)
+    where = f"  cached model {model.repo}@{model.revision[:12]}"
+    if cached is None:
+        roots = ", ".join(str(root) for root in hf_cache_roots(env))
+        return None, f"{where}: not in the Hugging Face cache ({roots})"
+    missing = _missing_base(cached, model)
+    if missing:
+        return None, f"{where} ({cached}): missing " + ", ".join(missing)
+    if settings.mode != "lightning":
+        return QwenFiles(base=cached, root=cached), ""
+    for root in settings.model_dirs:
+        if not _missing_loras(root, model):
+            return QwenFiles(base=cached, root=root), ""
+    return None, f"{where} ({cached}): complete, but no model directory holds the LoRAs"
 
 
 def _download(
@@ -367,6 +434,7 @@ def _download(
             repo_id=model.lora_repo,
             repo_path=f"{model.lora_subfolder}/{name}" if model.lora_subfolder else name,
             local_path=f"loras/{name}",
+            revision=model.lora_revision,
         )
         for name in (model.loras[steps] for steps in sorted(model.loras))
         if f"loras/{name}" in missing
@@ -374,7 +442,7 @@ def _download(
     download_missing(
         root,
         snapshot=(
-            (model.repo, model.folder)
+            HubSnapshot(model.repo, model.folder, model.revision)
             if any(item.startswith(model.folder + "/") for item in missing)
             else None
         ),

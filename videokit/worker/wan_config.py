@@ -24,14 +24,19 @@ from videokit.worker.common import (
 from videokit.worker.diffusers_engine.model_files import (
     HubClient,
     HubFile,
+    HubSnapshot,
     download_missing,
     find_complete_dir,
     model_search_path,
 )
+from videokit.worker.model_cache import hf_cache_roots, hf_cache_snapshot
 
 __all__ = [
     "BOUNDARY_RATIO",
     "DEFAULT_MODEL_DIRS",
+    "LORA_REPO",
+    "LORA_REPO_FOLDER",
+    "LORA_REVISION",
     "LORA_SETS",
     "MODELS",
     "DTypeName",
@@ -42,6 +47,7 @@ __all__ = [
     "WanModel",
     "WanSettings",
     "locate_model_files",
+    "missing_files",
     "resolve_settings",
 ]
 
@@ -72,8 +78,9 @@ LORA_SETS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 # Where VIDEOKIT_ALLOW_HUB=1 fetches the canonical LoRA pair from (ComfyUI's repackaging).
-_LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
-_LORA_REPO_FOLDER = "split_files/loras"
+LORA_REPO = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
+LORA_REPO_FOLDER = "split_files/loras"
+LORA_REVISION = "ee6f4a40737a995bf5818954cfce6d59443b0f04"
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class WanModel:
     standard_steps: int
     standard_guidance: tuple[float, float | None]
     lightning: bool  # whether a LightX2V LoRA pair exists for it
+    revision: str  # the Hub commit it is pinned to (workers/models.py pins the same)
 
 
 MODELS: Mapping[str, WanModel] = {
@@ -101,6 +109,7 @@ MODELS: Mapping[str, WanModel] = {
         standard_steps=40,
         standard_guidance=(3.5, 3.5),
         lightning=True,
+        revision="596658fd9ca6b7b71d5057529bbf319ecbc61d74",
     ),
     "ti2v-5b": WanModel(
         key="ti2v-5b",
@@ -111,6 +120,7 @@ MODELS: Mapping[str, WanModel] = {
         standard_steps=50,
         standard_guidance=(5.0, None),
         lightning=False,
+        revision="b8fff7315c768468a5333511427288870b2e9635",
     ),
 }
 
@@ -170,7 +180,7 @@ def resolve_settings(
     tiny: bool = False,
 ) -> WanSettings:
     """Resolve the engine settings: explicit options first, then ``env`` (default: the process
-    environment, read now), then the defaults in the module docstring.
+    environment, read now), then the defaults (docs/workers.md).
 
     Checks the form of every value; whether the device exists here is checked when the engine
     loads (:func:`~videokit.worker.common.require_device`), so settings resolve on any machine.
@@ -261,10 +271,9 @@ def _base_requirements(spec: WanModel) -> list[str]:
     return required
 
 
-def _missing_in(root: Path, spec: WanModel, mode: Mode) -> tuple[list[str], tuple[Path, ...], str]:
-    """What ``root`` lacks (paths relative to it), and the LoRA pair it has if any."""
+def _missing_base(base: Path, spec: WanModel) -> list[str]:
+    """What the snapshot folder ``base`` lacks, as ``<folder>/<path>``."""
     missing: list[str] = []
-    base = root / spec.folder
     for item in _base_requirements(spec):
         path = base / item
         if item.endswith("*.safetensors"):
@@ -275,27 +284,63 @@ def _missing_in(root: Path, spec: WanModel, mode: Mode) -> tuple[list[str], tupl
             present = path.is_file()
         if not present:
             missing.append(f"{spec.folder}/{item}")
-    loras: tuple[Path, ...] = ()
-    tag = ""
-    if mode == "lightning":
-        for candidate_tag, high, low in LORA_SETS:
-            pair = (root / "loras" / high, root / "loras" / low)
-            if all(p.is_file() for p in pair):
-                loras, tag = pair, candidate_tag
-                break
-        else:
-            # Name the canonical pair (and only what is absent of it): that is what to install.
-            _, high, low = LORA_SETS[0]
-            missing += [
-                f"loras/{name}" for name in (high, low) if not (root / "loras" / name).is_file()
-            ]
-    return missing, loras, tag
+    return missing
+
+
+def _lora_pair(root: Path) -> tuple[tuple[Path, ...], str] | None:
+    """The first LORA_SETS pair complete under ``root/loras``, with its tag."""
+    for tag, high, low in LORA_SETS:
+        pair = (root / "loras" / high, root / "loras" / low)
+        if all(p.is_file() for p in pair):
+            return pair, tag
+    return None
+
+
+def _missing_loras(root: Path) -> list[str]:
+    # Name the canonical pair (and only what is absent of it): that is what to install.
+    _, high, low = LORA_SETS[0]
+    return [f"loras/{name}" for name in (high, low) if not (root / "loras" / name).is_file()]
+
+
+def missing_files(root: Path, spec: WanModel, mode: Mode) -> list[str]:
+    """What the model directory ``root`` lacks for ``spec`` in ``mode`` (relative paths)."""
+    missing = _missing_base(root / spec.folder, spec)
+    if mode == "lightning" and _lora_pair(root) is None:
+        missing += _missing_loras(root)
+    return missing
+
+
+def _files(root: Path, base: Path, mode: Mode) -> ModelFiles:
+    pair = _lora_pair(root) if mode == "lightning" else None
+    loras, tag = pair if pair is not None else ((), "")
+    return ModelFiles(root=root, base=base, loras=loras, lora_tag=tag)
+
+
+def _cached_files(settings: WanSettings, env: Mapping[str, str]) -> tuple[ModelFiles | None, str]:
+    """The snapshot from RunPod's cached models (at the pinned commit) with LoRAs from the first
+    model directory holding them; or None and a line for the error report."""
+    spec, mode = settings.model, settings.mode
+    cached = hf_cache_snapshot(spec.repo_id, env=env, revision=spec.revision)
+    where = f"  cached model {spec.repo_id}@{spec.revision[:12]}"
+    if cached is None:
+        roots = ", ".join(str(root) for root in hf_cache_roots(env))
+        return None, f"{where}: not in the Hugging Face cache ({roots})"
+    missing = _missing_base(cached, spec)
+    if missing:
+        return None, f"{where} ({cached}): missing " + ", ".join(missing)
+    if mode != "lightning":
+        return ModelFiles(root=cached, base=cached, loras=(), lora_tag=""), ""
+    for root in settings.model_dirs:
+        if _lora_pair(root) is not None:
+            return _files(root, cached, mode), ""
+    return None, f"{where} ({cached}): complete, but no model directory holds the LoRAs"
 
 
 def locate_model_files(
     settings: WanSettings, env: Mapping[str, str] | None = None, *, hub: HubClient | None = None
 ) -> ModelFiles:
-    """Find a complete set of weights in ``settings.model_dirs`` (the first complete one wins).
+    """Find a complete set of weights in ``settings.model_dirs`` (the first complete one wins),
+    else the snapshot in RunPod's cached models with the LoRAs from a model directory.
 
     Raises ConfigError listing, for each place looked, whether it exists and exactly which files
     are missing there. With ``allow_hub`` the missing pieces are first downloaded through
@@ -306,7 +351,7 @@ def locate_model_files(
     environ = os.environ if env is None else env
 
     def missing(root: Path) -> list[str]:
-        return _missing_in(root, spec, mode)[0]
+        return missing_files(root, spec, mode)
 
     search = find_complete_dir(settings.model_dirs, missing)
     report = search.report()
@@ -318,9 +363,11 @@ def locate_model_files(
         if after.found is None:
             report += "\n" + after.report().replace(f"  {root}:", f"  {root} (after downloading):")
     if search.found is not None:
-        root = search.found
-        _, loras, tag = _missing_in(root, spec, mode)
-        return ModelFiles(root=root, base=root / spec.folder, loras=loras, lora_tag=tag)
+        return _files(search.found, search.found / spec.folder, mode)
+    cached, cache_report = _cached_files(settings, environ)
+    if cached is not None:
+        return cached
+    report += "\n" + cache_report
     hub_hint = (
         ""
         if settings.allow_hub
@@ -346,17 +393,24 @@ def _download(
     root: Path, spec: WanModel, mode: Mode, env: Mapping[str, str], hub: HubClient | None
 ) -> None:
     """Fetch what is missing under ``root`` from the Hub, into the layout above."""
-    missing, _, _ = _missing_in(root, spec, mode)
+    missing = missing_files(root, spec, mode)
     snapshot_needed = any(item.startswith(spec.folder + "/") for item in missing)
     loras = [
-        HubFile(repo_id=_LORA_REPO, repo_path=f"{_LORA_REPO_FOLDER}/{name}", local_path=item)
+        HubFile(
+            repo_id=LORA_REPO,
+            repo_path=f"{LORA_REPO_FOLDER}/{name}",
+            local_path=item,
+            revision=LORA_REVISION,
+        )
         for item in missing
         if item.startswith("loras/")
         for name in [item.removeprefix("loras/")]
     ]
     download_missing(
         root,
-        snapshot=(spec.repo_id, spec.folder) if snapshot_needed else None,
+        snapshot=(
+            HubSnapshot(spec.repo_id, spec.folder, spec.revision) if snapshot_needed else None
+        ),
         files=loras,
         env=env,
         hub=hub,

@@ -24,6 +24,7 @@ __all__ = [
     "DirSearch",
     "HubClient",
     "HubFile",
+    "HubSnapshot",
     "download_missing",
     "find_complete_dir",
     "hub_client",
@@ -188,6 +189,16 @@ class HubFile:
     repo_id: str
     repo_path: str
     local_path: str
+    revision: str | None = None  # the commit it is pinned to (workers/models.py's)
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    """A diffusers snapshot of a Hub repository, stored at ``<model dir>/<folder>``."""
+
+    repo_id: str
+    folder: str
+    revision: str | None = None
 
 
 def hub_token(env: Mapping[str, str]) -> str | bool:
@@ -203,12 +214,12 @@ def hub_token(env: Mapping[str, str]) -> str | bool:
 def download_missing(
     root: Path,
     *,
-    snapshot: tuple[str, str] | None,
+    snapshot: HubSnapshot | None,
     files: Sequence[HubFile],
     env: Mapping[str, str],
     hub: HubClient | None = None,
 ) -> None:
-    """Download into ``root``: the diffusers snapshot ``(repo_id, folder)`` and ``files``.
+    """Download into ``root``: the diffusers ``snapshot`` and ``files``, at their revisions.
 
     Through ``hub`` (default: the ``huggingface_hub`` module).
 
@@ -229,10 +240,10 @@ def download_missing(
     token = hub_token(env)
     root.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
-        repo_id, folder = snapshot
         client.snapshot_download(
-            repo_id=repo_id,
-            local_dir=root / folder,
+            repo_id=snapshot.repo_id,
+            revision=snapshot.revision,
+            local_dir=root / snapshot.folder,
             allow_patterns=list(SNAPSHOT_PATTERNS),
             token=token,
         )
@@ -242,7 +253,11 @@ def download_missing(
             continue
         with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as scratch:
             fetched = client.hf_hub_download(
-                repo_id=item.repo_id, filename=item.repo_path, local_dir=scratch, token=token
+                repo_id=item.repo_id,
+                filename=item.repo_path,
+                revision=item.revision,
+                local_dir=scratch,
+                token=token,
             )
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(fetched, destination)
