@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 from videokit.backends.base import JobContext
+from videokit.backends.runpod.wire import is_transient_job_error
 from videokit.errors import ConfigError
 from videokit.media.images import encode_png
 from videokit.protocol import AnimateRequest, EditRequest, MediaInput
@@ -320,6 +321,8 @@ def test_an_oversized_job_is_refused_before_any_pipeline_work(plain: wan.WanEngi
         assert "this worker plans on" in text and "the largest that fits: 128x128" in str(
             caught.value.hint
         )
+        # The client reads a FAILED job's error: this one is not worth a resubmission.
+        assert not is_transient_job_error(f"{caught.value}")
         assert engine.render_frames(_animate()).frames.shape == (5, 128, 128, 3)
     finally:
         for hook in hooks:
