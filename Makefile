@@ -14,7 +14,7 @@ PIP  := $(BIN)/python -m pip install --quiet --disable-pip-version-check --const
 # (PIP_FIND_LINKS), else PyTorch's CPU index. The lock records torch==X+cpu; `make install-gpu`
 # needs the same source (PIP_FIND_LINKS, or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu).
 TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-LOCK_ARGS := pyproject.toml --extra dev --extra gpu --constraint requirements/constraints.in \
+LOCK_ARGS := pyproject.toml --extra dev --extra gpu --extra fp8 --constraint requirements/constraints.in \
 	--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--custom-compile-command "make lock" --output-file $(LOCK)
 
@@ -76,7 +76,7 @@ lock-upgrade: $(BIN)/uv  ## move every locked package to its newest allowed rele
 # extra resolves there within the lock, exactly as the Dockerfiles constrain it.
 check-image-lock: $(BIN)/uv
 	grep -v '^torch==' $(LOCK) > $(VENV)/image-constraints.txt
-	$(BIN)/uv pip compile pyproject.toml --extra gpu --quiet --output-file /dev/null \
+	$(BIN)/uv pip compile pyproject.toml --extra gpu --extra fp8 --quiet --output-file /dev/null \
 		--constraint $(VENV)/image-constraints.txt --constraint requirements/constraints.in \
 		--python-version 3.12 --python-platform x86_64-manylinux_2_28
 
