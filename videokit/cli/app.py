@@ -1,10 +1,10 @@
-"""The ``videokit`` command line: render, plan, serve, deploy, cost, workers, logs and more.
+"""The ``videokit`` command line: render, plan, report, serve, deploy, cost, workers, logs...
 
 Quiet on success (a render prints the final video's path on stdout), loud and clear on failure
 (one ``error: ...`` message with a hint on stderr, no traceback, a non-zero exit code), ``--json``
 for programs. The commands live in :mod:`~videokit.cli.story_commands`,
-:mod:`~videokit.cli.service_commands` and :mod:`~videokit.cli.runpod_commands`; this module builds
-the ``typer`` app and its entry point.
+:mod:`~videokit.cli.report_command`, :mod:`~videokit.cli.service_commands` and
+:mod:`~videokit.cli.runpod_commands`; this module builds the ``typer`` app and its entry point.
 Nothing heavy is imported here, so ``videokit --help`` and ``--version`` start fast.
 """
 
@@ -19,7 +19,13 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from videokit._version import __version__
-from videokit.cli import cache_commands, runpod_commands, service_commands, story_commands
+from videokit.cli import (
+    cache_commands,
+    report_command,
+    runpod_commands,
+    service_commands,
+    story_commands,
+)
 from videokit.cli.output import EXIT_USAGE, stderr
 from videokit.cli.signals import interrupt_exit_code, sigterm_as_interrupt
 
@@ -81,6 +87,7 @@ app = typer.Typer(
         "videokit validate examples/story.yaml    # check everything, submit nothing\n"
         "videokit plan examples/story.yaml        # scene graph, jobs, cache hits, cost\n"
         "videokit render examples/story.yaml      # -> out/story/final.mp4\n"
+        "videokit report out/story --open         # the film, its scenes and costs, in a browser\n"
         "videokit schema -o story.schema.json     # editor completion for stories\n"
         "```\n\n"
         "Rendering for real: set RUNPOD_API_KEY, VIDEOKIT_EDIT_ENDPOINT and "
@@ -122,6 +129,7 @@ _COMMANDS: tuple[Any, ...] = (
     story_commands.render,
     story_commands.validate,
     story_commands.plan,
+    report_command.report,
     service_commands.serve,
     service_commands.deploy,
     service_commands.schema,

@@ -83,8 +83,8 @@ class JsonLines:
 
 def summary_line(done: RenderDone, *, cwd: Path | None = None) -> str:
     """One line saying what a finished render did: wall time, scenes rendered / cached / stale,
-    spend, and where the film, contact sheet and manifest are (relative to ``cwd``, the current
-    directory by default, when they are inside it)."""
+    spend, and where the film, report, contact sheet and manifest are (relative to ``cwd``, the
+    current directory by default, when they are inside it)."""
     here = cwd if cwd is not None else Path.cwd()
     counts = [f"{count(len(done.rendered), 'scene')} rendered", f"{len(done.cached)} cached"]
     if done.stale:
@@ -92,6 +92,8 @@ def summary_line(done: RenderDone, *, cwd: Path | None = None) -> str:
     where = [
         f"film {shown_path(done.final, here)}" if done.final else "film not stitched",
     ]
+    if done.report:
+        where.append(f"report {shown_path(done.report, here)}")
     if done.contact_sheet:
         where.append(f"contact sheet {shown_path(done.contact_sheet, here)}")
     where.append(f"manifest {shown_path(done.manifest, here)}")

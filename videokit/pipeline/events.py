@@ -157,6 +157,8 @@ class RenderDone(_Event):
     contact_sheet: str | None
     manifest: str
     seconds: float
+    # report.html in the work dir: the film, its timeline, scenes, costs and what changed.
+    report: str | None = None
     cost_usd: float
     rendered: list[str]
     cached: list[str]

@@ -1,4 +1,4 @@
-"""After the scenes: each clip's first frame, the stitched film and the contact sheet.
+"""After the scenes: each clip's first frame, the stitched film, the contact sheet and the report.
 
 The film is written beside its destination and renamed into place only after the manifest has
 recorded its hash (and the hash of the file it replaces), so at every moment the file at the
@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from videokit.pipeline.events import StitchDone, StitchProgress, StitchStarted
 from videokit.pipeline.ledger import Ledger
 from videokit.pipeline.manifest import FinalRecord
 from videokit.pipeline.results import SceneOutput
+from videokit.pipeline.stages import ModelSeen
 from videokit.pipeline.workdir import link
+from videokit.report import ClipJoin, RenderFacts, load_facts, save_facts, write_report
 from videokit.story.plan import StoryPlan
 
-__all__ = ["Stitched", "contact_sheet", "first_frames", "stitch_film"]
+__all__ = ["Stitched", "contact_sheet", "first_frames", "stitch_film", "write_film_report"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,58 @@ def contact_sheet(
     make_contact_sheet(cells, path, title=plan.story.title)
     ledger.manifest.contact_sheet = ledger.workdir.relative(path)
     return path.absolute()
+
+
+def write_film_report(
+    ledger: Ledger,
+    plan: StoryPlan,
+    *,
+    stitched: bool,
+    stale: Mapping[str, str],
+    models: Iterable[ModelSeen],
+    warnings: list[str],
+) -> Path | None:
+    """``report.html`` beside the film, after the facts it needs that the manifest lacks (see
+    :mod:`videokit.report.facts`). ``stitched``: this render made (or kept) the film at
+    ``manifest.final``; otherwise that film is an earlier render's, and so is its timeline.
+
+    The film and the manifest are done by now: a report that cannot be written (a full disk)
+    adds to ``warnings`` instead of failing the render."""
+    workdir = ledger.workdir.path
+    manifest = ledger.manifest
+    earlier = load_facts(workdir)
+    if stitched:
+        timeline = [
+            ClipJoin(scene=e.scene, frames=e.frames, drop_head=e.drop_head, crossfade=e.crossfade)
+            for e in plan.timeline
+        ]
+        film_key = manifest.final.key if manifest.final is not None else None
+    else:
+        timeline = earlier.timeline if earlier is not None else []
+        film_key = earlier.film_key if earlier is not None else None
+    # Scenes this render did not look at (stale ones) keep the models an earlier render saw.
+    made_by = {
+        scene: dict(stages)
+        for scene, stages in (earlier.models.items() if earlier is not None else ())
+        if scene in manifest.scenes
+    }
+    for seen in models:
+        made_by.setdefault(seen.scene, {})[seen.stage] = seen.model
+    facts = RenderFacts(
+        run_id=ledger.run_id,
+        fps=plan.fps,
+        timeline=timeline,
+        film_key=film_key,
+        branches=list(plan.branches),
+        stale=dict(stale),
+        models=made_by,
+    )
+    try:
+        save_facts(workdir, facts)
+        return write_report(workdir)
+    except OSError as exc:
+        warnings.append(f"report.html was not written: {exc}")
+        return None
 
 
 def _earlier_frames(ledger: Ledger, scene_id: str) -> tuple[Path, Path] | None:

@@ -37,7 +37,7 @@ from videokit.pipeline.events import (
     SceneQueued,
     SceneSkipped,
 )
-from videokit.pipeline.finishing import contact_sheet, first_frames, stitch_film
+from videokit.pipeline.finishing import contact_sheet, first_frames, stitch_film, write_film_report
 from videokit.pipeline.ledger import Ledger
 from videokit.pipeline.manifest import (
     MANIFEST_VERSION,
@@ -54,6 +54,7 @@ from videokit.pipeline.requests import (
 from videokit.pipeline.results import RenderResult, SceneOutput
 from videokit.pipeline.stages import StageRunner
 from videokit.pipeline.workdir import WorkDir, link, story_origin
+from videokit.report import keep_previous
 from videokit.story.plan import ScenePlan, StoryPlan
 
 __all__ = ["Render"]
@@ -155,6 +156,8 @@ class Render:
         started = time.monotonic()
         plan, ledger = self.plan, self.ledger
         manifest = ledger.manifest
+        # The render this one follows, before its manifest is rewritten: what the report compares.
+        keep_previous(self.workdir.path, manifest)
         story = plan.story
         manifest.version = MANIFEST_VERSION
         manifest.videokit = __version__
@@ -243,6 +246,15 @@ class Render:
             record_starts(manifest, ledger.cache.root.parent)
         ledger.save()
         warnings += model_warnings(self.stages.models)
+        report = await asyncio.to_thread(
+            write_film_report,
+            ledger,
+            plan,
+            stitched=final is not None,
+            stale=self.stale,
+            models=self.stages.models,
+            warnings=warnings,
+        )
         result = RenderResult(
             workdir=self.workdir.path.absolute(),
             final_video=final,
@@ -261,6 +273,7 @@ class Render:
                 final=str(final) if final else None,
                 contact_sheet=str(sheet) if sheet else None,
                 manifest=str(result.manifest),
+                report=str(report) if report else None,
                 seconds=round(seconds, 3),
                 cost_usd=round(ledger.spent, 6),
                 cost_estimated_usd=round(ledger.estimated, 6),
