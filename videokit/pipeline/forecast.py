@@ -20,6 +20,7 @@ from typing import Literal
 from videokit.backends.base import Backend, Stage
 from videokit.costs import CostModel, CostRange, OutputPrice, StageJob
 from videokit.pipeline.cache import CacheStore, lookup
+from videokit.pipeline.color_stage import chained_last_frame
 from videokit.pipeline.requests import (
     animate_request,
     edit_request,
@@ -175,7 +176,7 @@ def forecast(
             entry = lookup(store, "animate", backend.identities("animate"), animate)
         if entry is not None:
             guess.animate = "cached"
-            last[scene_id] = entry.file("last.png").read_bytes()
+            last[scene_id] = chained_last_frame(store, scene, animate, entry)
         else:
             seconds, cost = _estimate(costs, "animate", animate)
             guess.gpu_seconds += seconds

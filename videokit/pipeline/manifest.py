@@ -23,6 +23,7 @@ from videokit.rest.billing import Reconciliation
 __all__ = [
     "MANIFEST_VERSION",
     "AttemptRecord",
+    "ColorRecord",
     "FinalRecord",
     "Manifest",
     "Reconciliation",
@@ -51,6 +52,30 @@ class AttemptRecord(BaseModel):
 
 
 StageStatus = Literal["queued", "submitted", "done", "failed", "cancelled"]
+
+
+class ColorRecord(BaseModel):
+    """Colour matching applied to an animated clip (the story's ``color``): what was matched to
+    what, how far the clip's last frame was from the anchor before and after, and where the
+    corrected files are. The stage's own ``key`` and ``outputs`` stay the model's clip."""
+
+    match: Literal["reference", "previous"]
+    strength: float
+    method: str
+    # The picture matched to: the reference as fitted to the frame, or the scene's first frame.
+    anchor_sha256: str
+    # The corrected clip and last frame in the result store (stage "color").
+    key: str
+    # True when this render reused the corrected clip (no matching ran).
+    cached: bool = False
+    seconds: float | None = None
+    # CIE76 ΔE between the mean Lab colour of the last frame and of the anchor.
+    delta_e_before: float
+    delta_e_after: float
+    outputs: dict[str, str] = Field(default_factory=dict)
+    # SHA-256 of each corrected file: a corrected entry the store lost is put back from the
+    # scene's own files only when they are still these.
+    sha256: dict[str, str] = Field(default_factory=dict)
 
 
 class StageRecord(BaseModel):
@@ -83,6 +108,8 @@ class StageRecord(BaseModel):
     # stage that lists several.
     endpoint: str | None = None
     moves: list[str] = Field(default_factory=list)
+    # Animate only: the colour matching applied to the clip before it was handed on (None: off).
+    color: ColorRecord | None = None
 
 
 class SceneRecord(BaseModel):

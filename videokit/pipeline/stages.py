@@ -5,6 +5,8 @@ instead of paying twice; attempts an earlier render paid for stay on the record.
 the user's content-addressed store, one process at a time per result; a result the store lost is
 put back from the work dir's own scene files. A stage made by a run that did not finish is not
 forced again when that run continues (the same ``--force`` or ``--only`` command, run again).
+An animated clip whose scene asks for ``color`` matching is matched before it is handed on
+(:mod:`~videokit.pipeline.color_stage`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from typing import Literal
 from videokit.backends.base import Backend, JobContext, Stage
 from videokit.pipeline.budget import Budget
 from videokit.pipeline.cache import CacheEntry, cache_key, lookup_keys
+from videokit.pipeline.color_stage import (
+    UNCORRECTED,
+    AnchorStats,
+    forget_uncorrected,
+    match_scene_colors,
+)
 from videokit.pipeline.events import (
     CostUpdated,
     JobStateChanged,
@@ -81,6 +89,7 @@ class StageRunner:
         }
         self._warmed = not warm_up
         self._background: set[asyncio.Task[None]] = set()
+        self._anchors = AnchorStats()
 
     async def close(self) -> None:
         """Cancel a warm-up still running, and let it be cancelled remotely and recorded."""
@@ -98,7 +107,30 @@ class StageRunner:
         announce: bool = True,
     ) -> StageOutcome:
         """The stage's result from the cache, else from a job. ``announce``: emit SceneCached
-        for a cached result (not for scenes ``only`` merely brings up to date)."""
+        for a cached result (not for scenes ``only`` merely brings up to date).
+
+        An animated clip comes back colour-matched when the scene's ``color`` is on (see
+        :mod:`videokit.pipeline.color_stage`): its entry then holds the corrected clip and last
+        frame, and the stage's record keeps the model's own clip.
+        """
+        outcome = await self._run(scene, stage, request, forced=forced, announce=announce)
+        if not isinstance(request, AnimateRequest):
+            return outcome
+        if scene.color is None:
+            await forget_uncorrected(self.ledger, scene.id, outcome.entry)
+            return outcome
+        entry = await match_scene_colors(self.ledger, scene, request, outcome.entry, self._anchors)
+        return StageOutcome(entry, outcome.cost_usd, outcome.cached)
+
+    async def _run(
+        self,
+        scene: ScenePlan,
+        stage: Stage,
+        request: EditRequest | AnimateRequest,
+        *,
+        forced: bool,
+        announce: bool,
+    ) -> StageOutcome:
         ledger = self.ledger
         # Every endpoint that may serve the stage, in order: a result any of them made will do.
         keys = [cache_key(identity, request) for identity in self.backend.identities(stage)]
@@ -188,6 +220,8 @@ class StageRunner:
                 run_id=previous.run_id if same_job and previous is not None else None,
                 last_frame=entry.meta.get("last_frame_source"),
                 endpoint=entry.meta.get("endpoint"),
+                # Until the colour step says otherwise, the scene's files are as they were.
+                color=previous.color if same_job and previous is not None else None,
             ),
         )
         ledger.save()
@@ -202,6 +236,9 @@ class StageRunner:
         folder = self.ledger.workdir.path / "scenes" / scene_id
         if stage == "edit":
             sources = {"image.png": folder / "edit.png"}
+        elif previous.color is not None:
+            # The scene's clip.mp4 and last.png are colour-matched: the model's are beside them.
+            sources = {name: folder / uncorrected for name, uncorrected in UNCORRECTED.items()}
         else:
             sources = {"clip.mp4": folder / "clip.mp4", "last.png": folder / "last.png"}
         meta = {
@@ -237,6 +274,7 @@ class StageRunner:
             status="submitted" if resume else "queued",
             attempts=earlier,
             endpoint=previous.endpoint if resume and previous is not None else None,
+            color=previous.color if previous is not None else None,
         )
         setattr(record, stage, stage_record)  # saved with the job id, once it is known
 

@@ -64,6 +64,16 @@ FIELD_HINTS: dict[tuple[str, str], str] = {
         "how a starting image of another aspect ratio becomes a frame: crop (cover and cut the "
         "overflow), pad (fit inside, black bars) or stretch (distort to fill)"
     ),
+    ("Defaults", "color"): (
+        "a mapping like {match: reference, strength: 0.8}, or just reference, previous or off"
+    ),
+    ("ColorSettings", "match"): (
+        "reference (match the story's reference frame), previous (match the frame the scene "
+        "starts from) or off"
+    ),
+    ("ColorSettings", "strength"): (
+        "a number from 0 to 1: how much of the colour correction to apply (1 = all of it)"
+    ),
     ("AnimateSettings", "steps"): (
         "denoising steps from 1 to 100: 4 with the LightX2V LoRA, about 40 without"
     ),
@@ -107,6 +117,10 @@ FIELD_HINTS: dict[tuple[str, str], str] = {
     ("Scene", "transition"): "use 'cut' or a mapping like {crossfade: 0.5}",
     ("Scene", "fit"): "crop, pad or stretch for this scene's starting image; leave it out to use "
     "defaults.fit",
+    ("Scene", "color"): (
+        "a mapping like {match: previous} or {strength: 0.5}, or just reference, previous or "
+        "off; left-out fields keep defaults.color"
+    ),
     ("Scene", "audio"): "an audio file (relative to the story file) that drives this clip, for a "
     "sound-to-video endpoint, e.g. line.wav",
     ("Output", "path"): "a file name ending in .mp4 (relative to the story file), e.g. final.mp4",

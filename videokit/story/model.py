@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,8 @@ from videokit.protocol import (
 
 __all__ = [
     "AnimateSettings",
+    "ColorMatch",
+    "ColorSettings",
     "Crossfade",
     "Defaults",
     "Edit",
@@ -63,6 +65,9 @@ Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
 #: How a starting image whose aspect ratio is not the frame's becomes a frame
 #: (videokit.media.images.FIT_MODES).
 Fit = Literal["crop", "pad", "stretch"]
+#: What each animated clip's colours are matched to (videokit.media.color): the story's reference
+#: frame, the scene's own first frame, or nothing.
+ColorMatch = Literal["reference", "previous", "off"]
 
 
 class _Model(BaseModel):
@@ -139,6 +144,58 @@ class AnimateSettings(_Model):
     )
 
 
+class ColorSettings(_Model):
+    """Colour matching of each animated clip, against the drift a chain of clips compounds.
+
+    Every frame of the clip (and the last frame handed to the next scene) gets the Lab mean and
+    spread of an anchor picture (Reinhard colour transfer). A scene's ``color`` overrides
+    ``defaults.color`` field by field.
+    """
+
+    match: ColorMatch = Field(
+        default="off",
+        description="reference = match the story's reference frame (holds a whole chain to it); "
+        "previous = match the frame the scene starts from (holds each clip to its own start); "
+        "off = leave the clip as the model made it (default).",
+    )
+    strength: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="How much of the correction to apply: 1 = all of it, 0.5 = half way.",
+    )
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (and `no`) as false: that is the 'off' the author wrote.
+        if value is False:
+            return "off"
+        if value is True:
+            raise _refuse(
+                "'on' (true) is not a colour match: say what to match",
+                "write 'reference' (the story's reference frame) or 'previous' (the frame the "
+                "scene starts from), or 'off'",
+            )
+        return value
+
+
+def _color_shorthand(value: Any) -> Any:
+    # `color: reference` (or `color: off`, which YAML reads as false) means `{match: ...}`.
+    return {"match": value} if isinstance(value, str | bool) else value
+
+
+def _color_schema(schema: dict[str, Any]) -> None:
+    # The shorthand in the JSON Schema too, so editors accept `color: reference`.
+    shorthand = {"enum": list(get_args(ColorMatch)), "type": "string"}
+    options = schema.get("anyOf")
+    if options is not None:
+        options.insert(1, shorthand)
+    else:
+        reference = {k: schema.pop(k) for k in list(schema) if k in ("$ref", "allOf")}
+        schema["anyOf"] = [reference, shorthand]
+
+
 class Defaults(_ClipLength):
     """Values every scene inherits unless it overrides them."""
 
@@ -172,6 +229,17 @@ class Defaults(_ClipLength):
         "becomes a frame: crop = scale to cover and cut the overflow (default), pad = scale to "
         "fit and add black bars, stretch = distort to fill.",
     )
+    color: ColorSettings = Field(
+        default_factory=ColorSettings,
+        description="Colour matching of every animated clip against chain drift, e.g. "
+        "{match: reference, strength: 0.8} (default: off); a scene's color overrides it.",
+        json_schema_extra=_color_schema,
+    )
+
+    @field_validator("color", mode="before")
+    @classmethod
+    def _color_shorthand(cls, value: Any) -> Any:
+        return _color_shorthand(value)
 
     @field_validator("width", "height")
     @classmethod
@@ -263,6 +331,12 @@ class Scene(_ClipLength):
         description="A soundtrack that drives this clip (sound-to-video): only an animate "
         "endpoint whose ComfyUI workflow binds `audio` takes it.",
     )
+    color: ColorSettings | None = Field(
+        default=None,
+        description="Overrides of defaults.color for this clip, e.g. {match: previous} or "
+        "{strength: 0.5}; the fields left out keep the story's values.",
+        json_schema_extra=_color_schema,
+    )
 
     @field_validator("motion")
     @classmethod
@@ -284,6 +358,11 @@ class Scene(_ClipLength):
     def _edit_shorthand(cls, value: Any) -> Any:
         # `edit: "now in a tuxedo"` is the common case; spell it out for the model.
         return {"prompt": value} if isinstance(value, str) else value
+
+    @field_validator("color", mode="before")
+    @classmethod
+    def _color_shorthand(cls, value: Any) -> Any:
+        return _color_shorthand(value)
 
 
 class Output(_Model):

@@ -29,6 +29,7 @@ from videokit.story.graph import CycleError, SceneGraph
 from videokit.story.model import MAX_EDIT_IMAGES, Story
 from videokit.story.problem_collector import ProblemCollector
 from videokit.story.scene_plan import (
+    ColorPlan,
     EditPlan,
     ScenePlan,
     Source,
@@ -41,6 +42,7 @@ from videokit.story.scene_plan import (
 from videokit.story.timeline import TimelineEntry, timeline_entries, timeline_order
 
 __all__ = [
+    "ColorPlan",
     "EditPlan",
     "ScenePlan",
     "Source",

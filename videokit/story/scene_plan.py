@@ -13,7 +13,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel
 
 from videokit.capabilities import Capabilities, EditCapabilities
 from videokit.protocol import (
@@ -32,7 +34,6 @@ from videokit.story.capability_checks import (
 )
 from videokit.story.model import (
     MAX_EDIT_IMAGES,
-    AnimateSettings,
     Crossfade,
     PathLike,
     Scene,
@@ -43,6 +44,7 @@ from videokit.story.problem_collector import ProblemCollector
 __all__ = [
     "DEFAULT_FRAMES",
     "IMAGE_SUFFIXES",
+    "ColorPlan",
     "EditPlan",
     "ScenePlan",
     "Source",
@@ -86,6 +88,18 @@ class EditPlan:
 
 
 @dataclass(frozen=True)
+class ColorPlan:
+    """How a scene's animated clip is colour-matched before it is stored and handed on."""
+
+    #: reference: to the story's reference frame; previous: to the frame the clip starts from.
+    match: Literal["reference", "previous"]
+    #: 1 = the full correction, 0.5 = half way between the clip as made and the correction.
+    strength: float
+    #: The story's reference image (its first): fitted to the frame size like a starting frame.
+    reference: Path
+
+
+@dataclass(frozen=True)
 class ScenePlan:
     id: str
     index: int
@@ -109,6 +123,8 @@ class ScenePlan:
     fit: str
     #: A soundtrack that drives the clip (sound-to-video endpoints only).
     audio: Path | None = None
+    #: Colour matching of the clip; None when ``color.match`` is off.
+    color: ColorPlan | None = None
 
 
 def derive_seed(story_seed: int, scene_id: str) -> int:
@@ -120,7 +136,10 @@ def derive_seed(story_seed: int, scene_id: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _merged(base: AnimateSettings, override: AnimateSettings | None) -> AnimateSettings:
+_Settings = TypeVar("_Settings", bound=BaseModel)
+
+
+def _merged(base: _Settings, override: _Settings | None) -> _Settings:
     """``override`` over ``base``, field by field: only what the scene wrote replaces a default."""
     if override is None:
         return base
@@ -232,7 +251,16 @@ def plan_scene(
         crossfade_out_s=crossfade,
         fit=scene.fit if scene.fit is not None else d.fit,
         audio=resolve_path(story, scene.audio) if scene.audio is not None else None,
+        color=_color_plan(story, scene),
     )
+
+
+def _color_plan(story: Story, scene: Scene) -> ColorPlan | None:
+    color = _merged(story.defaults.color, scene.color)
+    if color.match == "off":
+        return None
+    reference = resolve_path(story, story.references[0])
+    return ColorPlan(match=color.match, strength=color.strength, reference=reference)
 
 
 def _edit_plan(
