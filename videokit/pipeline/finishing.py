@@ -45,7 +45,11 @@ async def first_frames(ledger: Ledger, outputs: dict[str, SceneOutput]) -> None:
     async def one(scene_id: str) -> None:
         record = ledger.manifest.scenes[scene_id].animate
         assert record is not None
-        entry = ledger.cache.get("animate", record.key)
+        # The clip the film shows: the colour-matched one when the scene matches colour.
+        if record.color is not None:
+            entry = ledger.cache.get("color", record.color.key)
+        else:
+            entry = ledger.cache.get("animate", record.key)
         if entry is None:
             return
         if not entry.file("first.png").exists():
