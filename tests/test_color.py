@@ -392,6 +392,12 @@ def test_matching_holds_a_drifting_chain_to_the_reference(
     film = list(read_frames(result.final_video))
     assert cast_delta_e(film[-1], reference) < 2.0
     assert probe_video(scene / "clip.mp4").frames == 9
+    # The report says what was matched, and how far the last frame moved.
+    before, after = color["delta_e_before"], color["delta_e_after"]
+    assert (
+        f"matched to the reference (strength 1): last frame ΔE {before:.1f} → {after:.1f}"
+        in (on / "report.html").read_text()
+    )
     # The contact sheet's (and the report's) first frame is the corrected clip's too.
     first = decode_png_array((scene / "first.png").read_bytes())
     assert np.array_equal(first, next(iter(read_frames(scene / "clip.mp4"))))

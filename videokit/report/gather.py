@@ -85,6 +85,7 @@ class SceneView:
     made_now: bool
     change: SceneChange | None
     error: str | None
+    color: str | None = None  # the colour matching applied, in words
 
     @property
     def branch(self) -> bool:
@@ -261,6 +262,18 @@ def _scene(
         made_now=made_by_run(record, run_id),
         change=scene_change(scene_id, manifest, previous) if previous is not None else None,
         error=record.error,
+        color=_color(record),
+    )
+
+
+def _color(record: SceneRecord) -> str | None:
+    color = record.animate.color if record.animate is not None else None
+    if color is None:
+        return None
+    anchor = "the reference" if color.match == "reference" else "its first frame"
+    return (
+        f"matched to {anchor} (strength {color.strength:g}): last frame ΔE "
+        f"{color.delta_e_before:.1f} → {color.delta_e_after:.1f}"
     )
 
 

@@ -291,6 +291,8 @@ def _details(scene: SceneView, backend: str) -> str:
     if scene.frames is not None:
         length = f" ({scene.frames / scene.fps:.2f} s at {scene.fps} fps)" if scene.fps else ""
         rows.append(("Frames", f"{scene.frames}{length}"))
+    if scene.color is not None:
+        rows.append(("Colour", scene.color))
     if scene.seconds is not None:
         rows.append(("Time taken", f"{scene.seconds:.2f} s"))
     rows.append(("Cost", _usd(scene.cost_usd)))
