@@ -29,11 +29,11 @@ from videokit.worker.diffusers_engine.model_files import (
     HubClient,
     HubFile,
     HubSnapshot,
+    cached_snapshot,
     download_missing,
     find_complete_dir,
     model_search_path,
 )
-from videokit.worker.model_cache import hf_cache_roots, hf_cache_snapshot
 
 __all__ = [
     "DEFAULT_MODEL_DIRS",
@@ -408,20 +408,15 @@ def locate_model_files(
 
 def _cached_files(settings: QwenSettings, env: Mapping[str, str]) -> tuple[QwenFiles | None, str]:
     model = settings.model
-    cached = hf_cache_snapshot(model.repo, env=env, revision=model.revision)
-    where = f"  cached model {model.repo}@{model.revision[:12]}"
-    if cached is None:
-        roots = ", ".join(str(root) for root in hf_cache_roots(env))
-        return None, f"{where}: not in the Hugging Face cache ({roots})"
-    missing = _missing_base(cached, model)
-    if missing:
-        return None, f"{where} ({cached}): missing " + ", ".join(missing)
-    if settings.mode != "lightning":
-        return QwenFiles(base=cached, root=cached), ""
-    for root in settings.model_dirs:
-        if not _missing_loras(root, model):
-            return QwenFiles(base=cached, root=root), ""
-    return None, f"{where} ({cached}): complete, but no model directory holds the LoRAs"
+    found, line = cached_snapshot(
+        model.repo,
+        model.revision,
+        env=env,
+        missing=lambda base: _missing_base(base, model),
+        lora_roots=settings.model_dirs if settings.mode == "lightning" else None,
+        has_loras=lambda root: not _missing_loras(root, model),
+    )
+    return (None if found is None else QwenFiles(base=found.base, root=found.lora_root)), line
 
 
 def _download(

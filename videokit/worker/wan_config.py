@@ -25,11 +25,11 @@ from videokit.worker.diffusers_engine.model_files import (
     HubClient,
     HubFile,
     HubSnapshot,
+    cached_snapshot,
     download_missing,
     find_complete_dir,
     model_search_path,
 )
-from videokit.worker.model_cache import hf_cache_roots, hf_cache_snapshot
 
 __all__ = [
     "BOUNDARY_RATIO",
@@ -317,23 +317,16 @@ def _files(root: Path, base: Path, mode: Mode) -> ModelFiles:
 
 
 def _cached_files(settings: WanSettings, env: Mapping[str, str]) -> tuple[ModelFiles | None, str]:
-    """The snapshot from RunPod's cached models (at the pinned commit) with LoRAs from the first
-    model directory holding them; or None and a line for the error report."""
     spec, mode = settings.model, settings.mode
-    cached = hf_cache_snapshot(spec.repo_id, env=env, revision=spec.revision)
-    where = f"  cached model {spec.repo_id}@{spec.revision[:12]}"
-    if cached is None:
-        roots = ", ".join(str(root) for root in hf_cache_roots(env))
-        return None, f"{where}: not in the Hugging Face cache ({roots})"
-    missing = _missing_base(cached, spec)
-    if missing:
-        return None, f"{where} ({cached}): missing " + ", ".join(missing)
-    if mode != "lightning":
-        return ModelFiles(root=cached, base=cached, loras=(), lora_tag=""), ""
-    for root in settings.model_dirs:
-        if _lora_pair(root) is not None:
-            return _files(root, cached, mode), ""
-    return None, f"{where} ({cached}): complete, but no model directory holds the LoRAs"
+    found, line = cached_snapshot(
+        spec.repo_id,
+        spec.revision,
+        env=env,
+        missing=lambda base: _missing_base(base, spec),
+        lora_roots=settings.model_dirs if mode == "lightning" else None,
+        has_loras=lambda root: _lora_pair(root) is not None,
+    )
+    return (None if found is None else _files(found.lora_root, found.base, mode)), line
 
 
 def locate_model_files(

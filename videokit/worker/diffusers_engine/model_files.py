@@ -18,13 +18,16 @@ from typing import Any, Protocol, cast
 
 from videokit.errors import ConfigError
 from videokit.worker.common import env_text
+from videokit.worker.model_cache import hf_cache_roots, hf_cache_snapshot
 
 __all__ = [
     "SNAPSHOT_PATTERNS",
+    "CachedSnapshot",
     "DirSearch",
     "HubClient",
     "HubFile",
     "HubSnapshot",
+    "cached_snapshot",
     "download_missing",
     "find_complete_dir",
     "hub_client",
@@ -261,3 +264,40 @@ def download_missing(
             )
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(fetched, destination)
+
+
+@dataclass(frozen=True)
+class CachedSnapshot:
+    """A snapshot found in RunPod's cached models, and the model directory holding its LoRAs
+    (the snapshot's own folder when none are needed)."""
+
+    base: Path
+    lora_root: Path
+
+
+def cached_snapshot(
+    repo_id: str,
+    revision: str,
+    *,
+    env: Mapping[str, str],
+    missing: Callable[[Path], Sequence[str]],
+    lora_roots: Sequence[Path] | None,
+    has_loras: Callable[[Path], bool],
+) -> tuple[CachedSnapshot | None, str]:
+    """The snapshot of ``repo_id`` at ``revision`` in the Hugging Face cache (RunPod caches one
+    model per endpoint there), complete by ``missing``, with the first of ``lora_roots`` that
+    ``has_loras`` (None: no LoRAs needed). Else None and the error report's line saying why."""
+    cached = hf_cache_snapshot(repo_id, env=env, revision=revision)
+    where = f"  cached model {repo_id}@{revision[:12]}"
+    if cached is None:
+        roots = ", ".join(str(root) for root in hf_cache_roots(env))
+        return None, f"{where}: not in the Hugging Face cache ({roots})"
+    absent = missing(cached)
+    if absent:
+        return None, f"{where} ({cached}): missing " + ", ".join(absent)
+    if lora_roots is None:
+        return CachedSnapshot(base=cached, lora_root=cached), ""
+    for root in lora_roots:
+        if has_loras(root):
+            return CachedSnapshot(base=cached, lora_root=root), ""
+    return None, f"{where} ({cached}): complete, but no model directory holds the LoRAs"
