@@ -6,14 +6,19 @@ tower, 8.3 B; the Qwen-Image VAE, 0.13 B) **directly on the GPU in bf16**: each 
 constructed under ``torch.device(device)`` with bf16 as the default dtype, so no parameter is
 ever materialised on the CPU or in fp32 (20.4 B fp32 parameters would not fit an 80 GB GPU).
 Random weights compute exactly as fast as trained ones, so the timings are real; the pictures
-are noise. The run is the worker's: the diffusers ``QwenImageEditPlusPipeline`` with the
-Lightning scheduler and two random rank-64 Lightning-format LoRAs loaded as PEFT adapters (one
-active, unfused, as :mod:`videokit.worker.qwen` serves them), a ~1 MP input and output.
+are noise. The run is the worker's: the pipeline, with the Lightning scheduler and two random
+rank-64 Lightning-format LoRAs loaded as PEFT adapters, is served by
+:class:`~videokit.worker.qwen.QwenEngine` with the speed options given (``--option
+fuse_lora=on``, repeatable), applied by ``prepare()`` as a worker applies them at load (FP8,
+attention kernel, regional compile, memory plan, a one-step warm-up), then edit jobs through
+the engine's own job path (``edit``), ~1 MP in and out.
 
-Returned (and printed as JSON): seconds per phase (``text_encode``: Qwen2.5-VL over the prompt and
-the 384² condition image; ``condition``: resizing + VAE encoding of the input at 1 MP;
-``denoise``: all steps; ``decode``: VAE decoding + postprocessing), the peak GPU memory, and
-what was built. One warm-up edit runs first (CUDA kernels, cuBLAS handles); the second is timed.
+Returned (and printed as JSON): the options, the attention kernel in use (or why it fell back),
+the FP8 and compile details, load (build + prepare) and warm-up seconds, seconds per phase of the
+last job (``text_encode``: Qwen2.5-VL over the prompt and the 384² condition image;
+``condition``: resizing + VAE encoding of the input at 1 MP; ``denoise``: all steps; ``decode``:
+VAE decoding + postprocessing), the peak GPU memory, and what was built. With a ``vae_dtype``
+option, ``psnr_db`` compares the bf16 VAE's decode of the job's own latents with the fp32 VAE's.
 
 Known differences from a real checkpoint: the tokenizer is
 :func:`videokit.worker.tiny_qwen.build_tokenizer` (one token per byte for the user's words, the
@@ -22,7 +27,7 @@ prompt is ~30 tokens instead of ~8, a negligible share of the ~8,400 tokens the 
 sees at 1 MP; the image processor is the PIL one (torchvision-free), a few ms of CPU either way.
 
     .venv/bin/python benchmarks/gpu_qwen.py                      # GPU: full size, 1 MP, 8 steps
-    .venv/bin/python benchmarks/gpu_qwen.py --steps 4 --images 3
+    .venv/bin/python benchmarks/gpu_qwen.py --option fuse_lora=on --option attention=cudnn
     .venv/bin/python benchmarks/gpu_qwen.py --steps 40 --cfg 4   # standard mode, true CFG
     .venv/bin/python benchmarks/gpu_qwen.py --tiny               # CPU: same code, tiny configs
 """
@@ -30,13 +35,16 @@ sees at 1 MP; the image processor is the PIL one (torchvision-free), a few ms of
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import copy
 import json
 import math
 import os
 import resource
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -45,8 +53,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from videokit.backends.base import JobContext
+from videokit.errors import VideoKitError
+from videokit.media.images import encode_png
+from videokit.protocol import EditRequest, MediaInput
 from videokit.worker import qwen, tiny_qwen
-from videokit.worker.diffusers_engine.phases import PhaseTimer
+from videokit.worker.common import torch_dtype
+from videokit.worker.diffusers_engine.options import OPTION_NAMES, resolve_options
 
 __all__ = [
     "FULL_IMAGE_PROCESSOR",
@@ -56,6 +69,11 @@ __all__ = [
     "FULL_VISION_CONFIG",
     "bench_qwen",
     "build_pipeline",
+    "capturing_decode",
+    "checkpoint_weights",
+    "main",
+    "parse_option",
+    "vae_psnr",
 ]
 
 #: Qwen2.5-VL-7B-Instruct's language model (``text_encoder/config.json`` of Qwen-Image-Edit).
@@ -185,12 +203,62 @@ def build_pipeline(*, tiny: bool, device: torch.device, dtype: torch.dtype) -> A
     return pipe
 
 
-def _picture(width: int, height: int) -> Image.Image:
-    """A smooth synthetic photo stand-in (content does not change the cost)."""
+def _picture(width: int, height: int) -> bytes:
+    """A smooth synthetic photo stand-in, as a PNG (content does not change the cost)."""
     x = torch.linspace(0, 1, width).view(1, -1).expand(height, -1)
     y = torch.linspace(0, 1, height).view(-1, 1).expand(-1, width)
     rgb = torch.stack([x, y, 0.5 + 0.5 * torch.sin(6 * math.pi * x * y)], dim=-1)
-    return Image.fromarray((rgb * 255).to(torch.uint8).numpy())
+    return encode_png(Image.fromarray((rgb * 255).to(torch.uint8).numpy()))
+
+
+# The next four are gpu_wan.py's: each benchmark runs as a script of its own (no package).
+def parse_option(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (an engine option of docs/workers.md) → (name, value); argparse's type."""
+    name, sep, value = text.partition("=")
+    if not sep or name.strip() not in OPTION_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(OPTION_NAMES)}"
+        )
+    return name.strip(), value.strip()
+
+
+@contextlib.contextmanager
+def capturing_decode(vae: Any, into: list[torch.Tensor]) -> Iterator[None]:
+    """Keep a copy of each latent tensor the pipeline hands ``vae.decode`` while the block runs."""
+    decode = vae.decode
+
+    def capture(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        into.append(latents.detach().clone())
+        return decode(latents, *args, **kwargs)
+
+    vae.decode = capture
+    try:
+        yield
+    finally:
+        del vae.decode  # the class's own method again
+
+
+def vae_psnr(vae: Any, latents: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> float:
+    """PSNR (dB) of the bf16 VAE's decode of ``latents`` against the fp32 VAE's, as 8-bit pixels
+    (copies of ``vae`` holding the model's own ``weights``, fed the same bf16-rounded latents)."""
+    same = latents.to(torch.bfloat16)
+    pixels: list[torch.Tensor] = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model = copy.deepcopy(vae).to(dtype)
+        model.load_state_dict(weights)  # copied into the copy's dtype
+        with torch.inference_mode():
+            out = model.decode(same.to(dtype), return_dict=False)[0]
+        pixels.append(((out.float().clamp(-1, 1) + 1) * 127.5).round())
+        del model, out
+    mse = float(torch.mean((pixels[0] - pixels[1]) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def checkpoint_weights(module: Any) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``module``'s weights as they are (off the GPU: not in the job's peak)."""
+    return {
+        name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()
+    }
 
 
 def bench_qwen(
@@ -202,14 +270,17 @@ def bench_qwen(
     images: int = 1,
     cfg_scale: float = 1.0,
     lora: bool = True,
-    warmup: bool = True,
+    repeats: int = 1,
+    options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Build the pipeline, run one ~``megapixels`` MP edit (after a warm-up) and time its phases.
+    """Build the pipeline, prepare the engine with ``options`` and time ``repeats`` ~``megapixels``
+    MP edits through its job path; the last one is reported.
 
     ``steps`` 4 or 8 with ``lora`` runs lightning mode (shift-3 scheduler, rank-64 adapters, CFG
-    off); otherwise the model's scheduler, with true CFG when ``cfg_scale > 1`` (a negative
-    prompt is given). ``tiny``: tiny configs in fp32 (CPU), the pipeline's input resizing shrunk
-    as in the tiny engine. Returns seconds, memory and what was built.
+    off); otherwise standard mode, with true CFG when ``cfg_scale > 1`` (a negative prompt is
+    given). ``tiny``: tiny configs in fp32 (CPU), the pipeline's input resizing shrunk as in the
+    tiny engine. Returns seconds, memory, what ``prepare()`` did and what was built.
+    ConfigError: an option this machine (or the worker's loader) refuses.
     """
     torch_device = torch.device(device)
     cuda = torch_device.type == "cuda"
@@ -217,9 +288,23 @@ def bench_qwen(
         raise SystemExit(f"device {device!r}: CUDA is not available (use --tiny on a CPU)")
     dtype = torch.float32 if tiny else torch.bfloat16
     lightning = lora and steps in qwen.LIGHTNING_STEPS
+    settings = qwen.resolve_settings(
+        tiny=tiny,
+        mode="lightning" if lightning else "standard",
+        dtype="fp32" if tiny else "bf16",
+        device=device,
+        env={},
+    )
+    # Not the environment's VIDEOKIT_* variables: a row's options are exactly its own.
+    engine_options = resolve_options(dict(options or {}), {})
+    qwen.refuse_unsupported(engine_options, settings.dtype)  # what the worker's loader refuses
 
     built = time.perf_counter()
     pipe = build_pipeline(tiny=tiny, device=torch_device, dtype=dtype)
+    # The VAE's weights as built (bf16 at full size, like the checkpoint), for the PSNR check.
+    weights = checkpoint_weights(pipe.vae) if engine_options.vae_dtype else None
+    if engine_options.vae_dtype:
+        pipe.vae.to(torch_dtype(engine_options.vae_dtype))  # as qwen.load_engine loads it
     if lightning:
         pipe.scheduler = pipe.scheduler.from_config(dict(qwen.LIGHTNING_SCHEDULER_CONFIG))
         rank = 4 if tiny else _LORA_RANK
@@ -230,84 +315,104 @@ def bench_qwen(
                     pipe.transformer, rank=rank, alpha=rank, seed=i, dtype=dtype
                 )
                 pipe.load_lora_weights(state, adapter_name=variant.adapter)
-        pipe.set_adapters([qwen.LIGHTNING_STEPS[steps].adapter], [1.0])
     if cuda:
         torch.cuda.synchronize(torch_device)
     build_s = time.perf_counter() - built
     weights_bytes = torch.cuda.memory_allocated(torch_device) if cuda else None
 
+    records: list[dict[str, Any]] = []
+    engine = qwen.QwenEngine(
+        pipe,
+        settings,
+        log=lambda line: records.append(json.loads(line)),
+        image_sizes=(tiny_qwen.VAE_IMAGE_SIZE, tiny_qwen.CONDITION_IMAGE_SIZE) if tiny else None,
+        options=engine_options,
+    )
     area = round(megapixels * 1024 * 1024)
     width, height = qwen.default_size(1, 1, area=area)  # square, like the published anchors
-    inputs = [_picture(width, height) for _ in range(images)]
-    timings: dict[str, int] = {}
-    clock = PhaseTimer([pipe.text_encoder], [pipe.transformer], torch_device if cuda else None)
-
-    def on_step_end(*args: Any) -> dict[str, Any]:
-        clock.step_done()
-        return {}
-
-    def edit() -> Any:
-        with contextlib.ExitStack() as stack:
-            if tiny:
-                stack.enter_context(tiny_qwen.shrunk_image_sizes())
-            with clock.attached():
-                result = pipe(
-                    image=inputs,
-                    prompt="Turn the scene into a watercolour painting at dusk",
-                    negative_prompt="blurry, low quality" if cfg_scale > 1 else None,
-                    true_cfg_scale=1.0 if lightning else cfg_scale,
-                    height=height,
-                    width=width,
-                    num_inference_steps=steps,
-                    generator=torch.Generator().manual_seed(0),
-                    callback_on_step_end=on_step_end,
-                    output_type="pil",
-                )
-            timings.update(clock.finish())
-            return result
-
-    warmup_s = None
-    if warmup:
+    request = EditRequest(
+        images=[MediaInput.from_bytes(_picture(width, height)) for _ in range(images)],
+        prompt="Turn the scene into a watercolour painting at dusk",
+        negative_prompt="blurry, low quality" if cfg_scale > 1 else "",
+        true_cfg_scale=1.0 if lightning else cfg_scale,
+        steps=steps,
+        seed=0,
+        width=width,
+        height=height,
+    )
+    latents: list[torch.Tensor] = []
+    psnr = None
+    try:
         started = time.perf_counter()
-        edit()
-        warmup_s = time.perf_counter() - started
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(torch_device)
-    result = edit()
-    phases = {name: ms / 1000 for name, ms in timings.items() if name != "total"}
-    total = timings["total"] / 1000
-    out_w, out_h = result.images[0].size
-
-    def params(module: Any) -> int:  # the model's own, without the LoRA adapters
-        return sum(p.numel() for n, p in module.named_parameters() if "lora_" not in n)
-
+        prepared = engine.prepare()
+        prepare_s = time.perf_counter() - started
+        for index in range(max(1, repeats)):
+            watch = index == max(1, repeats) - 1 and engine_options.vae_dtype != ""
+            with capturing_decode(pipe.vae, latents) if watch else contextlib.nullcontext():
+                result = asyncio.run(engine.edit(request, JobContext(f"bench-{index}", "edit")))
+        if latents and weights is not None:
+            psnr = vae_psnr(pipe.vae, latents[-1], weights)
+        lora_params = _parameters(pipe.transformer, lora=True)
+        built_params = {
+            "transformer": _parameters(pipe.transformer),
+            "text_encoder": _parameters(pipe.text_encoder),
+            "vae": _parameters(pipe.vae),
+        }
+    finally:
+        engine.close()
+    jobs = [r for r in records if r.get("event") == "videokit.qwen.job"]
+    job, first = jobs[-1], jobs[0]
+    timings = job["timings_ms"]
+    seconds = {
+        name: round(timings[name] / 1000, 3)
+        for name in ("text_encode", "condition", "denoise", "decode", "total")
+    }
+    warmup = prepared.get("warmup") or {}
     return {
+        "model": "qwen",
         "device": torch.cuda.get_device_name(torch_device) if cuda else "cpu",
-        "pid": os.getpid(),  # gpu_worker.py runs each model in a process of its own
+        "pid": os.getpid(),  # gpu_worker.py runs each configuration in a process of its own
         "tiny": tiny,
         "dtype": str(dtype).removeprefix("torch."),
-        "mode": "lightning" if lightning else "standard",
-        "steps": steps,
-        "cfg": (not lightning) and cfg_scale > 1,
-        "transformer_calls_per_step": clock.transformer_calls / steps,
+        "mode": settings.mode,
+        "steps": job["steps"],
+        "cfg": job["cfg"],
+        "transformer_calls_per_step": job["transformer_calls"] / job["steps"],
         "images": images,
-        "output": f"{out_w}x{out_h}",
-        "lora_params": sum(
-            p.numel() for n, p in pipe.transformer.named_parameters() if "lora_" in n
-        ),
-        "params": {
-            "transformer": params(pipe.transformer),
-            "text_encoder": params(pipe.text_encoder),
-            "vae": params(pipe.vae),
-        },
-        "build_s": round(build_s, 2),
-        "warmup_s": None if warmup_s is None else round(warmup_s, 2),
-        "seconds": {**phases, "total": round(total, 3)},
-        "seconds_per_step": round(phases.get("denoise", 0.0) / steps, 4),
+        "output": f"{result.width}x{result.height}",
+        "options": dict(engine_options.summary()),
+        "attention": prepared["attention"],
+        "fp8": prepared["fp8"],
+        "compiled": prepared["compiled"],
+        "memory": prepared["memory"],
+        "lora_params": lora_params,
+        "lora_fused": engine.options.fuse_lora == "on" and lightning,
+        "params": built_params,
+        "build_s": round(build_s, 3),
+        "prepare_s": round(prepare_s, 3),
+        "load_s": round(build_s + prepare_s, 3),
+        "warmup_s": round(warmup["ms"] / 1000, 3) if "ms" in warmup else None,
+        "seconds": seconds,
+        "job_s": round(job["job_ms"] / 1000, 3),  # with input decoding, LoRA switch and PNG
+        "first_total_s": round(first["timings_ms"]["total"] / 1000, 3),
+        "seconds_per_step": round(seconds["denoise"] / job["steps"], 4),
         "weights_bytes": weights_bytes,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(torch_device) if cuda else None,
+        "peak_memory_bytes": job.get("peak_memory_bytes"),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "psnr_db": _rounded(psnr),
     }
+
+
+def _parameters(module: Any, *, lora: bool = False) -> int:
+    """The model's own parameters (``lora``: its LoRA adapters' instead)."""
+    return sum(p.numel() for n, p in module.named_parameters() if ("lora_" in n) == lora)
+
+
+def _rounded(psnr: float | None) -> float | str | None:
+    # JSON has no infinity: identical pixels are said in words.
+    if psnr is None or math.isfinite(psnr):
+        return None if psnr is None else round(psnr, 2)
+    return "identical"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,19 +424,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (standard mode)")
     parser.add_argument("--no-lora", action="store_true", help="no Lightning LoRA (standard)")
-    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="jobs; the last one is reported")
+    parser.add_argument(
+        "--option",
+        type=parse_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine option (docs/workers.md), e.g. fuse_lora=on; repeatable",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
-    result = bench_qwen(
-        device=args.device or ("cpu" if args.tiny else "cuda"),
-        megapixels=args.megapixels or (0.1 if args.tiny else 1.0),
-        steps=args.steps,
-        tiny=args.tiny,
-        images=args.images,
-        cfg_scale=args.cfg,
-        lora=not args.no_lora,
-        warmup=not args.no_warmup,
-    )
+    try:
+        result = bench_qwen(
+            device=args.device or ("cpu" if args.tiny else "cuda"),
+            megapixels=args.megapixels or (0.1 if args.tiny else 1.0),
+            steps=args.steps,
+            tiny=args.tiny,
+            images=args.images,
+            cfg_scale=args.cfg,
+            lora=not args.no_lora,
+            repeats=args.repeats,
+            options=dict(args.option),
+        )
+    except VideoKitError as exc:
+        # An option refused here, as the worker would refuse it: one line, the last on stderr,
+        # which gpu_worker.py shows in its table.
+        print(f"refused: {' '.join(exc.message.split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # The traceback, then one line that says what failed: the last line gpu_worker.py reads
+        # (an exception's notes, like the engine's pipeline traceback, would come after it).
+        traceback.print_exc()
+        lines = str(exc).strip().splitlines()
+        print(f"failed: {type(exc).__name__}: {lines[0][:300] if lines else ''}", file=sys.stderr)
+        return 1
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if args.json_out:

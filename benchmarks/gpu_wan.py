@@ -3,38 +3,50 @@
 Builds the published A14B architecture (two 40-layer, 5120-wide experts of ~14 B parameters, a
 UMT5-XXL text encoder, the Wan2.1 VAE) with random weights, directly on the GPU in bf16 (the VAE in
 fp32, as the engine runs it): nothing is downloaded and nothing is materialised on the CPU first.
-The engine's own code then runs one lightning generation: the same scheduler (sigmas
-[1, .75, .5, .25], shift 5 → timesteps [1000, 937.5, 833.3, 625]), the same phase timers, guidance
-1 for both experts. Random weights make meaningless pictures but the same arithmetic, so the
-timings and the memory are those of the real model (fused LoRAs add no work per step).
+The worker's own engine then serves it: :class:`~videokit.worker.wan.WanEngine` with the speed
+options given (``--option attention=cudnn``, repeatable), applied by ``prepare()`` exactly as a
+worker applies them at load (FP8, attention kernel, regional compile, memory plan, warm-up step),
+then one lightning job through ``render_frames`` (the same scheduler, timesteps
+[1000, 937.5, 833.3, 625], phase timers and admission as a job). Random weights make meaningless
+pictures but the same arithmetic, so the timings and the memory are those of the real model
+(fused LoRAs add no work per step).
 
     .venv/bin/python benchmarks/gpu_wan.py                  # CUDA, 81 frames at 832x480
-    .venv/bin/python benchmarks/gpu_wan.py --frames 49 --width 1280 --height 720
+    .venv/bin/python benchmarks/gpu_wan.py --option attention=cudnn --option compile=blocks
     .venv/bin/python benchmarks/gpu_wan.py --tiny           # the same path on the CPU, tiny configs
 
-Prints one JSON object: seconds for text encoding, conditioning (the VAE encode of the input
-clip), denoising (and per step), VAE decode, plus peak GPU memory. The first run on a fresh
-process pays CUDA/cuDNN warm-up; ``--repeats 2`` reports the second as well. Memory: ~69 GB of
-weights (2 x 28.6 GB experts + 11.4 GB text encoder + VAE), so an 80 GB card is tight at 480p and
-an H200 comfortable.
+Prints one JSON object: the options, the attention kernel in use (or why it fell back), the FP8
+and compile details, load (build + prepare) and warm-up seconds, the job's seconds per phase
+(text encoding, conditioning, denoising, VAE decode) and its peak GPU memory. With a
+``vae_dtype`` option it also decodes the job's own latents with the VAE in bf16 and in fp32 and
+reports the PSNR between them (``psnr_db``): the banding check on identical input. Memory: ~69 GB
+of weights (2 x 28.6 GB experts + 11.4 GB text encoder + VAE), so an 80 GB card is tight at 480p
+and an H200 comfortable.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
+import math
 import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
 
+from videokit.errors import VideoKitError
 from videokit.media.images import encode_png
 from videokit.protocol import AnimateRequest, MediaInput
 from videokit.worker import tiny_wan
+from videokit.worker.diffusers_engine.options import OPTION_NAMES, resolve_options
 from videokit.worker.wan import WanEngine
 
 __all__ = [
@@ -43,7 +55,11 @@ __all__ = [
     "WAN21_VAE_CONFIG",
     "bench_wan",
     "build_a14b",
+    "capturing_decode",
+    "checkpoint_weights",
     "main",
+    "parse_option",
+    "vae_psnr",
 ]
 
 #: One expert of Wan2.2-I2V-A14B (diffusers' conversion config for it): 40 blocks, 40 heads of
@@ -111,6 +127,62 @@ def build_a14b(device: str | torch.device, *, tiny: bool = False) -> Any:
     )
 
 
+def parse_option(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (an engine option of docs/workers.md) → (name, value); argparse's type."""
+    name, sep, value = text.partition("=")
+    if not sep or name.strip() not in OPTION_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(OPTION_NAMES)}"
+        )
+    return name.strip(), value.strip()
+
+
+@contextlib.contextmanager
+def capturing_decode(vae: Any, into: list[torch.Tensor]) -> Iterator[None]:
+    """Keep a copy of each latent tensor the pipeline hands ``vae.decode`` while the block runs."""
+    decode = vae.decode
+
+    def capture(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        into.append(latents.detach().clone())
+        return decode(latents, *args, **kwargs)
+
+    vae.decode = capture
+    try:
+        yield
+    finally:
+        del vae.decode  # the class's own method again
+
+
+def vae_psnr(vae: Any, latents: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> float:
+    """PSNR (dB) of the bf16 VAE's decode of ``latents`` against the fp32 VAE's, as 8-bit pixels.
+
+    Both decoders are copies of ``vae`` holding ``weights`` (the model's own, before any dtype
+    change: fp32 for Wan, bf16 for Qwen), each in its dtype, as a worker would load them; both
+    get the same values (the latents rounded to bf16 once, so the bf16 one is not fed a coarser
+    input). The pixels are compared after the 8-bit rounding a delivered frame gets, where
+    banding would show.
+    """
+    same = latents.to(torch.bfloat16)
+    pixels: list[torch.Tensor] = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model = copy.deepcopy(vae).to(dtype)
+        model.load_state_dict(weights)  # copied into the copy's dtype
+        with torch.inference_mode():
+            out = model.decode(same.to(dtype), return_dict=False)[0]
+        pixels.append(((out.float().clamp(-1, 1) + 1) * 127.5).round())
+        del model, out
+    mse = float(torch.mean((pixels[0] - pixels[1]) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def checkpoint_weights(module: Any) -> dict[str, torch.Tensor]:
+    """A CPU copy of ``module``'s weights as they are (kept off the GPU: the job's peak is not
+    the copy's)."""
+    return {
+        name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()
+    }
+
+
 def _picture(width: int, height: int) -> bytes:
     img = Image.new("RGB", (width, height), (60, 80, 110))
     draw = ImageDraw.Draw(img)
@@ -134,23 +206,40 @@ def bench_wan(
     tiny: bool = False,
     repeats: int = 1,
     seed: int = 0,
+    options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Build the A14B (or the tiny) pipeline on ``device`` and time ``repeats`` generations.
+    """Build the A14B (or the tiny) pipeline on ``device``, prepare the engine with ``options``
+    and time ``repeats`` jobs.
 
-    Returns seconds per phase of the last run (``text_encode_s``, ``condition_s``,
-    ``denoise_s``, ``decode_s``, ``total_s``, ``per_step_s``), ``first_total_s`` (the first
-    run, with warm-up), ``build_s``, ``peak_memory_bytes`` (None on the CPU), the timesteps the
-    scheduler used and the parameter counts.
+    Returns what ``prepare()`` did (``attention``, ``fp8``, ``compiled``, ``memory``), ``build_s``,
+    ``prepare_s``, ``load_s`` (both), ``warmup_s``, ``seconds`` per phase of the last job
+    (``text_encode``, ``condition``, ``denoise``, ``decode``, ``total``), ``first_total_s``,
+    ``peak_memory_bytes`` (None on the CPU), ``psnr_db`` (with a ``vae_dtype`` option), the
+    timesteps and the parameter counts. ConfigError: an option this machine refuses.
     """
     cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device: run with --tiny (CPU) or on a GPU machine")
+    given = dict(options or {})
+    # Not the environment's VIDEOKIT_* variables: a row's options are exactly its own.
+    engine_options = resolve_options(given, {})
     started = time.perf_counter()
     pipe = build_a14b(device, tiny=tiny)
+    # The VAE's weights as built (fp32, like the checkpoint), for the PSNR check's decoders.
+    weights = checkpoint_weights(pipe.vae) if engine_options.vae_dtype else None
+    if engine_options.vae_dtype == "bf16":
+        pipe.vae.to(torch.bfloat16)  # as wan.load_engine loads it
     if cuda:
         torch.cuda.synchronize()
     build_s = time.perf_counter() - started
-    engine = WanEngine(pipe, model_name="bench-a14b" + ("-tiny" if tiny else ""), mode="lightning")
+    engine = WanEngine(
+        pipe,
+        model_name="bench-a14b" + ("-tiny" if tiny else ""),
+        mode="lightning",
+        name="tiny" if tiny else "diffusers",  # the tiny engine warms up at its small size
+        options=engine_options,
+        device=device,
+    )
     request = AnimateRequest(
         image=MediaInput.from_bytes(_picture(width, height)),
         prompt=_PROMPT,
@@ -161,29 +250,50 @@ def bench_wan(
         seed=seed,
     )
     totals: list[float] = []
+    latents: list[torch.Tensor] = []
     render = None
+    psnr = None
     try:
-        for _ in range(max(1, repeats)):
-            render = engine.render_frames(request)
+        started = time.perf_counter()
+        prepared = engine.prepare()
+        prepare_s = time.perf_counter() - started
+        for index in range(max(1, repeats)):
+            last = index == max(1, repeats) - 1
+            watch = last and engine_options.vae_dtype != ""
+            with capturing_decode(pipe.vae, latents) if watch else contextlib.nullcontext():
+                render = engine.render_frames(request)
             totals.append(render.timings_ms["total"] / 1000)
+        if latents and weights is not None:
+            psnr = vae_psnr(pipe.vae, latents[-1], weights)
     finally:
         engine.close()
     assert render is not None
-    timings = {name: ms / 1000 for name, ms in render.timings_ms.items()}
-    result: dict[str, Any] = {
+    seconds = {name: round(ms / 1000, 3) for name, ms in render.timings_ms.items()}
+    warmup = prepared.get("warmup") or {}
+    return {
+        "model": "wan",
         "device": torch.cuda.get_device_name(torch.device(device)) if cuda else "cpu",
-        "pid": os.getpid(),  # gpu_worker.py runs each model in a process of its own
+        "pid": os.getpid(),  # gpu_worker.py runs each configuration in a process of its own
         "tiny": tiny,
         "frames": frames,
         "width": width,
         "height": height,
         "steps": render.steps,
         "timesteps": [round(t, 3) for t in render.timesteps],
+        "options": dict(engine_options.summary()),
+        "attention": prepared["attention"],
+        "fp8": prepared["fp8"],
+        "compiled": prepared["compiled"],
+        "memory": prepared["memory"],
         "build_s": round(build_s, 3),
-        **{f"{name}_s": round(seconds, 3) for name, seconds in timings.items()},
-        "per_step_s": round(timings["denoise"] / render.steps, 3),
+        "prepare_s": round(prepare_s, 3),
+        "load_s": round(build_s + prepare_s, 3),
+        "warmup_s": round(warmup["ms"] / 1000, 3) if "ms" in warmup else None,
+        "seconds": seconds,
+        "per_step_s": round(seconds["denoise"] / render.steps, 3),
         "first_total_s": round(totals[0], 3),
         "peak_memory_bytes": render.peak_memory_bytes,
+        "psnr_db": _rounded(psnr),
         "parameters": {
             "transformer": _parameters(pipe.transformer),
             "transformer_2": _parameters(pipe.transformer_2),
@@ -191,7 +301,13 @@ def bench_wan(
             "vae": _parameters(pipe.vae),
         },
     }
-    return result
+
+
+def _rounded(psnr: float | None) -> float | str | None:
+    # JSON has no infinity: identical pixels are said in words.
+    if psnr is None or math.isfinite(psnr):
+        return None if psnr is None else round(psnr, 2)
+    return "identical"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,19 +318,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=None, help="default 832 (128 with --tiny)")
     parser.add_argument("--height", type=int, default=None, help="default 480 (128 with --tiny)")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="jobs; the last one is reported")
+    parser.add_argument(
+        "--option",
+        type=parse_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine option (docs/workers.md), e.g. attention=cudnn; repeatable",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
     small = args.tiny
-    result = bench_wan(
-        device=args.device or ("cpu" if small else "cuda"),
-        frames=args.frames or (5 if small else 81),
-        width=args.width or (128 if small else 832),
-        height=args.height or (128 if small else 480),
-        steps=args.steps,
-        tiny=small,
-        repeats=args.repeats,
-    )
+    try:
+        result = bench_wan(
+            device=args.device or ("cpu" if small else "cuda"),
+            frames=args.frames or (5 if small else 81),
+            width=args.width or (128 if small else 832),
+            height=args.height or (128 if small else 480),
+            steps=args.steps,
+            tiny=small,
+            repeats=args.repeats,
+            options=dict(args.option),
+        )
+    except VideoKitError as exc:
+        # An option refused here (FP8 without torchao, a job admission turns down...), as the
+        # worker would refuse it: one line, the last on stderr, which gpu_worker.py shows.
+        print(f"refused: {' '.join(exc.message.split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # The traceback, then one line that says what failed: the last line gpu_worker.py reads
+        # (an exception's notes, like the engine's pipeline traceback, would come after it).
+        traceback.print_exc()
+        lines = str(exc).strip().splitlines()
+        print(f"failed: {type(exc).__name__}: {lines[0][:300] if lines else ''}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2))

@@ -351,7 +351,10 @@ def test_lightning_engine_loads_both_loras(lightning: qwen.QwenEngine) -> None:
     assert lightning.adapters == {"lightning-4", "lightning-8"}
     identity = f"tiny-qwen-edit-v{tiny_qwen.TINY_VERSION}/lightning@diffusers-{DIFFUSERS}"
     assert lightning.identity("edit") == identity
-    assert _job(lightning, {"warmup": True}) == {"warm": True, "model": identity}
+    # The warm-up answer carries the engine's load time (no warm-up step: the tiny default).
+    warm = _job(lightning, {"warmup": True})
+    assert warm == {"warm": True, "model": identity, "load_ms": lightning.load_ms}
+    assert isinstance(lightning.load_ms, int) and lightning.load_ms > 0
 
 
 @pytest.mark.parametrize("steps", [4, 8])
@@ -820,12 +823,14 @@ def test_tiny_tokenizer_drops_exactly_the_system_prompt(tiny_pipe: Any) -> None:
 def test_gpu_benchmark_runs_tiny() -> None:
     from benchmarks.gpu_qwen import bench_qwen
 
-    fast = bench_qwen("cpu", megapixels=0.02, steps=4, tiny=True, warmup=False)
+    fast = bench_qwen("cpu", megapixels=0.02, steps=4, tiny=True, options={"warmup": "off"})
     assert fast["mode"] == "lightning" and fast["output"] == "144x144"
     assert fast["transformer_calls_per_step"] == 1
     assert set(fast["seconds"]) == {"text_encode", "condition", "denoise", "decode", "total"}
     assert fast["lora_params"] > 0 and fast["peak_memory_bytes"] is None
-    guided = bench_qwen("cpu", megapixels=0.02, steps=2, tiny=True, cfg_scale=4.0, warmup=False)
+    guided = bench_qwen(
+        "cpu", megapixels=0.02, steps=2, tiny=True, cfg_scale=4.0, options={"warmup": "off"}
+    )
     assert guided["mode"] == "standard" and guided["transformer_calls_per_step"] == 2
 
 

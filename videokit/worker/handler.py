@@ -9,7 +9,8 @@ await, so a cancelled job stops at the next one and ``CancelledError`` leaves th
 A job goes through:
 
 1. :func:`~videokit.worker.compat.parse_job_input`: native or dialect input → native request
-   (``{"warmup": true}`` is answered at once: the engine was loaded before the first job);
+   (``{"warmup": true}`` is answered at once, with the engine's load time: the engine was
+   loaded before the first job);
 2. URL inputs fetched with :func:`~videokit.worker.fetch.fetch_url` (SSRF-safe) and replaced by
    inline base64; every input image checked with :func:`~videokit.media.images.inspect_image`
    (format, pixel count from the header: decompression bombs never reach the engine); upload
@@ -226,7 +227,14 @@ class _Worker:
         record.style = style
         if isinstance(parsed, Warmup):
             record.warmup = True
-            return {"warm": True, "model": self.engine.identity(self.stage)}
+            answer: dict[str, Any] = {"warm": True, "model": self.engine.identity(self.stage)}
+            # The engine's load, so a cold start seen from outside (RunPod's delayTime holds
+            # queue, container and load) can be split; engines that do not time it say nothing.
+            for name in ("load_ms", "warmup_ms"):
+                value = getattr(self.engine, name, None)
+                if isinstance(value, int):
+                    answer[name] = value
+            return answer
 
         with _Timer(record, "inputs"):
             # Targets first: a refused target should not cost a download.

@@ -69,6 +69,7 @@ __all__ = [
     "locate_model_files",
     "locate_model_root",
     "missing_files",
+    "refuse_unsupported",
     "resolve_settings",
 ]
 
@@ -124,17 +125,7 @@ def load_engine(
         env=env,
     )
     options = resolve_options(speed, env_option(env), defaults={"warmup": "off"} if tiny else {})
-    if options.fp8 != "off" and options.fuse_lora == "on":
-        raise ConfigError(
-            f"{options.source('fp8')}={options.fp8} with {options.source('fuse_lora')}=on: a LoRA "
-            "cannot be fused into FP8 weights",
-            hint="choose one: VIDEOKIT_FP8 (memory) or VIDEOKIT_FUSE_LORA (speed)",
-        )
-    if options.text_encoder == "swap":
-        raise ConfigError(
-            f"{options.source('text_encoder')}=swap: only the Wan engine moves its text encoder",
-            hint="leave VIDEOKIT_TEXT_ENCODER unset on the edit worker",
-        )
+    refuse_unsupported(options, settings.dtype)
     # The device first: a worker without its GPU must say so, not ask for 60 GB of weights.
     require_device(settings.device, settings.device_setting)
     files: QwenFiles | None = None
@@ -152,7 +143,7 @@ def load_engine(
     started_prepare = time.perf_counter()
     prepared = engine.prepare()
     timings["prepare"] = ms_since(started_prepare)
-    elapsed = ms_since(started)
+    elapsed = engine.load_ms = ms_since(started)
     write(
         json_line(
             {
@@ -174,6 +165,29 @@ def load_engine(
         )
     )
     return engine
+
+
+def refuse_unsupported(options: EngineOptions, dtype: str) -> None:
+    """ConfigError for the speed and memory options the Qwen engine cannot take (together)."""
+    if options.fp8 != "off" and options.fuse_lora == "on":
+        raise ConfigError(
+            f"{options.source('fp8')}={options.fp8} with {options.source('fuse_lora')}=on: a LoRA "
+            "cannot be fused into FP8 weights",
+            hint="choose one: VIDEOKIT_FP8 (memory) or VIDEOKIT_FUSE_LORA (speed)",
+        )
+    if options.vae_dtype and options.vae_dtype != dtype:
+        # QwenImageEditPlusPipeline casts the input image to the text embeddings' dtype before
+        # its VAE encode, so a VAE in another dtype fails in the first job.
+        raise ConfigError(
+            f"{options.source('vae_dtype')}={options.vae_dtype}: the Qwen pipeline feeds its VAE "
+            f"in the engine's dtype ({dtype})",
+            hint="leave VIDEOKIT_VAE_DTYPE unset on the edit worker (it follows VIDEOKIT_DTYPE)",
+        )
+    if options.text_encoder == "swap":
+        raise ConfigError(
+            f"{options.source('text_encoder')}=swap: only the Wan engine moves its text encoder",
+            hint="leave VIDEOKIT_TEXT_ENCODER unset on the edit worker",
+        )
 
 
 def _load_tiny(

@@ -78,6 +78,10 @@ class DiffusersEngine:
         self.device = device
         self.cuda = device.startswith("cuda")
         self.memory: MemoryModel | None = None
+        #: How long loading took, and the warm-up step within it (set by the loader): a warm-up
+        #: job's answer reports them, so a cold start can be split from outside the worker.
+        self.load_ms: int | None = None
+        self.warmup_ms: int | None = None
         self._thread = JobThread(f"videokit-{self.stage}")
 
     # -- what a subclass names ---------------------------------------------------------------------
@@ -126,6 +130,7 @@ class DiffusersEngine:
                 reason = f"failed in the warm-up step: {type(exc).__name__}: {str(exc)[:200]}"
                 attention = AttentionChoice(attention.requested, "native", reason)
                 warmup = self.warm_up()
+        self.warmup_ms = None if warmup is None else int(warmup["ms"])
         return {
             "options": self.options.summary() or None,
             "attention": attention.log(),

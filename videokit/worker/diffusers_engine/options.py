@@ -88,7 +88,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "warmup",
-        "VIDEOKIT_WARMUP",
+        "VIDEOKIT_WARMUP_STEP",
         ("on", "off"),
         "on",
         "run one real denoising step at load, so the first job finds kernels chosen and "
@@ -147,6 +147,9 @@ class EngineOptions:
         }
 
 
+# The spellings an on/off option also takes (the client's own switches are read as booleans).
+_SWITCH = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?\s*$", re.IGNORECASE)
 _UNITS = {
     "b": 1,
@@ -188,6 +191,8 @@ def resolve_options(
         if raw is None:
             raw, source = defaults.get(spec.name, spec.default), "the default"
         text = str(raw).strip().lower()
+        if spec.choices == ("on", "off"):
+            text = _SWITCH.get(text, text)
         if spec.name == "memory_limit":
             values[spec.name] = (
                 "auto" if text == "auto" else None if text == "off" else parse_bytes(text, source)
