@@ -21,7 +21,7 @@ from videokit.worker.compat import (
     parse_job_input,
 )
 from videokit.worker.engines import ENGINES, Engine, EngineSpec, engine_from_env, load_engine
-from videokit.worker.errors import JobInputError, WorkerOOMError, is_cuda_oom
+from videokit.worker.errors import JobInputError, JobTooLargeError, WorkerOOMError, is_cuda_oom
 from videokit.worker.fetch import FetchRefused, fetch_url
 from videokit.worker.handler import Handler, make_handler, run_local
 
@@ -32,6 +32,7 @@ __all__ = [
     "FetchRefused",
     "Handler",
     "JobInputError",
+    "JobTooLargeError",
     "OutputStyle",
     "Warmup",
     "WorkerOOMError",
