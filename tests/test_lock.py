@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import subprocess
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -51,9 +52,13 @@ def test_the_environment_under_test_is_the_lock() -> None:
     """What `make install-gpu` made: every locked package that is installed has its locked
     version, and everything videokit requires (with its dev and gpu extras) is locked."""
     pins = locked()
+    # The environment's own site-packages only: once something imports setuptools (torch's
+    # inductor does, compiling on the CPU), its vendored copies of packaging, zipp and others
+    # are on sys.path too, at setuptools' versions, and they are not what was installed.
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         canonicalize_name(dist.metadata["Name"]): dist.version
-        for dist in importlib.metadata.distributions()
+        for dist in importlib.metadata.distributions(path=paths)
     }
     wrong = {
         name: f"{installed[name]} installed, {version} locked"
