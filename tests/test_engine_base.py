@@ -189,6 +189,22 @@ def test_a_bad_option_value_names_the_variable_and_its_values() -> None:
     assert "VIDEOKIT_FP8" in text and "off, weights, dynamic" in text and "torchao" in text
 
 
+def test_the_shared_settings_read_the_same_for_both_models() -> None:
+    assert wan.resolve_settings(env={"VIDEOKIT_DTYPE": "bfloat16"}).dtype == "bf16"
+    assert qwen.resolve_settings(tiny=False, env={"VIDEOKIT_DTYPE": "Float16"}).dtype == "fp16"
+    for resolve in (lambda env: wan.resolve_settings(env=env),
+                    lambda env: qwen.resolve_settings(tiny=False, env=env)):  # fmt: skip
+        with pytest.raises(ConfigError) as caught:
+            resolve({"VIDEOKIT_DTYPE": "int4"})
+        assert str(caught.value).startswith("VIDEOKIT_DTYPE: 'int4' is not a dtype")
+        with pytest.raises(ConfigError, match="'disk' is not an offload mode"):
+            resolve({"VIDEOKIT_OFFLOAD": "disk"})
+    with pytest.raises(ConfigError) as caught:
+        qwen.resolve_settings(tiny=False, env={"VIDEOKIT_OFFLOAD": "sequential"})
+    assert "Qwen2.5-VL text encoder" in str(caught.value)
+    assert "none, model" in str(caught.value.hint)
+
+
 def test_memory_sizes_parse_in_binary_and_decimal_units() -> None:
     assert parse_bytes("79GiB", "x") == 79 * GIB
     assert parse_bytes("80 GB", "x") == 80 * 10**9

@@ -14,15 +14,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from videokit.errors import ConfigError
 from videokit.worker.common import (
-    DTYPE_NAMES,
-    env_flag,
     env_option,
-    env_text,
-    parse_device,
 )
 from videokit.worker.diffusers_engine.model_files import (
     DirSearch,
@@ -32,8 +28,8 @@ from videokit.worker.diffusers_engine.model_files import (
     cached_snapshot,
     download_missing,
     find_complete_dir,
-    model_search_path,
 )
+from videokit.worker.diffusers_engine.settings import resolve_common, setting
 
 __all__ = [
     "DEFAULT_MODEL_DIRS",
@@ -159,8 +155,6 @@ STANDARD_CFG = 4.0
 STANDARD_NEGATIVE_PROMPT = " "
 
 _MODES: tuple[Mode, ...] = ("lightning", "standard")
-_OFFLOADS: tuple[Offload, ...] = ("none", "model")
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -200,72 +194,46 @@ def resolve_settings(
     """
     environ = env_option(env)
 
-    def pick(value: object, name: str, variable: str) -> str | None:
-        if value is not None:
-            if not isinstance(value, str | os.PathLike):
-                raise ConfigError(f"engine option {name!r} must be a string, got {value!r}")
-            return os.fspath(value).strip() or None
-        return env_text(environ, variable)
-
-    model_key = pick(model, "model", "VIDEOKIT_QWEN_MODEL") or "2509"
-    model_key = model_key.lower().removeprefix("qwen-image-edit-")
+    model_key = setting(model, environ, "model", "VIDEOKIT_QWEN_MODEL")[0] or "2509"
+    model_key = model_key.removeprefix("qwen-image-edit-")
     if model_key not in MODELS:
         raise ConfigError(
             f"unknown Qwen-Image-Edit model {model_key!r}",
             hint=f"set VIDEOKIT_QWEN_MODEL to one of: {', '.join(MODELS)}",
         )
-    mode_name = (pick(mode, "mode", "VIDEOKIT_QWEN_MODE") or "lightning").lower()
+    mode_name = setting(mode, environ, "mode", "VIDEOKIT_QWEN_MODE")[0] or "lightning"
     if mode_name not in _MODES:
         raise ConfigError(
             f"unknown Qwen mode {mode_name!r}",
             hint="set VIDEOKIT_QWEN_MODE to 'lightning' (4/8-step LoRA) or 'standard'",
         )
-    dtype_name = pick(dtype, "dtype", "VIDEOKIT_DTYPE")
-    dtype_name = (dtype_name or ("fp32" if tiny else "bf16")).lower()
-    dtype_name = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
-        dtype_name, dtype_name
+    common = resolve_common(
+        dtype=dtype,
+        offload=offload,
+        device=device,
+        model_dir=model_dir,
+        model_dirs=model_dirs,
+        env=environ,
+        tiny=tiny,
+        offloads={
+            "none": None,
+            "model": None,
+            "sequential": "accelerate's sequential offload fails on the Qwen2.5-VL text encoder "
+            "with transformers 5.23 (peak with model offload: about the transformer, ~41 GB)",
+        },
+        default_dirs=DEFAULT_MODEL_DIRS,
     )
-    if dtype_name not in DTYPE_NAMES:
-        raise ConfigError(
-            f"unknown dtype {dtype_name!r}", hint="set VIDEOKIT_DTYPE to bf16, fp16 or fp32"
-        )
-    offload_name = (pick(offload, "offload", "VIDEOKIT_OFFLOAD") or "none").lower()
-    if offload_name == "sequential":
-        raise ConfigError(
-            "VIDEOKIT_OFFLOAD=sequential is not supported: accelerate's sequential offload fails "
-            "on the Qwen2.5-VL text encoder with transformers 5.23",
-            hint="use VIDEOKIT_OFFLOAD=model (peak ≈ the transformer, ~41 GB) or a larger GPU",
-        )
-    if offload_name not in _OFFLOADS:
-        raise ConfigError(
-            f"unknown offload mode {offload_name!r}",
-            hint="set VIDEOKIT_OFFLOAD to 'model' (or leave it unset)",
-        )
-    device_given = pick(device, "device", "VIDEOKIT_DEVICE")
-    if device_given is None:
-        device_setting = "the default device"
-    else:
-        device_setting = "the device option" if device is not None else "VIDEOKIT_DEVICE"
-    device_name = parse_device(device_given, device_setting, tiny=tiny)
-    allow_hub = env_flag(environ, "VIDEOKIT_ALLOW_HUB", true=_TRUE)
-
-    dirs: tuple[Path, ...] = ()
-    source = "built in code (tiny)"
-    if not tiny:
-        dirs, source = model_search_path(
-            model_dir=model_dir, model_dirs=model_dirs, env=environ, defaults=DEFAULT_MODEL_DIRS
-        )
     return QwenSettings(
         tiny=tiny,
         model=MODELS[model_key],
-        model_dirs=dirs,
-        model_dir_source=source,
+        model_dirs=common.model_dirs,
+        model_dir_source=common.model_dir_source,
         mode=mode_name,
-        dtype=dtype_name,
-        offload=offload_name,
-        device=device_name,
-        device_setting=device_setting,
-        allow_hub=allow_hub,
+        dtype=common.dtype,
+        offload=cast(Offload, common.offload),
+        device=common.device,
+        device_setting=common.device_setting,
+        allow_hub=common.allow_hub,
     )
 
 

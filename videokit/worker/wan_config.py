@@ -16,10 +16,7 @@ from typing import Literal, cast
 
 from videokit.errors import ConfigError
 from videokit.worker.common import (
-    DTYPE_NAMES,
-    env_flag,
     env_text,
-    parse_device,
 )
 from videokit.worker.diffusers_engine.model_files import (
     HubClient,
@@ -28,8 +25,8 @@ from videokit.worker.diffusers_engine.model_files import (
     cached_snapshot,
     download_missing,
     find_complete_dir,
-    model_search_path,
 )
+from videokit.worker.diffusers_engine.settings import resolve_common
 
 __all__ = [
     "BOUNDARY_RATIO",
@@ -203,45 +200,34 @@ def resolve_settings(
                 hint="use VIDEOKIT_WAN_MODE=standard with ti2v-5b, or the a14b model",
             )
 
-    raw, source = _option(dtype, env, "VIDEOKIT_DTYPE", "bf16")
-    resolved_dtype = cast(
-        DTypeName, _choice(raw, _label(source, "dtype", "VIDEOKIT_DTYPE"), tuple(DTYPE_NAMES))
+    common = resolve_common(
+        dtype=dtype,
+        offload=offload,
+        device=device,
+        model_dir=model_dir,
+        model_dirs=model_dirs,
+        env=env,
+        tiny=tiny,
+        offloads={"none": None, "model": None, "sequential": None},
+        default_dirs=DEFAULT_MODEL_DIRS,
     )
-
-    raw, source = _option(offload, env, "VIDEOKIT_OFFLOAD", "none")
-    resolved_offload = cast(
-        Offload,
-        _choice(
-            raw, _label(source, "offload", "VIDEOKIT_OFFLOAD"), ("none", "model", "sequential")
-        ),
-    )
-
-    raw, source = _option(device, env, "VIDEOKIT_DEVICE", None)
-    device_setting = {"option": "the device option", "default": "the default device"}.get(
-        source, source
-    )
-    resolved_device = parse_device(raw, device_setting, tiny=tiny)
-    if resolved_offload != "none" and not resolved_device.startswith("cuda"):
+    if common.offload != "none" and not common.device.startswith("cuda"):
+        # On a CPU worker offload moves nothing: most likely a mistake in the worker's settings.
         raise ConfigError(
-            f"offload={resolved_offload} moves models between the CPU and a GPU; the device is "
-            f"{resolved_device}",
+            f"offload={common.offload} moves models between the CPU and a GPU; the device is "
+            f"{common.device}",
             hint="use VIDEOKIT_OFFLOAD=none on a CPU",
         )
-
-    dirs, dir_source = model_search_path(
-        model_dir=model_dir, model_dirs=model_dirs, env=env, defaults=DEFAULT_MODEL_DIRS
-    )
-    allow_hub = env_flag(env, "VIDEOKIT_ALLOW_HUB", true=("1", "true", "yes", "on"))
     return WanSettings(
         model=spec,
         mode=resolved_mode,
-        dtype=resolved_dtype,
-        offload=resolved_offload,
-        device=resolved_device,
-        device_setting=device_setting,
-        model_dirs=dirs,
-        model_dir_source=dir_source,
-        allow_hub=allow_hub,
+        dtype=cast(DTypeName, common.dtype),
+        offload=cast(Offload, common.offload),
+        device=common.device,
+        device_setting=common.device_setting,
+        model_dirs=common.model_dirs,
+        model_dir_source=common.model_dir_source,
+        allow_hub=common.allow_hub,
     )
 
 
