@@ -112,6 +112,7 @@ def test_a_render_writes_the_report_beside_the_film_and_names_it_when_done(
 ) -> None:
     _, result, events = rendered
     report = result.workdir / "report.html"
+    assert result.report == report  # the Python result names it too
     (done,) = [e for e in events if isinstance(e, RenderDone)]
     assert done.report == str(report)
     assert f"report {report}" in summary_line(done, cwd=Path("/elsewhere"))

@@ -267,6 +267,7 @@ class Render:
             cost_usd=ledger.spent,
             warnings=warnings,
             stale=sorted(self.stale, key=order.index),
+            report=report.absolute() if report else None,
         )
         self.emit(
             RenderDone(

@@ -53,6 +53,8 @@ class RenderResult:
     # Scenes left as they were: with ``only``, scenes whose inputs this render changed and that
     # no cached result matches any more (rendering without ``only`` updates them).
     stale: list[str] = field(default_factory=list)
+    # The work dir's report.html (None if it could not be written: see ``warnings``).
+    report: Path | None = None
 
     def open_video(self) -> AbstractContextManager[Any]:
         """The final video as a frame-exact moviepy ``VideoFileClip`` (with its audio)::
