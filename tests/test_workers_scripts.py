@@ -542,6 +542,27 @@ def pip_installs(instructions: list[Instruction]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("stage", STAGES)
+def test_the_bake_steps_have_every_module_the_script_loads(stage: str) -> None:
+    """download_models.py loads its siblings by path; the image copies them before its bake
+    steps (videokit is not installed yet there), or the first step fails in the build."""
+    script = (WORKERS / "download_models.py").read_text()
+    siblings = {f"workers/{name}.py" for name in re.findall(r'_load_sibling\("(\w+)"\)', script)}
+    assert siblings >= {"workers/models.py", "workers/hub_fetch.py"}
+    instructions = dockerfile(stage)
+    first_bake = next(
+        n for n, ins in enumerate(instructions)
+        if ins.keyword == "RUN" and "download_models.py" in ins.args
+    )  # fmt: skip
+    copied = {
+        source
+        for ins in instructions[:first_bake]
+        if ins.keyword == "COPY"
+        for source in shlex.split(ins.args)[:-1]
+    }
+    assert siblings <= copied, siblings - copied
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_the_image_installs_the_locked_versions(stage: str, tmp_path: Path) -> None:
     """The images take their versions from requirements/lock.txt, the lock CI installs: every
     pip install is constrained by it, except torch's, which is the lock's release built for CUDA."""

@@ -60,22 +60,18 @@ weight layers that would be too large (layer 1), 2 bad arguments, downloads disa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-SECRET_TOKEN_FILE = "/run/secrets/hf_token"
 #: The largest layer a bake step may make, GB (below the ~10 GB some registries accept).
 MAX_LAYER_GB = 9.5
 #: How many image layers the Dockerfiles bake the weights in (``--layer K/BAKE_LAYERS``): layer
@@ -89,10 +85,10 @@ PLAN_FILE = ".videokit-bake-plan.json"
 _GUESSED_GB = 1.0
 
 
-def _load_models() -> ModuleType:
-    """workers/models.py, by path: this script runs from anywhere (a Docker layer, a pod)."""
-    path = Path(__file__).resolve().with_name("models.py")
-    spec = importlib.util.spec_from_file_location("videokit_worker_models", path)
+def _load_sibling(name: str) -> ModuleType:
+    """``workers/<name>.py``, by path: this script runs from anywhere (a Docker layer, a pod)."""
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"videokit_worker_{name}", path)
     if spec is None or spec.loader is None:  # pragma: no cover - the file ships beside us
         raise SystemExit(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -101,31 +97,8 @@ def _load_models() -> ModuleType:
     return module
 
 
-models = _load_models()
-
-
-def _fail(message: str) -> SystemExit:
-    print(f"error: {message}", file=sys.stderr)
-    return SystemExit(2)
-
-
-def _token(token_file: str | None) -> tuple[str | None, str]:
-    """The token and where it came from (the source is printed, the token never)."""
-    path = Path(token_file or SECRET_TOKEN_FILE)
-    if token_file and not path.is_file():
-        raise _fail(f"--token-file {path} does not exist")
-    if path.is_file():
-        value = path.read_text(encoding="utf-8").strip()
-        if value:
-            return value, f"secret file {path}"
-    value = os.environ.get("HF_TOKEN", "").strip()
-    if value:
-        return value, "HF_TOKEN from the environment"
-    return None, "none (public repositories)"
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+models = _load_sibling("models")
+hub_fetch = _load_sibling("hub_fetch")
 
 
 def _print_plan(
@@ -154,90 +127,6 @@ def _print_plan(
             f" -> {target / item.local_path} (~{item.approx_gb} GB)"
         )
     print(f"  token: {token_source}")
-
-
-def _hub_module(hub: Any) -> Any:
-    """The client downloads go through: ``hub`` if given (tests pass a stand-in), else
-    ``huggingface_hub``, imported only now (``--dry-run`` and ``--verify`` need none)."""
-    return hub if hub is not None else importlib.import_module("huggingface_hub")
-
-
-def _refuse_offline() -> None:
-    if _truthy(os.environ.get("HF_HUB_OFFLINE")):
-        raise _fail(
-            "HF_HUB_OFFLINE is set: downloads are disabled in this environment\n"
-            "hint: run with HF_HUB_OFFLINE=0 (the worker image sets it to 1 on purpose)"
-        )
-
-
-@contextlib.contextmanager
-def _scratch(target: Path) -> Iterator[Path]:
-    """A scratch folder in ``target`` that huggingface_hub's own files go to, deleted after.
-
-    huggingface_hub (and hf_xet's chunk cache) write under HF_HOME: pointed here, so nothing but
-    the weights lands in the image layer or on the volume.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=target))
-    os.environ["HF_HOME"] = str(scratch / "hf-home")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _auth(token: str | None) -> str | bool:
-    return token if token else False  # False: never a token found on disk
-
-
-def _download(
-    choice: Any,
-    mode: str,
-    target: Path,
-    token: str | None,
-    *,
-    patterns: Sequence[str] | None = None,
-    files: Sequence[Any] | None = None,
-    hub: Any = None,
-) -> None:
-    """Fetch the snapshot (only ``patterns`` of it, if given) and ``files`` into ``target``.
-
-    ``patterns`` None: the table's patterns (the whole snapshot); ``files`` None: every file of
-    the mode. An empty sequence fetches nothing of that kind. Through ``hub`` (default:
-    huggingface_hub).
-    """
-    _refuse_offline()
-    snapshot = choice.snapshot
-    allow = list(snapshot.allow_patterns if patterns is None else patterns)
-    wanted = list(choice.files(mode) if files is None else files)
-    client = _hub_module(hub)
-    with _scratch(target) as scratch:
-        if allow:
-            print(f"downloading {snapshot.repo_id} -> {target / snapshot.folder}", flush=True)
-            client.snapshot_download(
-                snapshot.repo_id,
-                revision=snapshot.revision,
-                local_dir=target / snapshot.folder,
-                allow_patterns=allow,
-                token=_auth(token),
-                max_workers=8,
-            )
-        for item in wanted:
-            destination = target / item.local_path
-            if destination.is_file() and destination.stat().st_size > 0:
-                print(f"present: {destination}", flush=True)
-                continue
-            print(f"downloading {item.repo_id}: {item.repo_path} -> {destination}", flush=True)
-            fetched = client.hf_hub_download(
-                item.repo_id,
-                item.repo_path,
-                revision=item.revision,
-                local_dir=scratch / "files",
-                token=_auth(token),
-            )
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(fetched, destination)  # same filesystem: a rename
 
 
 # -- layers ------------------------------------------------------------------------------------
@@ -278,12 +167,12 @@ def hub_weight_sizes(
     """
     snapshot = choice.snapshot
     try:
-        with _scratch(target):
-            infos = _hub_module(hub).snapshot_download(
+        with hub_fetch.scratch_home(target):
+            infos = hub_fetch.hub_module(hub).snapshot_download(
                 snapshot.repo_id,
                 revision=snapshot.revision,
                 allow_patterns=weight_patterns(choice),
-                token=_auth(token),
+                token=hub_fetch.auth(token),
                 dry_run=True,
             )
         sizes = {
@@ -307,7 +196,7 @@ def weight_units(
     """
     base = target / choice.snapshot.folder
     if not base.is_dir():
-        raise _fail(
+        raise hub_fetch.fail(
             f"{base} is missing: run the first bake layer (--layer 1/N) before the weight layers"
         )
     guess = int(_GUESSED_GB * 1e9)
@@ -329,7 +218,9 @@ def weight_units(
                 shards = sorted(set(data["weight_map"].values()))
                 total = int(data.get("metadata", {}).get("total_size", 0))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                raise _fail(f"{index} is not a safetensors index: run layer 1 again") from None
+                raise hub_fetch.fail(
+                    f"{index} is not a safetensors index: run layer 1 again"
+                ) from None
             each = total // len(shards) if shards and total else 0
             for shard in shards:
                 name = f"{component}/{shard}"
@@ -473,12 +364,12 @@ def read_plan(choice: Any, mode: str, target: Path, layers: int) -> list[list[Un
         made_for = (plan["model"], plan["mode"], plan["layers"])
         entries = plan["groups"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise _fail(
+        raise hub_fetch.fail(
             f"{path} is missing or unreadable: run the first bake layer (--layer 1/{layers}) "
             "before the weight layers"
         ) from None
     if made_for != (choice.key, mode, layers):
-        raise _fail(
+        raise hub_fetch.fail(
             f"{path} plans {made_for[0]} ({made_for[1]}) in {made_for[2]} layers, not "
             f"{choice.key} ({mode}) in {layers}: run --layer 1/{layers} again"
         )
@@ -512,7 +403,7 @@ def _bake_layer(
         patterns = non_weight_patterns(choice)
         shown = ", ".join(patterns)
         print(f"layer 1/{layers}: {choice.snapshot.repo_id} without weights ({shown})")
-        _download(choice, mode, target, token, patterns=patterns, files=[], hub=hub)
+        hub_fetch.download(choice, mode, target, token, patterns=patterns, files=[], hub=hub)
         print(f"layer 1/{layers}: planning layers 2-{layers} into {target / PLAN_FILE}")
         return _plan_layers(choice, mode, target, token, layers, cap, hub)
     group = read_plan(choice, mode, target, layers)[layer - 2]
@@ -523,7 +414,7 @@ def _bake_layer(
     note = _oversize_note(group, cap)
     if note:
         print(note)
-    _download(
+    hub_fetch.download(
         choice,
         mode,
         target,
@@ -589,20 +480,20 @@ def _bake_loras(
             print(f"{choice.key} ({mode}) has no LoRA files: nothing to bake")
     if not files:
         return 0
-    token, source = _token(token_file)
+    token, source = hub_fetch.token_from(token_file)
     if dry_run or layer is None:
         _print_plan(choice, mode, target, source, with_snapshot=False)
         if dry_run:
             print("dry run: nothing downloaded")
             return 0
-        _download(choice, mode, target, token, patterns=[], files=files, hub=hub)
+        hub_fetch.download(choice, mode, target, token, patterns=[], files=files, hub=hub)
         return _report(choice, mode, target, with_snapshot=False)
     picked = lora_layer(files, *layer)
     if not picked:
         return 0  # quiet, like the steps of BAKE_MODELS=0
     for item in picked:
         print(f"layer {layer[0]}/{layer[1]}: {item.local_path} (~{item.approx_gb} GB)")
-    _download(choice, mode, target, token, patterns=[], files=picked, hub=hub)
+    hub_fetch.download(choice, mode, target, token, patterns=[], files=picked, hub=hub)
     return 0
 
 
@@ -644,7 +535,7 @@ def _parser() -> argparse.ArgumentParser:
         f" GB (default {MAX_LAYER_GB}; one larger file gets a layer of its own)",
     )
     parser.add_argument(
-        "--token-file", help=f"file holding a HF token (default {SECRET_TOKEN_FILE})"
+        "--token-file", help=f"file holding a HF token (default {hub_fetch.SECRET_TOKEN_FILE})"
     )
     return parser
 
@@ -695,7 +586,7 @@ def main(argv: list[str] | None = None, *, hub: Any = None) -> int:
         )
     if args.verify:
         return _report(choice, mode, target)
-    token, source = _token(args.token_file)
+    token, source = hub_fetch.token_from(args.token_file)
     if args.layer is not None and not args.dry_run:
         layer, layers = args.layer
         return _bake_layer(
@@ -705,7 +596,7 @@ def main(argv: list[str] | None = None, *, hub: Any = None) -> int:
     if args.dry_run:
         print("dry run: nothing downloaded")
         return 0
-    _download(choice, mode, target, token, hub=hub)
+    hub_fetch.download(choice, mode, target, token, hub=hub)
     return _report(choice, mode, target)
 
 
