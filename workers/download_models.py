@@ -101,34 +101,6 @@ models = _load_sibling("models")
 hub_fetch = _load_sibling("hub_fetch")
 
 
-def _print_plan(
-    choice: Any, mode: str, target: Path, token_source: str, *, with_snapshot: bool = True
-) -> None:
-    snapshot = choice.snapshot
-    print(f"{choice.stage} model {choice.key} ({mode} mode): {choice.description}")
-    size = (
-        choice.approx_gb(mode)
-        if with_snapshot
-        else round(choice.approx_gb(mode) - snapshot.approx_gb, 2)
-    )
-    print(f"  about {size} GB into {target}")
-    if with_snapshot:
-        print(
-            f"  {snapshot.repo_id} @ {snapshot.revision or 'main'} -> {target / snapshot.folder}"
-            f" (~{snapshot.approx_gb} GB)"
-        )
-        print(f"    allow_patterns: {', '.join(snapshot.allow_patterns)}")
-        print(f"    complete weights in: {', '.join(snapshot.weight_components)}")
-    else:
-        print(f"  not {snapshot.repo_id}: only the LoRAs (--bake loras)")
-    for item in choice.files(mode):
-        print(
-            f"  {item.repo_id} @ {item.revision or 'main'}: {item.repo_path}"
-            f" -> {target / item.local_path} (~{item.approx_gb} GB)"
-        )
-    print(f"  token: {token_source}")
-
-
 # -- layers ------------------------------------------------------------------------------------
 
 
@@ -482,7 +454,7 @@ def _bake_loras(
         return 0
     token, source = hub_fetch.token_from(token_file)
     if dry_run or layer is None:
-        _print_plan(choice, mode, target, source, with_snapshot=False)
+        hub_fetch.print_plan(choice, mode, target, source, with_snapshot=False)
         if dry_run:
             print("dry run: nothing downloaded")
             return 0
@@ -592,7 +564,7 @@ def main(argv: list[str] | None = None, *, hub: Any = None) -> int:
         return _bake_layer(
             choice, mode, target, token, layer, layers, cap=args.max_layer_gb, hub=hub
         )
-    _print_plan(choice, mode, target, source)
+    hub_fetch.print_plan(choice, mode, target, source)
     if args.dry_run:
         print("dry run: nothing downloaded")
         return 0

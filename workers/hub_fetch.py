@@ -1,5 +1,5 @@
-"""Fetching from the Hugging Face Hub for workers/download_models.py: the token, the client, a
-scratch HF_HOME inside the target, and the download of a model table entry's files.
+"""Fetching from the Hugging Face Hub for workers/download_models.py: the plan printed, the token,
+the client, a scratch HF_HOME inside the target, and the download of a model table entry.
 
 Standard library only (huggingface_hub is imported when a download runs), loaded by path beside
 the script, as workers/models.py is: both are copied into the image before videokit is.
@@ -23,6 +23,7 @@ __all__ = [
     "download",
     "fail",
     "hub_module",
+    "print_plan",
     "refuse_offline",
     "scratch_home",
     "token_from",
@@ -139,3 +140,32 @@ def download(
             )
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(fetched, destination)  # same filesystem: a rename
+
+
+def print_plan(
+    choice: Any, mode: str, target: Path, token_source: str, *, with_snapshot: bool = True
+) -> None:
+    """What will be fetched for ``choice`` in ``mode``, and where, with the token's source."""
+    snapshot = choice.snapshot
+    print(f"{choice.stage} model {choice.key} ({mode} mode): {choice.description}")
+    size = (
+        choice.approx_gb(mode)
+        if with_snapshot
+        else round(choice.approx_gb(mode) - snapshot.approx_gb, 2)
+    )
+    print(f"  about {size} GB into {target}")
+    if with_snapshot:
+        print(
+            f"  {snapshot.repo_id} @ {snapshot.revision or 'main'} -> {target / snapshot.folder}"
+            f" (~{snapshot.approx_gb} GB)"
+        )
+        print(f"    allow_patterns: {', '.join(snapshot.allow_patterns)}")
+        print(f"    complete weights in: {', '.join(snapshot.weight_components)}")
+    else:
+        print(f"  not {snapshot.repo_id}: only the LoRAs (--bake loras)")
+    for item in choice.files(mode):
+        print(
+            f"  {item.repo_id} @ {item.revision or 'main'}: {item.repo_path}"
+            f" -> {target / item.local_path} (~{item.approx_gb} GB)"
+        )
+    print(f"  token: {token_source}")
