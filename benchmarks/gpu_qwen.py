@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import json
 import math
 import os
@@ -59,7 +58,11 @@ from videokit.media.images import encode_png
 from videokit.protocol import EditRequest, MediaInput
 from videokit.worker import qwen, tiny_qwen
 from videokit.worker.common import torch_dtype
-from videokit.worker.diffusers_engine.options import OPTION_NAMES, resolve_options
+from videokit.worker.diffusers_engine.options import resolve_options
+
+# The sibling module both GPU benchmarks share, whether run as scripts or imported by the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_options import capturing_decode, checkpoint_weights, parse_option, vae_psnr
 
 __all__ = [
     "FULL_IMAGE_PROCESSOR",
@@ -209,56 +212,6 @@ def _picture(width: int, height: int) -> bytes:
     y = torch.linspace(0, 1, height).view(-1, 1).expand(-1, width)
     rgb = torch.stack([x, y, 0.5 + 0.5 * torch.sin(6 * math.pi * x * y)], dim=-1)
     return encode_png(Image.fromarray((rgb * 255).to(torch.uint8).numpy()))
-
-
-# The next four are gpu_wan.py's: each benchmark runs as a script of its own (no package).
-def parse_option(text: str) -> tuple[str, str]:
-    """``NAME=VALUE`` (an engine option of docs/workers.md) → (name, value); argparse's type."""
-    name, sep, value = text.partition("=")
-    if not sep or name.strip() not in OPTION_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(OPTION_NAMES)}"
-        )
-    return name.strip(), value.strip()
-
-
-@contextlib.contextmanager
-def capturing_decode(vae: Any, into: list[torch.Tensor]) -> Iterator[None]:
-    """Keep a copy of each latent tensor the pipeline hands ``vae.decode`` while the block runs."""
-    decode = vae.decode
-
-    def capture(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        into.append(latents.detach().clone())
-        return decode(latents, *args, **kwargs)
-
-    vae.decode = capture
-    try:
-        yield
-    finally:
-        del vae.decode  # the class's own method again
-
-
-def vae_psnr(vae: Any, latents: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> float:
-    """PSNR (dB) of the bf16 VAE's decode of ``latents`` against the fp32 VAE's, as 8-bit pixels
-    (copies of ``vae`` holding the model's own ``weights``, fed the same bf16-rounded latents)."""
-    same = latents.to(torch.bfloat16)
-    pixels: list[torch.Tensor] = []
-    for dtype in (torch.float32, torch.bfloat16):
-        model = copy.deepcopy(vae).to(dtype)
-        model.load_state_dict(weights)  # copied into the copy's dtype
-        with torch.inference_mode():
-            out = model.decode(same.to(dtype), return_dict=False)[0]
-        pixels.append(((out.float().clamp(-1, 1) + 1) * 127.5).round())
-        del model, out
-    mse = float(torch.mean((pixels[0] - pixels[1]) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
-def checkpoint_weights(module: Any) -> dict[str, torch.Tensor]:
-    """A CPU copy of ``module``'s weights as they are (off the GPU: not in the job's peak)."""
-    return {
-        name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()
-    }
 
 
 def bench_qwen(

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,12 @@ from videokit.errors import VideoKitError
 from videokit.media.images import encode_png
 from videokit.protocol import AnimateRequest, MediaInput
 from videokit.worker import tiny_wan
-from videokit.worker.diffusers_engine.options import OPTION_NAMES, resolve_options
+from videokit.worker.diffusers_engine.options import resolve_options
 from videokit.worker.wan import WanEngine
+
+# The sibling module both GPU benchmarks share, whether run as scripts or imported by the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_options import capturing_decode, checkpoint_weights, parse_option, vae_psnr
 
 __all__ = [
     "A14B_TRANSFORMER_CONFIG",
@@ -125,62 +128,6 @@ def build_a14b(device: str | torch.device, *, tiny: bool = False) -> Any:
         device=device,
         dtype=torch.bfloat16,
     )
-
-
-def parse_option(text: str) -> tuple[str, str]:
-    """``NAME=VALUE`` (an engine option of docs/workers.md) → (name, value); argparse's type."""
-    name, sep, value = text.partition("=")
-    if not sep or name.strip() not in OPTION_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(OPTION_NAMES)}"
-        )
-    return name.strip(), value.strip()
-
-
-@contextlib.contextmanager
-def capturing_decode(vae: Any, into: list[torch.Tensor]) -> Iterator[None]:
-    """Keep a copy of each latent tensor the pipeline hands ``vae.decode`` while the block runs."""
-    decode = vae.decode
-
-    def capture(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        into.append(latents.detach().clone())
-        return decode(latents, *args, **kwargs)
-
-    vae.decode = capture
-    try:
-        yield
-    finally:
-        del vae.decode  # the class's own method again
-
-
-def vae_psnr(vae: Any, latents: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> float:
-    """PSNR (dB) of the bf16 VAE's decode of ``latents`` against the fp32 VAE's, as 8-bit pixels.
-
-    Both decoders are copies of ``vae`` holding ``weights`` (the model's own, before any dtype
-    change: fp32 for Wan, bf16 for Qwen), each in its dtype, as a worker would load them; both
-    get the same values (the latents rounded to bf16 once, so the bf16 one is not fed a coarser
-    input). The pixels are compared after the 8-bit rounding a delivered frame gets, where
-    banding would show.
-    """
-    same = latents.to(torch.bfloat16)
-    pixels: list[torch.Tensor] = []
-    for dtype in (torch.float32, torch.bfloat16):
-        model = copy.deepcopy(vae).to(dtype)
-        model.load_state_dict(weights)  # copied into the copy's dtype
-        with torch.inference_mode():
-            out = model.decode(same.to(dtype), return_dict=False)[0]
-        pixels.append(((out.float().clamp(-1, 1) + 1) * 127.5).round())
-        del model, out
-    mse = float(torch.mean((pixels[0] - pixels[1]) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
-def checkpoint_weights(module: Any) -> dict[str, torch.Tensor]:
-    """A CPU copy of ``module``'s weights as they are (kept off the GPU: the job's peak is not
-    the copy's)."""
-    return {
-        name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()
-    }
 
 
 def _picture(width: int, height: int) -> bytes:
