@@ -1,7 +1,8 @@
 """What the GPU benchmarks of both models share: the ``--option`` parser, the capture of the
 latents a pipeline decodes, and the PSNR of a bf16 VAE against an fp32 one on those latents.
 
-Imported by ``gpu_wan.py`` and ``gpu_qwen.py`` as a sibling module (each runs as a script).
+Imported by ``gpu_wan.py`` and ``gpu_qwen.py`` as a sibling module (each runs as a script),
+with the way both end a run: :func:`report_run`, whose last stderr line ``gpu_worker.py`` reads.
 """
 
 from __future__ import annotations
@@ -9,15 +10,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import math
-from collections.abc import Iterator, Mapping
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from videokit.errors import VideoKitError
 from videokit.worker.diffusers_engine.options import OPTION_NAMES
 
-__all__ = ["capturing_decode", "checkpoint_weights", "parse_option", "vae_psnr"]
+__all__ = [
+    "capturing_decode",
+    "checkpoint_weights",
+    "parse_option",
+    "report_run",
+    "vae_psnr",
+]
 
 
 def parse_option(text: str) -> tuple[str, str]:
@@ -74,3 +86,25 @@ def checkpoint_weights(module: Any) -> dict[str, torch.Tensor]:
     return {
         name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()
     }
+
+
+def report_run(bench: Callable[[], dict[str, Any]], json_out: Path | None) -> int:
+    """Run ``bench`` and print its JSON result (also to ``json_out``): 0. An option refused, as
+    the worker would refuse it (FP8 without torchao, an admission turned down): one ``refused:``
+    line, the last on stderr, 2. Anything else: the traceback, then one ``failed:`` line, 1 (an
+    exception's notes, like the engine's pipeline traceback, come before it)."""
+    try:
+        result = bench()
+    except VideoKitError as exc:
+        print(f"refused: {' '.join(exc.message.split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        traceback.print_exc()
+        lines = str(exc).strip().splitlines()
+        print(f"failed: {type(exc).__name__}: {lines[0][:300] if lines else ''}", file=sys.stderr)
+        return 1
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_out is not None:
+        json_out.write_text(text)
+    return 0

@@ -43,7 +43,6 @@ import os
 import resource
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -53,7 +52,6 @@ import torch
 from PIL import Image
 
 from videokit.backends.base import JobContext
-from videokit.errors import VideoKitError
 from videokit.media.images import encode_png
 from videokit.protocol import EditRequest, MediaInput
 from videokit.worker import qwen, tiny_qwen
@@ -62,7 +60,13 @@ from videokit.worker.diffusers_engine.options import resolve_options
 
 # The sibling module both GPU benchmarks share, whether run as scripts or imported by the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_options import capturing_decode, checkpoint_weights, parse_option, vae_psnr
+from gpu_options import (
+    capturing_decode,
+    checkpoint_weights,
+    parse_option,
+    report_run,
+    vae_psnr,
+)
 
 __all__ = [
     "FULL_IMAGE_PROCESSOR",
@@ -388,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
-    try:
-        result = bench_qwen(
+    return report_run(
+        lambda: bench_qwen(
             device=args.device or ("cpu" if args.tiny else "cuda"),
             megapixels=args.megapixels or (0.1 if args.tiny else 1.0),
             steps=args.steps,
@@ -399,24 +403,9 @@ def main(argv: list[str] | None = None) -> int:
             lora=not args.no_lora,
             repeats=args.repeats,
             options=dict(args.option),
-        )
-    except VideoKitError as exc:
-        # An option refused here, as the worker would refuse it: one line, the last on stderr,
-        # which gpu_worker.py shows in its table.
-        print(f"refused: {' '.join(exc.message.split())}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # The traceback, then one line that says what failed: the last line gpu_worker.py reads
-        # (an exception's notes, like the engine's pipeline traceback, would come after it).
-        traceback.print_exc()
-        lines = str(exc).strip().splitlines()
-        print(f"failed: {type(exc).__name__}: {lines[0][:300] if lines else ''}", file=sys.stderr)
-        return 1
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=2))
-    return 0
+        ),
+        args.json_out,
+    )
 
 
 if __name__ == "__main__":

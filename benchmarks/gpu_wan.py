@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,6 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from videokit.errors import VideoKitError
 from videokit.media.images import encode_png
 from videokit.protocol import AnimateRequest, MediaInput
 from videokit.worker import tiny_wan
@@ -50,7 +47,13 @@ from videokit.worker.wan import WanEngine
 
 # The sibling module both GPU benchmarks share, whether run as scripts or imported by the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_options import capturing_decode, checkpoint_weights, parse_option, vae_psnr
+from gpu_options import (
+    capturing_decode,
+    checkpoint_weights,
+    parse_option,
+    report_run,
+    vae_psnr,
+)
 
 __all__ = [
     "A14B_TRANSFORMER_CONFIG",
@@ -277,8 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json-out", type=Path, help="also write the result here (JSON)")
     args = parser.parse_args(argv)
     small = args.tiny
-    try:
-        result = bench_wan(
+    return report_run(
+        lambda: bench_wan(
             device=args.device or ("cpu" if small else "cuda"),
             frames=args.frames or (5 if small else 81),
             width=args.width or (128 if small else 832),
@@ -287,23 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tiny=small,
             repeats=args.repeats,
             options=dict(args.option),
-        )
-    except VideoKitError as exc:
-        # An option refused here (FP8 without torchao, a job admission turns down...), as the
-        # worker would refuse it: one line, the last on stderr, which gpu_worker.py shows.
-        print(f"refused: {' '.join(exc.message.split())}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # The traceback, then one line that says what failed: the last line gpu_worker.py reads
-        # (an exception's notes, like the engine's pipeline traceback, would come after it).
-        traceback.print_exc()
-        lines = str(exc).strip().splitlines()
-        print(f"failed: {type(exc).__name__}: {lines[0][:300] if lines else ''}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=2))
-    return 0
+        ),
+        args.json_out,
+    )
 
 
 if __name__ == "__main__":
